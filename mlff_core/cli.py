@@ -1,0 +1,60 @@
+"""The `mlff` command: data, training, evaluation, engines and reports.
+
+Errors the user can fix (bad files, bad options) print as one line, `mlff: error: ...`, and exit
+non-zero; only bugs show a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mlff_core import __version__
+from mlff_core.commands.data import data
+from mlff_core.commands.demo import demo
+from mlff_core.errors import MLFFError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mlff")
+def cli() -> None:
+    """Machine-learning force fields in OpenMM, LAMMPS and ASE, with guardrails.
+
+    \b
+    Start with:
+      mlff demo -o demo-output          the whole pipeline on a small default
+      mlff data generate --help         make labelled data with a level of theory
+    """
+
+
+cli.add_command(data)
+cli.add_command(demo)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"mlff: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        code = cli.main(args=argv, prog_name="mlff", standalone_mode=False)
+    except click.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _fail(f"{exc.format_message()}{where}", exc.exit_code)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except MLFFError as exc:
+        _fail(str(exc), 1)
+    except OSError as exc:
+        _fail(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", 1)
+    except (KeyboardInterrupt, click.Abort):
+        click.echo("mlff: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Subcommands of the `mlff` command line (each module one command group)."""

@@ -1,0 +1,252 @@
+"""`mlff data ...`: generate, relabel, inspect, convert and split datasets."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from mlff_core.data.formats import FORMATS, read_frames, write_frames
+from mlff_core.data.frames import Frames
+from mlff_core.data.generate import LangevinSampling, generate_frames, relabel_frames
+from mlff_core.data.molecules import (
+    MOLECULES,
+    Structure,
+    molecule_from_smiles,
+    molecule_names,
+    named_molecule,
+    structure_from_file,
+    water_box,
+)
+from mlff_core.data.splits import split_indices
+from mlff_core.labels.levels import get_level, list_levels
+from mlff_core.progress import progress_bar
+
+FORMAT_CHOICE = click.Choice([*FORMATS], case_sensitive=False)
+
+
+@click.group()
+def data() -> None:
+    """Make, relabel, inspect, convert and split datasets."""
+
+
+# ------------------------------------------------------------------------------- generate
+@data.command()
+@click.option("--molecule", help=f"Named molecule: {', '.join(molecule_names())}.")
+@click.option("--smiles", help="Any molecule as SMILES (embedded with RDKit, seeded).")
+@click.option("--water-box", type=click.IntRange(min=1), metavar="N",
+              help="Periodic box of N water molecules at 0.997 g/cm³ (needs gfn1/gfn2).")
+@click.option("--structure", "structure_file", type=click.Path(dir_okay=False),
+              help="Start from the first frame of a file (xyz, pdb, npz, ...).")
+@click.option("--level", required=True,
+              help=f"Level of theory driving the MD: {', '.join(list_levels())} or dft:XC/BASIS.")
+@click.option("--label-level", help="Label the frames with this level instead (default: --level).")
+@click.option("--frames", "n_frames", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=500.0,
+              show_default=True, help="Langevin temperature, K.")
+@click.option("--timestep", type=click.FloatRange(min=0, min_open=True), default=0.5,
+              show_default=True, help="MD time step, fs.")
+@click.option("--friction", type=click.FloatRange(min=0), default=0.01, show_default=True,
+              help="Langevin friction, 1/fs.")
+@click.option("--stride", type=click.IntRange(min=1), default=10, show_default=True,
+              help="MD steps between saved frames.")
+@click.option("--equilibration", type=click.IntRange(min=0), default=200, show_default=True,
+              help="MD steps before the first saved frame.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output file (.npz native, .xyz extxyz, .traj).")
+@click.option("--to", "fmt", type=FORMAT_CHOICE, help="Output format (default: from the suffix).")
+def generate(molecule, smiles, water_box, structure_file, level, label_level, n_frames,
+             temperature, timestep, friction, stride, equilibration, seed, output, fmt) -> None:
+    """Sample configurations by Langevin MD and label them with a level of theory.
+
+    \b
+    Examples:
+      mlff data generate --molecule aspirin --level gfn2 --frames 200 --temperature 500 \\
+          --seed 0 -o aspirin.npz
+      mlff data generate --molecule ethanol --level mmff94 --label-level gfn2 -o ethanol.npz
+      mlff data generate --water-box 32 --level gfn1 --frames 20 -o water.npz
+    """
+    structure = _structure(molecule, smiles, water_box, structure_file, seed)
+    driver = get_level(level)
+    labeller = get_level(label_level) if label_level else None
+    sampling = LangevinSampling(temperature, timestep, friction, stride, equilibration, seed)
+    total = sampling.total_steps(n_frames)
+    if labeller is not None and labeller.key != driver.key:
+        total += n_frames
+    start = time.perf_counter()
+    with progress_bar(f"{structure.name} · {driver.tag}", total) as advance:
+        frames = generate_frames(structure, driver, n_frames, sampling, labeller, advance)
+    frames.provenance["command"] = "mlff data generate"
+    write_frames(frames, output, fmt)
+    click.echo(
+        f"wrote {frames.n_frames} frames of {frames.formula} ({frames.levels[0]} labels) "
+        f"to {output} in {time.perf_counter() - start:.1f} s"
+    )
+
+
+def _structure(molecule, smiles, n_water, structure_file, seed) -> Structure:
+    given = [x is not None for x in (molecule, smiles, n_water, structure_file)]
+    if sum(given) != 1:
+        raise click.UsageError("give exactly one of --molecule, --smiles, --water-box, --structure")
+    if molecule is not None:
+        return named_molecule(molecule, seed=seed)
+    if smiles is not None:
+        return molecule_from_smiles(smiles, seed=seed)
+    if n_water is not None:
+        return water_box(n_water)
+    return structure_from_file(structure_file)
+
+
+# -------------------------------------------------------------------------------- relabel
+@data.command()
+@click.argument("input_file", type=click.Path(dir_okay=False))
+@click.option("--level", required=True, help="Level of theory for the new labels.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@click.option("--to", "fmt", type=FORMAT_CHOICE, help="Output format (default: from the suffix).")
+def relabel(input_file, level, output, fmt) -> None:
+    """Label the frames of INPUT_FILE with another level of theory.
+
+    \b
+    Example (a cheap/accurate pair for ASTEROID):
+      mlff data relabel aspirin_gfn2.npz --level mmff94 -o aspirin_mmff.npz
+    """
+    frames = read_frames(input_file)
+    target = get_level(level)
+    start = time.perf_counter()
+    with progress_bar(f"relabel · {target.tag}", frames.n_frames) as advance:
+        relabelled = relabel_frames(frames, target, advance)
+    write_frames(relabelled, output, fmt)
+    click.echo(f"wrote {relabelled.n_frames} frames ({target.tag} labels) to {output} "
+               f"in {time.perf_counter() - start:.1f} s")
+
+
+# ----------------------------------------------------------------------------------- info
+@data.command()
+@click.argument("input_file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info(input_file, as_json) -> None:
+    """Summarise a data file: frames, atoms, elements, level, units, label ranges.
+
+    \b
+    Example:
+      mlff data info aspirin.npz
+    """
+    frames = read_frames(input_file)
+    summary = frames.summary()
+    summary["file"] = str(input_file)
+    summary["provenance"] = frames.provenance
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    click.echo(format_summary(frames, str(input_file)))
+
+
+def format_summary(frames: Frames, name: str) -> str:
+    """Human-readable summary of a dataset (what `mlff data info` prints)."""
+    s = frames.summary()
+    composition = ", ".join(f"{k} {v}" for k, v in s["elements"].items())
+    levels = ", ".join(f"{k} ({v})" for k, v in s["levels"].items())
+    lines = [
+        ("file", name),
+        ("frames", str(s["frames"])),
+        ("atoms", f"{s['atoms']}  ({s['formula']}: {composition})"),
+        ("periodic", "yes" if s["periodic"] else "no"),
+        ("levels", levels),
+        ("units", "Å, eV, eV/Å, amu"),
+    ]
+    if "energy_eV" in s:
+        e = s["energy_eV"]
+        lines.append(("energy", f"{e['min']:.4f} … {e['max']:.4f} eV  "
+                                f"(mean {e['mean']:.4f}, std {e['std']:.4f})"))
+    else:
+        lines.append(("labels", "none (unlabelled configurations)"))
+    if "force_eV_per_A" in s:
+        f = s["force_eV_per_A"]
+        lines.append(("forces", f"components {f['component_min']:.3f} … {f['component_max']:.3f} "
+                                f"eV/Å (std {f['component_std']:.3f}), max |F| "
+                                f"{f['max_norm']:.3f} eV/Å"))
+    sampling = frames.provenance.get("sampling")
+    if sampling:
+        lines.append(("sampling", f"{sampling.get('method')} MD with "
+                                  f"{sampling.get('driver_level')}, "
+                                  f"{sampling.get('temperature')} K, "
+                                  f"{sampling.get('timestep')} fs, stride "
+                                  f"{sampling.get('stride')}, seed {sampling.get('seed')}"))
+    source = frames.provenance.get("source")
+    if source:
+        lines.append(("source", f"{source.get('format')} {source.get('path', '')}"))
+    if frames.provenance.get("created"):
+        lines.append(("created", str(frames.provenance["created"])))
+    width = max(len(k) for k, _ in lines)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
+
+
+# -------------------------------------------------------------------------------- convert
+@data.command()
+@click.argument("input_file", type=click.Path(dir_okay=False))
+@click.argument("output_file", type=click.Path(dir_okay=False))
+@click.option("--from", "from_fmt", type=FORMAT_CHOICE, help="Input format (default: guessed).")
+@click.option("--to", "to_fmt", type=FORMAT_CHOICE, help="Output format (default: from suffix).")
+def convert(input_file, output_file, from_fmt, to_fmt) -> None:
+    """Convert between native npz, MD17/MD22/rMD17 npz, extxyz and ASE trajectories.
+
+    \b
+    Examples:
+      mlff data convert md17_aspirin.npz aspirin.npz         # MD17 → native (eV, Å)
+      mlff data convert aspirin.npz aspirin.xyz              # native → extxyz
+      mlff data convert aspirin.npz rmd17.npz --to rmd17
+    """
+    frames = read_frames(input_file, from_fmt)
+    frames.provenance.setdefault("converted_from", str(input_file))
+    write_frames(frames, output_file, to_fmt)
+    click.echo(f"wrote {frames.n_frames} frames to {output_file}")
+
+
+# ---------------------------------------------------------------------------------- split
+@data.command()
+@click.argument("input_file", type=click.Path(dir_okay=False))
+@click.option("--train", required=True, type=float, help="Training frames (count, or fraction < 1).")
+@click.option("--val", default=0.0, show_default=True, type=float, help="Validation frames.")
+@click.option("--test", type=float, help="Test frames (default: all the rest).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False))
+def split(input_file, train, val, test, seed, output_dir) -> None:
+    """Seeded train/val/test split into OUTPUT_DIR/{train,val,test}.npz.
+
+    \b
+    Example:
+      mlff data split aspirin.npz --train 1000 --val 100 --seed 0 -o splits/
+    """
+    frames = read_frames(input_file)
+    as_size = lambda x: None if x is None else (int(x) if x >= 1 else x)  # noqa: E731
+    parts = split_indices(frames.n_frames, as_size(train), as_size(val), as_size(test), seed)
+    out = Path(output_dir)
+    for name, indices in (("train", parts.train), ("val", parts.val), ("test", parts.test)):
+        if len(indices) == 0:
+            continue
+        subset = frames[indices]
+        subset.provenance["split"] = {"subset": name, "seed": seed, "of": str(input_file),
+                                      "indices": indices.tolist()}
+        write_frames(subset, out / f"{name}.npz")
+    sizes = ", ".join(f"{k} {v}" for k, v in parts.sizes().items())
+    click.echo(f"split {frames.n_frames} frames into {sizes} in {out}/")
+
+
+# ------------------------------------------------------------------------- molecules, levels
+@data.command()
+def molecules() -> None:
+    """List the named molecules `mlff data generate --molecule` knows."""
+    for name in molecule_names():
+        click.echo(f"{name:<16} {MOLECULES[name]}")
+
+
+@data.command()
+def levels() -> None:
+    """List the levels of theory, cheapest first, and whether each is installed."""
+    for name in list_levels():
+        level = get_level(name)
+        state = "available" if level.available() else "not installed (pip install mlff-plugins[dft])"
+        click.echo(f"{name:<8} {level.tag:<20} {level.description}  [{state}]")

@@ -1,0 +1,189 @@
+"""Labelled data from molecular dynamics: sample with one level of theory, label with another.
+
+`generate_frames` runs Langevin MD (ASE) driven by a level of theory and keeps every `stride`-th
+configuration after an equilibration period, labelled either by the driving level or by another
+one (`label_level`). `relabel_frames` labels existing frames with a level — how cheap/accurate
+pairs for ASTEROID are made. Everything is deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from ase import units as ase_units
+from ase.constraints import FixCom
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
+
+from mlff_core.data.frames import Frames
+from mlff_core.data.molecules import Structure
+from mlff_core.errors import DataError, LevelOfTheoryError
+from mlff_core.labels.levels import LevelOfTheory
+from mlff_core.progress import Advance, no_progress
+from mlff_core.runtime import package_versions
+
+
+@dataclass(frozen=True)
+class LangevinSampling:
+    """How configurations are sampled.
+
+    Attributes:
+        temperature: thermostat temperature, K.
+        timestep: MD time step, fs.
+        friction: Langevin friction, 1/fs.
+        stride: MD steps between two saved frames.
+        equilibration: MD steps run before the first saved frame.
+        seed: seeds the initial velocities and the thermostat noise.
+    """
+
+    temperature: float = 500.0
+    timestep: float = 0.5
+    friction: float = 0.01
+    stride: int = 10
+    equilibration: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise DataError(f"temperature must be positive, got {self.temperature} K")
+        if self.timestep <= 0:
+            raise DataError(f"timestep must be positive, got {self.timestep} fs")
+        if self.stride < 1 or self.equilibration < 0:
+            raise DataError("stride must be at least 1 and equilibration non-negative")
+
+    def total_steps(self, n_frames: int) -> int:
+        return self.equilibration + n_frames * self.stride
+
+
+def _system_provenance(structure: Structure) -> dict:
+    return {
+        "name": structure.name,
+        "formula": structure.atoms.get_chemical_formula(mode="hill"),
+        "smiles": structure.smiles,
+        "charge": structure.charge,
+        "bonds": structure.bonds.tolist(),
+    }
+
+
+def sample_langevin(
+    structure: Structure,
+    level: LevelOfTheory,
+    n_frames: int,
+    sampling: LangevinSampling = LangevinSampling(),
+    advance: Advance = no_progress,
+) -> Frames:
+    """Langevin MD on `structure` driven by `level`; frames labelled by that same level.
+
+    Args:
+        n_frames: number of configurations to keep.
+        advance: progress callback, called once per MD step.
+
+    Returns:
+        [n_frames] Frames with energies (eV) and forces (eV/Å) of the driving level.
+    """
+    if n_frames < 1:
+        raise DataError(f"need at least one frame, got {n_frames}")
+    if structure.atoms.pbc.any() and not level.periodic:
+        raise LevelOfTheoryError(f"{level.tag} cannot drive a periodic system; use gfn1 or gfn2")
+    atoms = structure.atoms.copy()
+    atoms.calc = level.calculator(smiles=structure.smiles, charge=structure.charge)
+    rng = np.random.default_rng(sampling.seed)
+    thermalize_momenta(atoms, temperature_K=sampling.temperature, rng=rng)
+    Stationary(atoms)
+    if not atoms.pbc.any():
+        ZeroRotation(atoms)
+    atoms.set_constraint(FixCom())  # no drift, without Langevin's biased `fixcm`
+    dynamics = Langevin(
+        atoms,
+        timestep=sampling.timestep * ase_units.fs,
+        temperature_K=sampling.temperature,
+        friction=sampling.friction / ase_units.fs,
+        fixcm=False,
+        rng=rng,
+    )
+    reported = [0]
+
+    def report_steps() -> None:  # observers also fire at the start of each run(): count steps
+        advance(dynamics.nsteps - reported[0])
+        reported[0] = dynamics.nsteps
+
+    dynamics.attach(report_steps, interval=1)
+
+    positions, cells, energies, forces = [], [], [], []
+    dynamics.run(sampling.equilibration)
+    for _ in range(n_frames):
+        dynamics.run(sampling.stride)
+        positions.append(atoms.positions.copy())
+        cells.append(atoms.cell.array.copy())
+        energies.append(atoms.get_potential_energy())
+        forces.append(atoms.get_forces(apply_constraint=False))  # FixCom alters forces
+
+    provenance = {
+        "system": _system_provenance(structure),
+        "level_of_theory": level.tag,
+        "sampling": {"method": "langevin", "driver_level": level.tag, **asdict(sampling)},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "package_versions": package_versions(),
+    }
+    return Frames(
+        positions=np.stack(positions),
+        atomic_numbers=atoms.numbers,
+        energies=np.array(energies),
+        forces=np.stack(forces),
+        cell=np.stack(cells) if atoms.pbc.any() else None,
+        pbc=atoms.pbc,
+        levels=np.full(n_frames, level.tag),
+        provenance=provenance,
+    )
+
+
+def relabel_frames(frames: Frames, level: LevelOfTheory, advance: Advance = no_progress) -> Frames:
+    """The same configurations labelled by `level` (energies eV, forces eV/Å).
+
+    The previous level is kept in the provenance under 'relabelled_from'. The SMILES and charge
+    recorded by `generate_frames` are used when present (MMFF94 needs the bond graph; without
+    it the bonds are perceived from the first frame's geometry).
+    """
+    if frames.is_periodic and not level.periodic:
+        raise LevelOfTheoryError(f"{level.tag} cannot label periodic frames; use gfn1 or gfn2")
+    system = frames.provenance.get("system", {})
+    calculator = level.calculator(smiles=system.get("smiles"), charge=int(system.get("charge", 0)))
+    energies = np.empty(frames.n_frames)
+    forces = np.empty_like(frames.positions)
+    for i in range(frames.n_frames):
+        atoms = frames.to_atoms(i)
+        atoms.calc = calculator
+        try:
+            energies[i] = atoms.get_potential_energy()
+            forces[i] = atoms.get_forces()
+        except LevelOfTheoryError as exc:
+            raise LevelOfTheoryError(f"frame {i}: {exc}") from None
+        advance(1)
+    relabelled = frames.with_labels(energies, forces, level.tag)
+    provenance = copy.deepcopy(frames.provenance)
+    provenance["relabelled_from"] = sorted(set(frames.levels.tolist()))
+    provenance["level_of_theory"] = level.tag
+    provenance.setdefault("package_versions", package_versions())
+    relabelled.provenance = provenance
+    return relabelled
+
+
+def generate_frames(
+    structure: Structure,
+    level: LevelOfTheory,
+    n_frames: int,
+    sampling: LangevinSampling = LangevinSampling(),
+    label_level: LevelOfTheory | None = None,
+    advance: Advance = no_progress,
+) -> Frames:
+    """Sample with `level` and label with `label_level` (default: the same level).
+
+    `advance` is called once per MD step and, when relabelling, once per labelled frame.
+    """
+    frames = sample_langevin(structure, level, n_frames, sampling, advance)
+    if label_level is None or label_level.key == level.key:
+        return frames
+    return relabel_frames(frames, label_level, advance)

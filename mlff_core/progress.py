@@ -1,0 +1,47 @@
+"""Progress reporting: core functions take an `advance` callback; the CLI draws the bars."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
+#: Called with the number of units of work just completed.
+Advance = Callable[[int], None]
+
+
+def no_progress(_: int = 1) -> None:
+    """An `Advance` that does nothing (the default for library calls)."""
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Advance]:
+    """A rich progress bar on stderr for `total` units; yields its `advance(n)` callback.
+
+    On a non-terminal stderr (CI logs, pipes) the bar is drawn once, when it finishes.
+    """
+    if not enabled:
+        yield no_progress
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(file=sys.stderr)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n=1: progress.advance(task, n)

@@ -1,0 +1,64 @@
+"""Shared fixtures: small frames built by hand, and a runner for the real `mlff` console script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlff_core.data.frames import Frames
+
+MLFF = Path(sys.executable).with_name("mlff")
+
+
+def run_mlff(*args: str, cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `mlff` console script; returns the completed process (never raises)."""
+    return subprocess.run(
+        [str(MLFF), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """One `mlff: error:` line on stderr, non-zero exit, no traceback, mentioning `needles`."""
+    assert result.returncode != 0, result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in lines if line.startswith("mlff: error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.fixture
+def water_frames() -> Frames:
+    """Three labelled frames of one water molecule (made-up but finite labels)."""
+    rng = np.random.default_rng(7)
+    base = np.array([[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0], [-0.24, 0.927, 0.0]])
+    positions = base + 0.02 * rng.standard_normal((3, 3, 3))
+    return Frames(
+        positions=positions,
+        atomic_numbers=[8, 1, 1],
+        energies=rng.normal(-2080.0, 0.1, 3),
+        forces=rng.normal(0.0, 1.0, (3, 3, 3)),
+        levels=["GFN2-xTB"] * 3,
+        provenance={"level_of_theory": "GFN2-xTB", "sampling": {"seed": 3}},
+    )
+
+
+@pytest.fixture
+def periodic_frames() -> Frames:
+    """Two labelled frames of a 2-atom periodic triclinic cell."""
+    rng = np.random.default_rng(11)
+    cell = np.array([[5.0, 0.0, 0.0], [1.0, 6.0, 0.0], [0.5, 0.3, 7.0]])
+    return Frames(
+        positions=rng.uniform(0, 4, (2, 2, 3)),
+        atomic_numbers=[8, 8],
+        energies=[-10.0, -10.5],
+        forces=rng.normal(size=(2, 2, 3)),
+        cell=np.stack([cell, cell * 1.01]),
+        pbc=True,
+    )

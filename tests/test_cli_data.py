@@ -1,0 +1,110 @@
+"""`mlff data ...` through the real console script: outputs, and one clear error line for bad
+input with nothing written."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import assert_clean_error, run_mlff
+
+from mlff_core.data.formats import read_frames
+
+
+def test_generate_info_convert_split_relabel(tmp_path):
+    out = tmp_path / "ethanol.npz"
+    result = run_mlff("data", "generate", "--molecule", "ethanol", "--level", "mmff94",
+                      "--label-level", "gfn2", "--frames", "12", "--stride", "2",
+                      "--equilibration", "5", "--seed", "1", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 12 frames of C2H6O (GFN2-xTB labels)" in result.stdout
+
+    info = run_mlff("data", "info", out, "--json")
+    summary = json.loads(info.stdout)
+    assert summary["frames"] == 12 and summary["atoms"] == 9
+    assert summary["levels"] == {"GFN2-xTB": 12}
+    assert summary["provenance"]["sampling"]["seed"] == 1
+    text = run_mlff("data", "info", out).stdout
+    assert "C2H6O" in text and "GFN2-xTB (12)" in text
+
+    assert run_mlff("data", "convert", out, tmp_path / "e.xyz").returncode == 0
+    assert run_mlff("data", "convert", tmp_path / "e.xyz", tmp_path / "md17.npz",
+                    "--to", "md17").returncode == 0
+    back = read_frames(tmp_path / "md17.npz")
+    original = read_frames(out)
+    np.testing.assert_allclose(back.forces, original.forces, atol=1e-8)  # extxyz: 8 decimals
+    np.testing.assert_allclose(back.energies, original.energies, rtol=1e-12)
+
+    split = run_mlff("data", "split", out, "--train", "8", "--val", "2", "-o", tmp_path / "sp")
+    assert split.returncode == 0, split.stderr
+    sizes = {n: read_frames(tmp_path / "sp" / f"{n}.npz").n_frames
+             for n in ("train", "val", "test")}
+    assert sizes == {"train": 8, "val": 2, "test": 2}
+
+    cheap = tmp_path / "cheap.npz"
+    assert run_mlff("data", "relabel", out, "--level", "mmff94", "-o", cheap).returncode == 0
+    assert set(read_frames(cheap).levels) == {"MMFF94"}
+
+
+def _bad_file(tmp_path, kind):
+    rng = np.random.default_rng(0)
+    R, z = rng.normal(size=(3, 3, 3)), np.array([8, 1, 1])
+    E, F = rng.normal(size=(3, 1)), rng.normal(size=(3, 3, 3))
+    path = tmp_path / f"{kind}.npz"
+    if kind == "nan":
+        E[1] = np.nan
+        np.savez(path, R=R, z=z, E=E, F=F)
+    elif kind == "shape":
+        np.savez(path, R=R, z=z, E=E, F=F[:, :2])
+    elif kind == "keys":
+        np.savez(path, coordinates=R, z=z)
+    elif kind == "symbol":
+        path = tmp_path / "symbol.xyz"
+        path.write_text("1\nProperties=species:S:1:pos:R:3\nQq 0 0 0\n")
+    elif kind == "format":
+        path = tmp_path / "data.unknown"
+        path.write_text("garbage\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "needle"),
+    [
+        ("missing", "file not found"),
+        ("nan", "energies contains NaN values"),
+        ("shape", "forces have shape (3, 2, 3)"),
+        ("keys", "npz without the expected keys"),
+        ("symbol", "unknown element symbol 'Qq'"),
+        ("format", "unknown format"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, kind, needle):
+    path = tmp_path / "missing.npz" if kind == "missing" else _bad_file(tmp_path, kind)
+    before = set(tmp_path.iterdir())
+    result = run_mlff("data", "convert", path, tmp_path / "out.npz")
+    assert_clean_error(result, str(path), needle)
+    assert set(tmp_path.iterdir()) == before
+    assert_clean_error(run_mlff("data", "info", path), str(path), needle)
+
+
+def test_bad_options_are_one_clear_line(tmp_path):
+    out = tmp_path / "x.npz"
+    assert_clean_error(run_mlff("data", "generate", "--molecule", "caffeine", "--level", "gfn2",
+                                "-o", out), "unknown molecule 'caffeine'")
+    assert_clean_error(run_mlff("data", "generate", "--molecule", "ethanol", "--level", "ccsd",
+                                "-o", out), "unknown level of theory 'ccsd'")
+    assert_clean_error(run_mlff("data", "generate", "--level", "gfn2", "-o", out),
+                       "give exactly one of")
+    assert_clean_error(run_mlff("data", "generate", "--water-box", "2", "--level", "mmff94",
+                                "--frames", "1", "-o", out), "cannot drive a periodic system")
+    assert_clean_error(run_mlff("data", "generate", "--molecule", "ethanol", "--level", "gfn2",
+                                "--frames", "0", "-o", out), "--frames")
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_has_examples():
+    for command in (["data", "generate"], ["data", "relabel"], ["data", "info"],
+                    ["data", "convert"], ["data", "split"], ["demo"]):
+        result = run_mlff(*command, "--help")
+        assert result.returncode == 0
+        assert "Example" in result.stdout, command
