@@ -115,7 +115,7 @@ def test_dft_matches_pyscf_and_finite_differences():
     atoms = Atoms("OH2", positions=[[0, 0, 0.1], [0.95, 0.1, 0], [-0.3, 0.9, 0]])
     atoms.calc = get_level("dft:PBE/sto-3g").calculator()
     mol = gto.M(atom=[(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(),
-                                                    atoms.positions)],
+                                                    atoms.positions, strict=True)],
                 basis="sto-3g", unit="Angstrom", verbose=0)
     mf = dft.RKS(mol).density_fit()
     mf.xc = "PBE"

@@ -27,6 +27,23 @@ from mlff_core.progress import progress_bar
 FORMAT_CHOICE = click.Choice([*FORMATS], case_sensitive=False)
 
 
+class SubsetSize(click.ParamType):
+    """A subset size: a whole count (150) or a fraction below 1 (0.8)."""
+
+    name = "count|fraction"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a count nor a fraction", param, ctx)
+        if number < 0 or (number >= 1 and not number.is_integer()):
+            self.fail(f"{value!r} must be a whole count or a fraction below 1", param, ctx)
+        return number if number < 1 else int(number)
+
+
 @click.group()
 def data() -> None:
     """Make, relabel, inspect, convert and split datasets."""
@@ -208,9 +225,10 @@ def convert(input_file, output_file, from_fmt, to_fmt) -> None:
 # ---------------------------------------------------------------------------------- split
 @data.command()
 @click.argument("input_file", type=click.Path(dir_okay=False))
-@click.option("--train", required=True, type=float, help="Training frames (count, or fraction < 1).")
-@click.option("--val", default=0.0, show_default=True, type=float, help="Validation frames.")
-@click.option("--test", type=float, help="Test frames (default: all the rest).")
+@click.option("--train", required=True, type=SubsetSize(),
+              help="Training frames (count or fraction).")
+@click.option("--val", default=0, show_default=True, type=SubsetSize(), help="Validation frames.")
+@click.option("--test", type=SubsetSize(), help="Test frames (default: all the rest).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False))
 def split(input_file, train, val, test, seed, output_dir) -> None:
@@ -221,8 +239,7 @@ def split(input_file, train, val, test, seed, output_dir) -> None:
       mlff data split aspirin.npz --train 1000 --val 100 --seed 0 -o splits/
     """
     frames = read_frames(input_file)
-    as_size = lambda x: None if x is None else (int(x) if x >= 1 else x)  # noqa: E731
-    parts = split_indices(frames.n_frames, as_size(train), as_size(val), as_size(test), seed)
+    parts = split_indices(frames.n_frames, train, val, test, seed)
     out = Path(output_dir)
     for name, indices in (("train", parts.train), ("val", parts.val), ("test", parts.test)):
         if len(indices) == 0:
@@ -248,5 +265,5 @@ def levels() -> None:
     """List the levels of theory, cheapest first, and whether each is installed."""
     for name in list_levels():
         level = get_level(name)
-        state = "available" if level.available() else "not installed (pip install mlff-plugins[dft])"
+        state = "available" if level.available() else "needs: pip install 'mlff-plugins[dft]'"
         click.echo(f"{name:<8} {level.tag:<20} {level.description}  [{state}]")

@@ -150,9 +150,8 @@ def _from_native(data: dict[str, np.ndarray], path: Path) -> Frames:
     if metadata.get("units", NATIVE_UNITS) != NATIVE_UNITS:
         raise DataError(f"units {metadata['units']} differ from {NATIVE_UNITS}", path)
     if ("energies" in data) != ("forces" in data):
-        present = "energies" if "energies" in data else "forces"
-        raise DataError(f"has {present} but not {'forces' if present == 'energies' else 'energies'}",
-                        path)
+        present, absent = ("energies", "forces") if "energies" in data else ("forces", "energies")
+        raise DataError(f"has {present} but not {absent}", path)
     return Frames(
         positions=data["positions"],
         atomic_numbers=data["atomic_numbers"],

@@ -81,7 +81,8 @@ class Frames:
                 f"atomic_numbers has shape {numbers.shape} but positions have {n_atoms} atoms"
             )
         if not np.issubdtype(numbers.dtype, np.integer):
-            if not np.issubdtype(numbers.dtype, np.floating) or (numbers != np.round(numbers)).any():
+            integral = np.issubdtype(numbers.dtype, np.floating) and (numbers == np.round(numbers))
+            if not np.all(integral):
                 raise self._fail(f"atomic_numbers must be integers, got dtype {numbers.dtype}")
         numbers = numbers.astype(np.int64)
         bad = numbers[(numbers < 1) | (numbers >= len(chemical_symbols))]
@@ -283,7 +284,8 @@ class Frames:
         for other in parts[1:]:
             if not np.array_equal(other.atomic_numbers, first.atomic_numbers):
                 raise DataError(
-                    f"cannot join {other.formula} frames to {first.formula} frames: the atoms differ",
+                    f"cannot join {other.formula} frames to {first.formula} frames: "
+                    "the atoms differ",
                     other.source,
                 )
             if (other.energies is None) != (first.energies is None) or (other.forces is None) != (

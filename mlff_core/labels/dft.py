@@ -1,4 +1,4 @@
-"""Kohn-Sham DFT through PySCF as an ASE calculator (optional extra: `pip install mlff-plugins[dft]`)."""
+"""Kohn-Sham DFT through PySCF as an ASE calculator (optional extra `mlff-plugins[dft]`)."""
 
 from __future__ import annotations
 
@@ -66,7 +66,8 @@ class PySCFCalculator(Calculator):
             raise LevelOfTheoryError("the PySCF DFT level is for molecules, not periodic cells")
         try:
             mol = gto.M(
-                atom=[(s, tuple(x)) for s, x in zip(atoms.get_chemical_symbols(), atoms.positions)],
+                atom=list(zip(atoms.get_chemical_symbols(), atoms.positions.tolist(),
+                              strict=True)),
                 unit="Angstrom",
                 basis=p.basis,
                 charge=p.charge,

@@ -3,9 +3,9 @@
     mmff94   MMFF94 force field (RDKit)          empirical, molecules only
     gfn1     GFN1-xTB (tblite)                    semi-empirical tight binding, molecules and cells
     gfn2     GFN2-xTB (tblite)                    semi-empirical tight binding, molecules and cells
-    dft      Kohn-Sham DFT (PySCF), PBE/def2-SVP  `dft:XC/BASIS` picks another, e.g. dft:B3LYP/def2-TZVP
+    dft      Kohn-Sham DFT (PySCF), PBE/def2-SVP  `dft:XC/BASIS` picks another (dft:B3LYP/def2-TZVP)
 
-Each level makes an ASE calculator; the level's `tag` is what frames record as their level of theory.
+Each level makes an ASE calculator; frames record the level's `tag` as their level of theory.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def rdkit_molecule(atoms: Atoms, smiles: str | None = None, charge: int = 0):
     else:
         lines = [str(len(atoms)), ""]
         lines += [f"{s} {x:.10f} {y:.10f} {z:.10f}" for s, (x, y, z) in
-                  zip(atoms.get_chemical_symbols(), atoms.positions)]
+                  zip(atoms.get_chemical_symbols(), atoms.positions, strict=True)]
         mol = Chem.MolFromXYZBlock("\n".join(lines) + "\n")
         if mol is None:
             raise LevelOfTheoryError("MMFF94: RDKit cannot read this geometry")

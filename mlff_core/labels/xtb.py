@@ -99,7 +99,8 @@ class XTBCalculator(Calculator):
                     lattice=atoms.cell.array / units.BOHR if atoms.pbc.any() else None,
                 )
             except RuntimeError as exc:
-                raise LevelOfTheoryError(f"{self.parameters.method}: bad geometry ({exc})") from None
+                method = self.parameters.method
+                raise LevelOfTheoryError(f"{method}: bad geometry ({exc})") from None
         guess = self._result if self.parameters.reuse_guess else None
         try:
             with self._threads.limit(limits=self.parameters.threads, user_api="openmp"):
