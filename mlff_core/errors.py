@@ -27,3 +27,7 @@ class LevelOfTheoryError(MLFFError):
 
 class ModelFileError(MLFFError):
     """A model file is not a valid mlff-plugins TorchScript model."""
+
+
+class SpeciesError(MLFFError):
+    """A system holds an element the model was not trained on."""

@@ -45,3 +45,18 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)
+
+
+def attach_step_progress(dynamics, advance: Advance) -> None:
+    """Report each MD step of an ASE dynamics object to `advance`.
+
+    ASE calls observers at the start of every `run()` as well as after steps, so the steps are
+    counted from `dynamics.nsteps` rather than from the calls.
+    """
+    reported = [dynamics.nsteps]
+
+    def report() -> None:
+        advance(dynamics.nsteps - reported[0])
+        reported[0] = dynamics.nsteps
+
+    dynamics.attach(report, interval=1)

@@ -2,31 +2,43 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 import click
+import numpy as np
 
 from mlff_core.commands.data import format_summary
 from mlff_core.data.formats import write_frames
 from mlff_core.data.generate import LangevinSampling, generate_frames, relabel_frames
 from mlff_core.data.molecules import named_molecule
+from mlff_core.export import export_run, load_model
 from mlff_core.labels.levels import get_level
-from mlff_core.progress import progress_bar
+from mlff_core.progress import attach_step_progress, progress_bar
+from mlff_core.training import TrainingConfig, make_trainer
 
 
 @click.command()
 @click.option("-o", "--output-dir", default="demo-output", show_default=True,
               type=click.Path(file_okay=False), help="Where the demo writes its files.")
-@click.option("--frames", "n_frames", default=120, show_default=True,
-              type=click.IntRange(min=10), help="Frames of demo data.")
+@click.option("--frames", "n_frames", default=300, show_default=True,
+              type=click.IntRange(min=20), help="Frames of demo data.")
+@click.option("--epochs", default=150, show_default=True, type=click.IntRange(min=1),
+              help="Training epochs (the demo also stops after --train-minutes).")
+@click.option("--train-minutes", default=4.0, show_default=True, type=float)
+@click.option("--md-steps", default=2000, show_default=True, type=click.IntRange(min=1),
+              help="ASE Langevin steps of 0.5 fs (2000 = 1 ps).")
 @click.option("--seed", default=0, show_default=True, type=int)
-def demo(output_dir, n_frames, seed) -> None:
+def demo(output_dir, n_frames, epochs, train_minutes, md_steps, seed) -> None:
     """Run the pipeline on a small default: aspirin sampled at 500 K with GFN2-xTB.
 
     \b
-    Steps: generate GFN2-xTB data by Langevin MD, relabel the same frames with MMFF94
-    (a cheap/accurate pair), and print each set's summary.
+    Steps:
+      1. data: Langevin MD at 500 K driven and labelled by GFN2-xTB
+      2. cheap labels: the same frames relabelled with MMFF94 (a cheap/accurate pair)
+      3. train an equivariant PaiNN model on the GFN2-xTB frames, export the model file
+      4. 1 ps of ASE Langevin MD with the model file
 
     \b
     Example:
@@ -40,18 +52,78 @@ def demo(output_dir, n_frames, seed) -> None:
     structure = named_molecule("aspirin", seed=seed)
     sampling = LangevinSampling(temperature=500.0, timestep=0.5, stride=10, equilibration=200,
                                 seed=seed)
-    gfn2 = get_level("gfn2")
     with progress_bar("aspirin · GFN2-xTB MD", sampling.total_steps(n_frames)) as advance:
-        accurate = generate_frames(structure, gfn2, n_frames, sampling, advance=advance)
+        accurate = generate_frames(structure, get_level("gfn2"), n_frames, sampling,
+                                   advance=advance)
     accurate.provenance["command"] = "mlff demo"
-    accurate_path = write_frames(accurate, out / "aspirin_gfn2.npz")
-    click.echo(format_summary(accurate, str(accurate_path)))
+    data_path = write_frames(accurate, out / "aspirin_gfn2.npz")
+    click.echo(format_summary(accurate, str(data_path)))
 
     click.echo("\n== 2. cheap labels: the same frames relabelled with MMFF94")
-    mmff = get_level("mmff94")
     with progress_bar("aspirin · MMFF94 labels", accurate.n_frames) as advance:
-        cheap = relabel_frames(accurate, mmff, advance)
+        cheap = relabel_frames(accurate, get_level("mmff94"), advance)
     cheap_path = write_frames(cheap, out / "aspirin_mmff94.npz")
-    click.echo(format_summary(cheap, str(cheap_path)))
+    click.echo(f"wrote {cheap_path} (force RMS difference to GFN2-xTB "
+               f"{np.sqrt(((cheap.forces - accurate.forces) ** 2).mean()):.3f} eV/Å)")
 
+    click.echo("\n== 3. training: PaiNN on the GFN2-xTB frames (10 % validation)")
+    run_dir = out / "runs" / "aspirin_painn"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    config = TrainingConfig(architecture="painn", epochs=epochs, batch_size=8,
+                            learning_rate=1e-3, lr_patience=8, seed=seed,
+                            max_minutes=train_minutes)
+    trainer = make_trainer(config, run_dir, [data_path])
+    with progress_bar("training PaiNN", config.epochs) as advance:
+        trainer.fit(lambda record: advance(1))
+    model_path = export_run(run_dir, out / "aspirin.pt")
+    metrics = load_model(model_path).metadata["training"]["val_metrics"]
+    click.echo(f"{trainer.stop_reason} after epoch {trainer.epoch}; best epoch "
+               f"{trainer.best_epoch}: validation force MAE {metrics['force_mae']:.3f} eV/Å, "
+               f"energy MAE {metrics['energy_mae']:.3f} eV")
+    click.echo(f"model file: {model_path}")
+
+    click.echo(f"\n== 4. ASE: {md_steps * 0.5 / 1000:g} ps of Langevin MD at 500 K with the "
+               "model file")
+    summary = _ase_md(model_path, structure.atoms, md_steps, out / "md_ase.traj", seed)
+    click.echo(summary)
     click.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s; files in {out}/")
+
+
+def _ase_md(model_path: Path, atoms, steps: int, trajectory: Path, seed: int) -> str:
+    from ase import units
+    from ase.constraints import FixCom
+    from ase.io.trajectory import Trajectory
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
+
+    from ase_bridge import MLFFCalculator
+    from mlff_core.data.molecules import covalent_bonds
+
+    atoms = atoms.copy()
+    atoms.calc = MLFFCalculator(model_path)
+    rng = np.random.default_rng(seed)
+    thermalize_momenta(atoms, temperature_K=500.0, rng=rng)
+    Stationary(atoms)
+    ZeroRotation(atoms)
+    atoms.set_constraint(FixCom())
+    dynamics = Langevin(atoms, timestep=0.5 * units.fs, temperature_K=500.0,
+                        friction=0.01 / units.fs, fixcm=False, rng=rng)
+    bonds = covalent_bonds(atoms)
+    reference = np.linalg.norm(atoms.positions[bonds[:, 0]] - atoms.positions[bonds[:, 1]], axis=1)
+    worst, temperatures = [0.0], []
+
+    def observe() -> None:
+        lengths = np.linalg.norm(atoms.positions[bonds[:, 0]] - atoms.positions[bonds[:, 1]],
+                                 axis=1)
+        worst[0] = max(worst[0], float(np.abs(lengths - reference).max()))
+        temperatures.append(atoms.get_temperature())
+
+    with Trajectory(str(trajectory), "w", atoms) as traj, \
+            progress_bar("ASE Langevin MD", steps) as advance:
+        dynamics.attach(traj.write, interval=20)
+        dynamics.attach(observe, interval=10)
+        attach_step_progress(dynamics, advance)
+        dynamics.run(steps)
+    return (f"wrote {trajectory}: mean temperature {np.mean(temperatures):.0f} K, largest bond "
+            f"deviation from the start {worst[0]:.3f} Å "
+            f"({'stable' if worst[0] < 0.5 else 'bond collapse (> 0.5 Å)'})")

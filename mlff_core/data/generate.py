@@ -22,7 +22,7 @@ from mlff_core.data.frames import Frames
 from mlff_core.data.molecules import Structure
 from mlff_core.errors import DataError, LevelOfTheoryError
 from mlff_core.labels.levels import LevelOfTheory
-from mlff_core.progress import Advance, no_progress
+from mlff_core.progress import Advance, attach_step_progress, no_progress
 from mlff_core.runtime import package_versions
 
 
@@ -104,13 +104,7 @@ def sample_langevin(
         fixcm=False,
         rng=rng,
     )
-    reported = [0]
-
-    def report_steps() -> None:  # observers also fire at the start of each run(): count steps
-        advance(dynamics.nsteps - reported[0])
-        reported[0] = dynamics.nsteps
-
-    dynamics.attach(report_steps, interval=1)
+    attach_step_progress(dynamics, advance)
 
     positions, cells, energies, forces = [], [], [], []
     dynamics.run(sampling.equilibration)

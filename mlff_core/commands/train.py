@@ -1,0 +1,133 @@
+"""`mlff train` and `mlff export`."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from mlff_core.commands.data import SubsetSize
+from mlff_core.export import export_run, load_model
+from mlff_core.models import ARCHITECTURES
+from mlff_core.progress import progress_bar
+from mlff_core.training import TrainingConfig, make_trainer
+
+_DEFAULTS = TrainingConfig()
+
+
+@click.command()
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Labelled frames (repeat for several files or systems).")
+@click.option("--val-data", multiple=True, type=click.Path(dir_okay=False),
+              help="Validation frames (default: split off --data).")
+@click.option("--model", "architecture", type=click.Choice(sorted(ARCHITECTURES)),
+              default=_DEFAULTS.architecture, show_default=True, help="Architecture.")
+@click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False),
+              help="Run directory (checkpoints, best weights, log.csv).")
+@click.option("--n-train", type=SubsetSize(), help="Training frames per system (default: the rest).")
+@click.option("--n-val", type=SubsetSize(), default=0.1, show_default=True,
+              help="Validation frames per system, split off --data.")
+@click.option("--hidden", type=click.IntRange(min=1), help="Feature width (default 64).")
+@click.option("--layers", "num_interactions", type=click.IntRange(min=1),
+              help="Message-passing layers (default 3).")
+@click.option("--cutoff", type=click.FloatRange(min=0, min_open=True), help="Cutoff in Å (5.0).")
+@click.option("--num-rbf", type=click.IntRange(min=2), help="Radial basis functions.")
+@click.option("--radial", type=click.Choice(["gaussian", "bessel"]), help="Radial basis.")
+@click.option("--cutoff-fn", type=click.Choice(["cosine", "polynomial"]), help="Cutoff function.")
+@click.option("--epochs", type=click.IntRange(min=1), default=_DEFAULTS.epochs, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=_DEFAULTS.batch_size,
+              show_default=True)
+@click.option("--lr", "learning_rate", type=float, default=_DEFAULTS.learning_rate,
+              show_default=True, help="Adam learning rate.")
+@click.option("--lr-factor", type=float, default=_DEFAULTS.lr_factor, show_default=True,
+              help="LR multiplier when the validation loss plateaus.")
+@click.option("--lr-patience", type=int, default=_DEFAULTS.lr_patience, show_default=True,
+              help="Epochs without improvement before the LR drops.")
+@click.option("--min-lr", "min_learning_rate", type=float, default=_DEFAULTS.min_learning_rate,
+              show_default=True, help="Stop when the LR falls below this.")
+@click.option("--patience", "early_stopping_patience", type=int,
+              default=_DEFAULTS.early_stopping_patience, show_default=True,
+              help="Early stopping: epochs without validation improvement.")
+@click.option("--energy-weight", type=float, default=_DEFAULTS.energy_weight, show_default=True,
+              help="ρ: weight of squared energy errors (eV²) against force errors (eV²/Å²).")
+@click.option("--ema-decay", type=float, default=_DEFAULTS.ema_decay, show_default=True)
+@click.option("--clip", "gradient_clip", type=float, default=_DEFAULTS.gradient_clip,
+              show_default=True, help="Gradient-norm clipping (0: off).")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=_DEFAULTS.dtype,
+              show_default=True)
+@click.option("--device", default=_DEFAULTS.device, show_default=True, help="cpu, cuda, cuda:N.")
+@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True)
+@click.option("--max-minutes", type=float, help="Stop cleanly after this much wall time.")
+@click.option("--init-model", type=click.Path(dir_okay=False),
+              help="Warm start (fine-tune) from this model file.")
+@click.option("--resume", is_flag=True, help="Continue the run in -o from its last checkpoint.")
+def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_interactions,
+          cutoff, num_rbf, radial, cutoff_fn, epochs, batch_size, learning_rate, lr_factor,
+          lr_patience, min_learning_rate, early_stopping_patience, energy_weight, ema_decay,
+          gradient_clip, dtype, device, seed, max_minutes, init_model, resume) -> None:
+    """Train a force field on labelled frames (energies and forces).
+
+    \b
+    Examples:
+      mlff train --data aspirin.npz --model painn -o runs/aspirin
+      mlff train --data aspirin.npz --model schnet --hidden 128 --epochs 500 -o runs/schnet
+      mlff train --data aspirin.npz -o runs/aspirin --resume        # after an interruption
+      mlff train --data new.npz --init-model aspirin.pt -o runs/ft  # fine-tune
+    """
+    overrides = {"hidden": hidden, "num_interactions": num_interactions, "cutoff": cutoff,
+                 "num_rbf": num_rbf, "radial": radial, "cutoff_fn": cutoff_fn}
+    config = TrainingConfig(
+        architecture=architecture,
+        hyperparameters={k: v for k, v in overrides.items() if v is not None},
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, lr_factor=lr_factor,
+        lr_patience=lr_patience, min_learning_rate=min_learning_rate,
+        early_stopping_patience=early_stopping_patience, energy_weight=energy_weight,
+        ema_decay=ema_decay, gradient_clip=gradient_clip, seed=seed, dtype=dtype, device=device,
+        max_minutes=max_minutes,
+    )
+    explicit_epochs = click.get_current_context().get_parameter_source("epochs")
+    trainer = make_trainer(
+        config, run_dir, data, val_data, n_train, n_val, init_model=init_model, resume=resume,
+        epochs=epochs if explicit_epochs == click.core.ParameterSource.COMMANDLINE else None,
+    )
+    if trainer.epoch >= trainer.config.epochs:
+        click.echo(f"{run_dir}: already trained for {trainer.epoch} epochs; pass a larger "
+                   "--epochs to continue")
+        return
+    started = time.perf_counter()
+    with progress_bar("training", trainer.config.epochs) as advance:
+        advance(trainer.epoch)
+
+        def on_epoch(record) -> None:
+            advance(1)
+
+        record = trainer.fit(on_epoch)
+    click.echo(f"{trainer.stop_reason} after epoch {trainer.epoch} "
+               f"({time.perf_counter() - started:.0f} s)")
+    if record is not None:
+        click.echo(f"best epoch {trainer.best_epoch}: validation loss {trainer.best_val_loss:.5f}; "
+                   f"last epoch: energy MAE {record.val_energy_mae:.4f} eV, force MAE "
+                   f"{record.val_force_mae:.4f} eV/Å")
+    click.echo(f"run directory: {run_dir}  (export: mlff export {run_dir} -o model.pt)")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Model file to write (.pt).")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]),
+              help="Precision of the model file (default: the training precision).")
+def export(run_dir, output, dtype) -> None:
+    """Write a training run's best weights as a model file (TorchScript + mlff.json).
+
+    \b
+    Examples:
+      mlff export runs/aspirin -o aspirin.pt
+      mlff export runs/aspirin -o aspirin64.pt --dtype float64
+    """
+    path = export_run(run_dir, output, dtype)
+    loaded = load_model(path)
+    meta = loaded.metadata
+    click.echo(f"wrote {path}: {meta['architecture']}, species "
+               f"{', '.join(meta['species_symbols'])}, cutoff {meta['cutoff']} Å × "
+               f"{meta['num_interactions']} layers, {meta['dtype']}")

@@ -1,0 +1,137 @@
+"""`load_model`: open and validate a model file, with one clear `ModelFileError` per problem."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlff_core.errors import ModelFileError, SpeciesError
+from mlff_core.export.model_file import METADATA_NAME, REQUIRED_METADATA, SUPPORTED_FORMAT_VERSIONS
+
+#: Scripted methods and the number of tensor arguments each takes (besides self).
+REQUIRED_METHODS = {"forward": 4, "forward_graph": 4, "explore": 2}
+
+
+@dataclass
+class LoadedModel:
+    """A validated model file.
+
+    Attributes:
+        module: the TorchScript module (methods forward, forward_graph, explore).
+        metadata: the parsed `mlff.json`.
+        path: where it was loaded from.
+        device: torch device the module lives on.
+    """
+
+    module: torch.jit.ScriptModule
+    metadata: dict[str, Any]
+    path: Path
+    device: torch.device
+
+    @property
+    def species(self) -> list[int]:
+        return list(self.metadata["species"])
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.metadata["cutoff"])
+
+    @property
+    def num_interactions(self) -> int:
+        return int(self.metadata["num_interactions"])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.metadata["dtype"])
+
+    def to_potential(self):
+        """A trainable Python `Potential` with this file's architecture and weights (for
+        fine-tuning: warm starts keep species, reference energies and scale)."""
+        from mlff_core.models import build_potential
+
+        potential = build_potential(self.metadata["architecture"], self.species,
+                                    **self.metadata["hyperparameters"]).to(self.dtype)
+        prefix = "potential."
+        state = {k[len(prefix):]: v for k, v in self.module.state_dict().items()
+                 if k.startswith(prefix)}
+        try:
+            potential.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelFileError(f"{self.path}: weights do not fit its own metadata "
+                                 f"({str(exc).splitlines()[0]})") from None
+        return potential
+
+    def check_species(self, atomic_numbers) -> None:
+        """Raise SpeciesError naming the first element the model does not know."""
+        from ase.data import chemical_symbols
+
+        known = set(self.species)
+        unknown = sorted({int(z) for z in atomic_numbers} - known)
+        if unknown:
+            names = ", ".join(chemical_symbols[z] for z in unknown)
+            knows = ", ".join(chemical_symbols[z] for z in sorted(known))
+            raise SpeciesError(f"model {self.path.name} does not know element(s) {names} "
+                               f"(it was trained on {knows})")
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load and validate a model file.
+
+    Raises:
+        ModelFileError: missing file, not TorchScript, missing or invalid `mlff.json`, missing
+            metadata keys, unsupported `format_version`, a missing or wrongly-typed method.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: not a TorchScript model file (not a zip archive)")
+    extra = {METADATA_NAME: ""}
+    try:
+        module = torch.jit.load(str(path), map_location=torch.device(device), _extra_files=extra)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        raise ModelFileError(f"{path}: not a TorchScript model file ({first})") from None
+    raw = extra[METADATA_NAME]
+    if not raw:
+        raise ModelFileError(f"{path}: missing {METADATA_NAME} metadata; "
+                             "export models with `mlff export`")
+    try:
+        metadata = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: {METADATA_NAME} is not valid JSON ({exc})") from None
+    if not isinstance(metadata, dict):
+        raise ModelFileError(f"{path}: {METADATA_NAME} must hold a JSON object")
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    if missing:
+        raise ModelFileError(f"{path}: {METADATA_NAME} lacks {', '.join(missing)}")
+    if metadata["format_version"] not in SUPPORTED_FORMAT_VERSIONS:
+        raise ModelFileError(
+            f"{path}: unsupported format_version {metadata['format_version']!r} (this version "
+            f"reads {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))})"
+        )
+    for name, n_tensors in REQUIRED_METHODS.items():
+        _check_method(module, name, n_tensors, path)
+    module.eval()
+    return LoadedModel(module=module, metadata=metadata, path=path, device=torch.device(device))
+
+
+def _check_method(module: torch.jit.ScriptModule, name: str, n_tensors: int, path: Path) -> None:
+    try:
+        method = module._c._get_method(name)
+    except RuntimeError:
+        raise ModelFileError(f"{path}: the model has no scripted method {name}()") from None
+    arguments = method.schema.arguments[1:]  # drop self
+    types = [str(arg.type) for arg in arguments]
+    returns = [str(ret.type) for ret in method.schema.returns]
+    if types != ["Tensor"] * n_tensors or returns != ["Tensor"]:
+        raise ModelFileError(
+            f"{path}: method {name}() has signature ({', '.join(types)}) -> "
+            f"{', '.join(returns)}; expected ({', '.join(['Tensor'] * n_tensors)}) -> Tensor"
+        )

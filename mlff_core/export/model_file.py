@@ -1,0 +1,100 @@
+"""The model file: one TorchScript archive that every engine loads unchanged.
+
+Layout (contract in ../shared/DESIGN.md):
+- a scripted `ModelFile` module with methods
+    forward(positions [N,3] Å, atomic_numbers [N], cell [3,3] Å, pbc [3]) -> energy [] eV
+    forward_graph(positions [M,3], atomic_numbers [M], edge_index [2,E], n_local []) -> [n_local] eV
+    explore(positions [N,3], atomic_numbers [N]) -> [2] (nearest cluster, distance / radius)
+- an extra file `mlff.json` with the metadata (species, cutoff, num_interactions, units, dtype,
+  architecture, hyperparameters, training provenance, exploration model).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mlff_core.fileio import atomic_output
+from mlff_core.models.potential import Potential
+from mlff_core.runtime import package_versions
+
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
+METADATA_NAME = "mlff.json"
+REQUIRED_METADATA = ("format_version", "species", "cutoff", "num_interactions", "energy_unit",
+                     "length_unit", "dtype", "architecture", "hyperparameters")
+
+
+class NoReferenceClusters(nn.Module):
+    """Exploration model of a file without fitted conformation clusters: always (-1, NaN),
+    which engines report as "no reference clusters" (never a guess)."""
+
+    def forward(self, positions: Tensor, atomic_numbers: Tensor) -> Tensor:
+        return torch.tensor([-1.0, float("nan")], dtype=positions.dtype, device=positions.device)
+
+
+class ModelFile(nn.Module):
+    """What is scripted into the model file: the potential plus the exploration classifier."""
+
+    def __init__(self, potential: Potential, exploration: nn.Module | None = None):
+        super().__init__()
+        self.potential = potential
+        self.exploration = exploration if exploration is not None else NoReferenceClusters()
+
+    def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor,
+                pbc: Tensor) -> Tensor:
+        return self.potential(positions, atomic_numbers, cell, pbc)
+
+    @torch.jit.export
+    def forward_graph(self, positions: Tensor, atomic_numbers: Tensor, edge_index: Tensor,
+                      n_local: Tensor) -> Tensor:
+        return self.potential.forward_graph(positions, atomic_numbers, edge_index, n_local)
+
+    @torch.jit.export
+    def explore(self, positions: Tensor, atomic_numbers: Tensor) -> Tensor:
+        return self.exploration(positions, atomic_numbers)
+
+
+def model_metadata(potential: Potential, architecture: str, hyperparameters: dict[str, Any],
+                   training: dict[str, Any] | None = None,
+                   exploration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The `mlff.json` document for a potential (dtype read from the potential itself)."""
+    from ase.data import chemical_symbols
+
+    species = [int(z) for z in potential.species.tolist()]
+    return {
+        "format_version": FORMAT_VERSION,
+        "species": species,
+        "species_symbols": [chemical_symbols[z] for z in species],
+        "cutoff": potential.cutoff,
+        "num_interactions": potential.num_interactions,
+        "receptive_field": potential.cutoff * potential.num_interactions,
+        "energy_unit": "eV",
+        "length_unit": "Angstrom",
+        "dtype": str(potential.energy_scale.dtype).removeprefix("torch."),
+        "architecture": architecture,
+        "hyperparameters": hyperparameters,
+        "training": training or {},
+        "exploration": exploration,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "package_versions": package_versions(),
+    }
+
+
+def save_model_file(potential: Potential, path: str | os.PathLike, metadata: dict[str, Any],
+                    exploration: nn.Module | None = None) -> Path:
+    """Script `potential` (+ exploration) and write the model file atomically; returns its path."""
+    was_training = potential.training
+    potential.eval()
+    scripted = torch.jit.script(ModelFile(potential, exploration))
+    potential.train(was_training)
+    path = Path(path)
+    with atomic_output(path) as fh:
+        torch.jit.save(scripted, fh, _extra_files={METADATA_NAME: json.dumps(metadata, indent=1)})
+    return path

@@ -1,0 +1,108 @@
+"""PaiNN (Schütt et al., 2021): equivariant message passing with scalar and vector features.
+
+Scalars s_i [N, F] are invariant; vectors v_i [N, 3, F] rotate with the molecule. One interaction:
+
+    message:  Δs_i = Σ_j φ_s(s_j) ⊙ W_s(r_ij)
+              Δv_i = Σ_j v_j ⊙ φ_vv(s_j) ⊙ W_vv(r_ij) + φ_vs(s_j) ⊙ W_vs(r_ij) r̂_ij
+    update:   a = MLP([s, ‖V v‖]);  v ← v + a_vv ⊙ U v;  s ← s + a_sv ⊙ ⟨U v, V v⟩ + a_ss
+
+Input: species indices [N], edges (i ← j) [2, E], edge vectors r_ij [E, 3] in Å.
+Output: one scalar per atom [N] (the `Potential` scales and shifts it to eV).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mlff_core.models.layers import cutoff_function, mlp, radial_basis
+
+
+class PaiNNMessage(nn.Module):
+    def __init__(self, hidden: int, num_rbf: int):
+        super().__init__()
+        self.hidden = hidden
+        self.phi = mlp([hidden, hidden, 3 * hidden], "silu")
+        self.filter = nn.Linear(num_rbf, 3 * hidden)
+
+    def forward(self, s: Tensor, v: Tensor, rbf: Tensor, envelope: Tensor, directions: Tensor,
+                edge_index: Tensor) -> tuple[Tensor, Tensor]:
+        receiver, sender = edge_index[0], edge_index[1]
+        x = self.phi(s)[sender] * (self.filter(rbf) * envelope.unsqueeze(-1))  # [E, 3F]
+        gate_v, delta_s, gate_dir = torch.split(x, self.hidden, dim=-1)
+        delta_v = v[sender] * gate_v.unsqueeze(1) + gate_dir.unsqueeze(1) * directions.unsqueeze(-1)
+        ds = torch.zeros_like(s).index_add(0, receiver, delta_s)
+        dv = torch.zeros_like(v).index_add(0, receiver, delta_v)
+        return s + ds, v + dv
+
+
+class PaiNNUpdate(nn.Module):
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.hidden = hidden
+        self.U = nn.Linear(hidden, hidden, bias=False)
+        self.V = nn.Linear(hidden, hidden, bias=False)
+        self.gates = mlp([2 * hidden, hidden, 3 * hidden], "silu")
+
+    def forward(self, s: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        uv = self.U(v)
+        vv = self.V(v)
+        # The small constant keeps the norm's gradient finite where V v = 0 (at initialisation).
+        norm = torch.sqrt(vv.pow(2).sum(dim=1) + 1e-8)
+        a_vv, a_sv, a_ss = torch.split(self.gates(torch.cat([s, norm], dim=-1)), self.hidden,
+                                       dim=-1)
+        v = v + a_vv.unsqueeze(1) * uv
+        s = s + a_sv * (uv * vv).sum(dim=1) + a_ss
+        return s, v
+
+
+class PaiNNInteraction(nn.Module):
+    """One message step followed by one update step."""
+
+    def __init__(self, hidden: int, num_rbf: int):
+        super().__init__()
+        self.message = PaiNNMessage(hidden, num_rbf)
+        self.update = PaiNNUpdate(hidden)
+
+    def forward(self, s: Tensor, v: Tensor, rbf: Tensor, envelope: Tensor, directions: Tensor,
+                edge_index: Tensor) -> tuple[Tensor, Tensor]:
+        s, v = self.message(s, v, rbf, envelope, directions, edge_index)
+        return self.update(s, v)
+
+
+class PaiNN(nn.Module):
+    """PaiNN representation + atom-wise readout.
+
+    Args:
+        num_species: size of the element embedding.
+        hidden: feature width F.
+        num_interactions: message-passing steps.
+        cutoff: Å.
+        num_rbf: radial basis functions.
+        radial: 'bessel' (PaiNN's) or 'gaussian'.
+        cutoff_fn: 'cosine' or 'polynomial'.
+    """
+
+    def __init__(self, num_species: int, hidden: int = 128, num_interactions: int = 3,
+                 cutoff: float = 5.0, num_rbf: int = 20, radial: str = "bessel",
+                 cutoff_fn: str = "cosine"):
+        super().__init__()
+        self.hidden = hidden
+        self.embedding = nn.Embedding(num_species, hidden)
+        self.rbf = radial_basis(radial, num_rbf, cutoff)
+        self.envelope = cutoff_function(cutoff_fn, cutoff)
+        self.interactions = nn.ModuleList(
+            [PaiNNInteraction(hidden, num_rbf) for _ in range(num_interactions)]
+        )
+        self.readout = mlp([hidden, hidden // 2, 1], "silu")
+
+    def forward(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
+        distances = torch.linalg.norm(edge_vectors, dim=-1)
+        directions = edge_vectors / distances.unsqueeze(-1)
+        rbf = self.rbf(distances)
+        envelope = self.envelope(distances)
+        s = self.embedding(species)
+        v = torch.zeros(s.shape[0], 3, self.hidden, dtype=s.dtype, device=s.device)
+        for interaction in self.interactions:
+            s, v = interaction(s, v, rbf, envelope, directions, edge_index)
+        return self.readout(s).squeeze(-1)

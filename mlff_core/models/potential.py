@@ -1,0 +1,98 @@
+"""`Potential`: a representation (SchNet, PaiNN) turned into an interatomic potential in eV.
+
+    E = Σ_i  [ scale · y_i + E_ref(Z_i) ]
+
+y_i is the representation's per-atom output, `scale` the force scale of the training data (RMS of
+force components, eV/Å·Å = eV) and E_ref(Z) per-element reference energies fitted to the training
+energies by least squares. Forces are always -∂E/∂x by autograd.
+
+Methods (TorchScript, the model-file contract):
+    forward(positions [N,3] Å, atomic_numbers [N], cell [3,3] Å, pbc [3]) -> energy [] eV
+        builds its own neighbour list (cell list; periodic cells of any shape).
+    forward_graph(positions [M,3], atomic_numbers [M], edge_index [2,E], n_local []) -> [n_local]
+        per-atom energies of the first n_local atoms from engine-supplied neighbours
+        (local + ghost atoms, positions already imaged); edges beyond the cutoff are ignored.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mlff_core.models.neighbors import neighbor_list
+
+#: Size of the atomic-number lookup table (Z = 0 .. 118).
+_TABLE_SIZE = 119
+
+
+class Potential(nn.Module):
+    """Per-element scaled and shifted energy model around a message-passing representation.
+
+    Args:
+        representation: module mapping (species index [N], edge_index [2,E], r_ij [E,3]) to [N].
+        species: atomic numbers the model knows; species index k is species[k].
+        cutoff: neighbour cutoff, Å.
+        num_interactions: message-passing depth (the receptive field is cutoff × this).
+    """
+
+    def __init__(self, representation: nn.Module, species: list[int], cutoff: float,
+                 num_interactions: int):
+        super().__init__()
+        self.representation = representation
+        self.cutoff = float(cutoff)
+        self.num_interactions = int(num_interactions)
+        table = torch.full((_TABLE_SIZE,), -1, dtype=torch.long)
+        table[torch.tensor(species, dtype=torch.long)] = torch.arange(len(species))
+        self.register_buffer("species_table", table)
+        self.register_buffer("species", torch.tensor(species, dtype=torch.long))
+        self.register_buffer("energy_scale", torch.tensor(1.0))
+        self.register_buffer("atomic_reference", torch.zeros(len(species)))
+
+    def species_indices(self, atomic_numbers: Tensor) -> Tensor:
+        """Species index of each atom; a clear error for an element the model does not know."""
+        size = self.species_table.shape[0]
+        known = (atomic_numbers >= 0) & (atomic_numbers < size)
+        index = self.species_table[atomic_numbers.clamp(0, size - 1)]
+        unknown = (index < 0) | ~known
+        if bool(unknown.any()):
+            z = int(atomic_numbers[unknown][0])
+            known_numbers: list[int] = self.species.tolist()
+            raise RuntimeError(
+                "element with atomic number " + str(z) + " is not known by this model "
+                "(it knows atomic numbers " + str(known_numbers) + ")"
+            )
+        return index
+
+    def atomic_energies(self, atomic_numbers: Tensor, edge_index: Tensor,
+                        edge_vectors: Tensor) -> Tensor:
+        """Energy of each atom, [N] eV, from edges (i ← j) and their vectors r_ij [E, 3] Å."""
+        index = self.species_indices(atomic_numbers)
+        raw = self.representation(index, edge_index, edge_vectors)
+        return raw * self.energy_scale + self.atomic_reference[index]
+
+    def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor,
+                pbc: Tensor) -> Tensor:
+        dtype = self.energy_scale.dtype
+        positions = positions.to(dtype)
+        cell = cell.to(dtype)
+        edge_index, offsets = neighbor_list(positions, cell, pbc, self.cutoff)
+        vectors = positions[edge_index[1]] - positions[edge_index[0]]
+        if bool(pbc.any()):
+            vectors = vectors + offsets @ cell
+        return self.atomic_energies(atomic_numbers, edge_index, vectors).sum()
+
+    @torch.jit.export
+    def forward_graph(self, positions: Tensor, atomic_numbers: Tensor, edge_index: Tensor,
+                      n_local: Tensor) -> Tensor:
+        positions = positions.to(self.energy_scale.dtype)
+        vectors = positions[edge_index[1]] - positions[edge_index[0]]
+        inside = torch.linalg.norm(vectors, dim=-1) < self.cutoff
+        energies = self.atomic_energies(atomic_numbers, edge_index[:, inside], vectors[inside])
+        return energies[: int(n_local)]
+
+    def batch_energies(self, atomic_numbers: Tensor, edge_index: Tensor, edge_vectors: Tensor,
+                       batch: Tensor, num_graphs: int) -> Tensor:
+        """Total energy of each graph in a batch, [num_graphs] eV (used for training)."""
+        energies = self.atomic_energies(atomic_numbers, edge_index, edge_vectors)
+        totals = torch.zeros(num_graphs, dtype=energies.dtype, device=energies.device)
+        return totals.index_add(0, batch, energies)

@@ -1,0 +1,73 @@
+"""SchNet (Schütt et al., 2018): invariant continuous-filter convolutions.
+
+    x_i ← x_i + v( Σ_j  W(x)_j ⊙ f(rbf(d_ij)) · fc(d_ij) )        (one interaction)
+
+Input: species indices [N], edges (i ← j) [2, E], edge vectors r_ij [E, 3] in Å.
+Output: one scalar per atom [N] (dimensionless; the `Potential` scales and shifts it to eV).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mlff_core.models.layers import ShiftedSoftplus, cutoff_function, mlp, radial_basis
+
+
+class CFConv(nn.Module):
+    """One SchNet interaction: filter-generating network, convolution, atom-wise update."""
+
+    def __init__(self, hidden: int, filters: int, num_rbf: int):
+        super().__init__()
+        self.filter_net = nn.Sequential(
+            nn.Linear(num_rbf, filters), ShiftedSoftplus(), nn.Linear(filters, filters)
+        )
+        self.in_to_filter = nn.Linear(hidden, filters, bias=False)
+        self.update = nn.Sequential(
+            nn.Linear(filters, hidden), ShiftedSoftplus(), nn.Linear(hidden, hidden)
+        )
+
+    def forward(self, x: Tensor, rbf: Tensor, envelope: Tensor, edge_index: Tensor) -> Tensor:
+        receiver, sender = edge_index[0], edge_index[1]
+        weights = self.filter_net(rbf) * envelope.unsqueeze(-1)  # [E, filters]
+        messages = self.in_to_filter(x)[sender] * weights
+        aggregated = torch.zeros(x.shape[0], messages.shape[1], dtype=x.dtype, device=x.device)
+        aggregated = aggregated.index_add(0, receiver, messages)
+        return x + self.update(aggregated)
+
+
+class SchNet(nn.Module):
+    """SchNet representation + atom-wise readout.
+
+    Args:
+        num_species: size of the element embedding.
+        hidden: feature width.
+        num_interactions: message-passing steps.
+        cutoff: Å.
+        num_rbf: radial basis functions.
+        filters: width of the continuous filters (default: hidden).
+        radial: 'gaussian' (SchNet's) or 'bessel'.
+        cutoff_fn: 'cosine' or 'polynomial'.
+    """
+
+    def __init__(self, num_species: int, hidden: int = 128, num_interactions: int = 3,
+                 cutoff: float = 5.0, num_rbf: int = 50, filters: int = 0,
+                 radial: str = "gaussian", cutoff_fn: str = "cosine"):
+        super().__init__()
+        filters = filters or hidden
+        self.embedding = nn.Embedding(num_species, hidden)
+        self.rbf = radial_basis(radial, num_rbf, cutoff)
+        self.envelope = cutoff_function(cutoff_fn, cutoff)
+        self.interactions = nn.ModuleList(
+            [CFConv(hidden, filters, num_rbf) for _ in range(num_interactions)]
+        )
+        self.readout = mlp([hidden, hidden // 2, 1], "ssp")
+
+    def forward(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
+        distances = torch.linalg.norm(edge_vectors, dim=-1)
+        rbf = self.rbf(distances)
+        envelope = self.envelope(distances)
+        x = self.embedding(species)
+        for interaction in self.interactions:
+            x = interaction(x, rbf, envelope, edge_index)
+        return self.readout(x).squeeze(-1)

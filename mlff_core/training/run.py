@@ -1,0 +1,132 @@
+"""Training from files: read data, split it (seeded), record provenance, train or resume."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from mlff_core.data.formats import read_frames
+from mlff_core.data.frames import Frames
+from mlff_core.data.splits import split_indices
+from mlff_core.export.loading import load_model
+from mlff_core.training.trainer import EpochRecord, Trainer, TrainingConfig, TrainingError
+
+
+def read_systems_from_files(paths: Sequence[str | os.PathLike]) -> list[Frames]:
+    """Frames of each file; files holding the same system (same atoms, same order) are joined."""
+    systems: dict[bytes, list[Frames]] = {}
+    for path in paths:
+        frames = read_frames(path)
+        systems.setdefault(frames.atomic_numbers.tobytes(), []).append(frames)
+    return [parts[0] if len(parts) == 1 else Frames.concatenate(parts)
+            for parts in systems.values()]
+
+
+def _describe(frames: Frames) -> dict[str, Any]:
+    return {
+        "formula": frames.formula,
+        "frames": frames.n_frames,
+        "hash": frames.content_hash(),
+        "levels": sorted(set(frames.levels.tolist())),
+        "source": frames.source,
+        "sampling": frames.provenance.get("sampling"),
+    }
+
+
+def prepare_data(data: Sequence[str | os.PathLike], val_data: Sequence[str | os.PathLike] = (),
+                 n_train: int | float | None = None, n_val: int | float = 0.1,
+                 seed: int = 0) -> tuple[list[Frames], list[Frames], dict[str, Any]]:
+    """Training and validation frames plus their provenance.
+
+    Without `val_data`, each system is split with `split_indices` (`n_val` frames or fraction,
+    at least one; `n_train` frames or fraction, default all the rest).
+    """
+    systems = read_systems_from_files(data)
+    provenance: dict[str, Any] = {"files": [str(p) for p in data],
+                                  "systems": [_describe(s) for s in systems], "seed": seed}
+    if val_data:
+        validation = read_systems_from_files(val_data)
+        provenance["val_files"] = [str(p) for p in val_data]
+        if n_train is None:
+            return systems, validation, provenance
+        train = []
+        for system in systems:
+            split = split_indices(system.n_frames, n_train, 0, 0, seed)
+            train.append(system[split.train])
+        provenance["train_indices"] = [s.provenance.get("split") for s in train]
+        return train, validation, provenance
+
+    train, validation, indices = [], [], []
+    for system in systems:
+        val_count = n_val if not isinstance(n_val, float) else max(1, round(n_val *
+                                                                       system.n_frames))
+        split = split_indices(system.n_frames, n_train if n_train is not None else
+                              system.n_frames - val_count, val_count, 0, seed)
+        train.append(system[split.train])
+        validation.append(system[split.val])
+        indices.append({"train": split.train.tolist(), "val": split.val.tolist()})
+    provenance["split"] = indices
+    levels = sorted({level for s in systems for level in s.levels.tolist()})
+    provenance["level_of_theory"] = levels[0] if len(levels) == 1 else levels
+    provenance["dataset_hash"] = "+".join(s.content_hash()[:16] for s in systems)
+    return train, validation, provenance
+
+
+def make_trainer(config: TrainingConfig, run_dir: str | os.PathLike,
+                 data: Sequence[str | os.PathLike], val_data: Sequence[str | os.PathLike] = (),
+                 n_train: int | float | None = None, n_val: int | float = 0.1,
+                 init_model: str | os.PathLike | None = None, resume: bool = False,
+                 epochs: int | None = None) -> Trainer:
+    """A trainer for a new run in `run_dir`, or one restored from its last checkpoint.
+
+    A run directory that already holds a checkpoint is only continued with `resume=True`, with
+    the configuration stored in it and the same data; `epochs` may extend a resumed run.
+    """
+    run_dir = Path(run_dir)
+    has_run = (run_dir / "checkpoint.pt").exists()
+    if resume:
+        if not has_run:
+            raise TrainingError(f"{run_dir}: nothing to resume (no checkpoint.pt)")
+        stored = json.loads((run_dir / "run.json").read_text())
+        config = TrainingConfig(**stored["config"])
+        if epochs is not None:
+            config.epochs = epochs
+        data_seed = stored["data"].get("seed", config.seed)
+        train, val, provenance = prepare_data(data, val_data, n_train, n_val, data_seed)
+        if [s["hash"] for s in provenance["systems"]] != \
+                [s["hash"] for s in stored["data"]["systems"]]:
+            raise TrainingError(f"{run_dir}: the data differ from those the run started with")
+        provenance = stored["data"]
+    else:
+        if has_run:
+            raise TrainingError(f"{run_dir}: already holds a training run; pass --resume to "
+                                "continue it or choose another output directory")
+        train, val, provenance = prepare_data(data, val_data, n_train, n_val, config.seed)
+    init_potential = None
+    if init_model is not None and not resume:
+        loaded = load_model(init_model)
+        init_potential = loaded.to_potential()
+        provenance["init_model"] = {"path": str(init_model),
+                                    "training": loaded.metadata.get("training", {})}
+        config = TrainingConfig(**{**asdict(config),
+                                   "architecture": loaded.metadata["architecture"],
+                                   "hyperparameters": loaded.metadata["hyperparameters"]})
+    trainer = Trainer(config, train, val, run_dir, init_potential=init_potential,
+                      provenance=provenance)
+    if resume:
+        trainer.resume()
+    return trainer
+
+
+def train_from_files(config: TrainingConfig, run_dir: str | os.PathLike,
+                     data: Sequence[str | os.PathLike], *,
+                     on_epoch: Callable[[EpochRecord], None] | None = None,
+                     **options: Any) -> Trainer:
+    """`make_trainer(...)` then `fit`; returns the trainer."""
+    trainer = make_trainer(config, run_dir, data, **options)
+    trainer.fit(on_epoch)
+    return trainer

@@ -1,0 +1,374 @@
+"""The trainer: energy + force fitting with Adam, plateau LR schedule, EMA, early stopping,
+gradient clipping, per-sample weights, extra loss terms, warm starts, and resumable checkpoints.
+
+A run directory holds:
+    run.json        configuration, species, data provenance (files, hashes, levels, sizes)
+    checkpoint.pt   full state after the last finished epoch (resume from here)
+    best.pt         EMA weights of the epoch with the lowest validation loss (exported)
+    log.csv         one row per epoch
+Checkpoints hold only tensors and plain values, and are read with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch_geometric.data import Batch
+
+from mlff_core.data.frames import Frames
+from mlff_core.errors import MLFFError
+from mlff_core.fileio import atomic_output
+from mlff_core.models import build_potential, hyperparameters
+from mlff_core.models.potential import Potential
+from mlff_core.training.ema import ExponentialMovingAverage
+from mlff_core.training.graphs import batches, frame_graphs
+from mlff_core.training.losses import LossTerm, Predictions, energy_force_loss
+
+LOG_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_energy_mae", "val_force_mae",
+              "val_force_rmse", "seconds")
+
+
+class TrainingError(MLFFError):
+    """A training run cannot start or continue (bad configuration, incompatible resume)."""
+
+
+@dataclass
+class TrainingConfig:
+    """Everything that defines a training run (stored in run.json and every checkpoint).
+
+    Units: learning rates per step; energy_weight ρ multiplies squared energy errors in eV²
+    against mean squared force errors in eV²/Å².
+    """
+
+    architecture: str = "painn"
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 300
+    batch_size: int = 16
+    learning_rate: float = 5e-4
+    lr_factor: float = 0.5
+    lr_patience: int = 10
+    min_learning_rate: float = 1e-6
+    early_stopping_patience: int = 40
+    energy_weight: float = 0.01
+    ema_decay: float = 0.99
+    gradient_clip: float = 10.0
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
+    max_minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        self.hyperparameters = hyperparameters(self.architecture, **self.hyperparameters)
+        if self.dtype not in ("float32", "float64"):
+            raise TrainingError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise TrainingError("epochs and batch size must be at least 1")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    lr: float
+    train_loss: float
+    val_loss: float
+    val_energy_mae: float
+    val_force_mae: float
+    val_force_rmse: float
+    seconds: float
+    improved: bool = False
+
+
+def fit_reference_energies(frames: Sequence[Frames], species: list[int]) -> np.ndarray:
+    """Per-element energies E_ref(Z) [S] eV minimising Σ_f (E_f − Σ_i E_ref(Z_i))².
+
+    Least squares (minimum-norm when the compositions do not determine every element, e.g. a
+    single molecule, where only the sum is fixed).
+    """
+    rows, targets = [], []
+    for part in frames:
+        counts = np.array([(part.atomic_numbers == z).sum() for z in species], dtype=float)
+        rows.append(np.repeat(counts[None], part.n_frames, axis=0))
+        targets.append(part.energies)
+    solution, *_ = np.linalg.lstsq(np.concatenate(rows), np.concatenate(targets), rcond=None)
+    return solution
+
+
+def force_scale(frames: Sequence[Frames]) -> float:
+    """RMS of the force components of the training frames, eV/Å (the model's output scale)."""
+    squares = np.concatenate([part.forces.reshape(-1) ** 2 for part in frames])
+    return float(np.sqrt(squares.mean())) or 1.0
+
+
+def predict(potential: Potential, batch: Batch, create_graph: bool = False) -> Predictions:
+    """Energies [G] and forces −∂E/∂x [N, 3] of a batch of training graphs."""
+    positions = batch.pos.detach().requires_grad_(True)
+    vectors = positions[batch.edge_index[1]] - positions[batch.edge_index[0]] + batch.shift
+    energy = potential.batch_energies(batch.z, batch.edge_index, vectors, batch.batch,
+                                      batch.num_graphs)
+    (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=create_graph)
+    return Predictions(energy=energy, forces=-gradient)
+
+
+class Trainer:
+    """Train a `Potential` on labelled frames.
+
+    Args:
+        config: the run's settings.
+        train, val: labelled frames (one `Frames` per system); val may be empty only when
+            `config.epochs` is used without early stopping.
+        run_dir: where checkpoints, logs and run.json go.
+        init_potential: warm start (fine-tuning) from these weights; its species, reference
+            energies and scale are kept.
+        sample_weights: per system, [F] weights for the training frames (indexed by frame).
+        extra_losses: (weight, term) pairs added to the energy + force loss.
+        provenance: data provenance written to run.json (and later to the model file).
+    """
+
+    def __init__(self, config: TrainingConfig, train: Sequence[Frames], val: Sequence[Frames],
+                 run_dir: str | os.PathLike, *, init_potential: Potential | None = None,
+                 sample_weights: Sequence[np.ndarray] | None = None,
+                 extra_losses: Sequence[tuple[float, LossTerm]] = (),
+                 provenance: dict[str, Any] | None = None):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.extra_losses = list(extra_losses)
+        self.provenance = provenance or {}
+        for part in (*train, *val):
+            if not part.has_labels:
+                raise TrainingError(f"{part.source or part.formula}: training needs energies "
+                                    "and forces")
+        if not train:
+            raise TrainingError("no training frames")
+        self.train_frames, self.val_frames = list(train), list(val)
+        torch.manual_seed(config.seed)
+        species = sorted({int(z) for part in (*train, *val) for z in part.atomic_numbers})
+        if init_potential is not None:
+            known = set(init_potential.species.tolist())
+            if not set(species) <= known:
+                raise TrainingError(
+                    f"the initial model does not know atomic number(s) "
+                    f"{sorted(set(species) - known)} of the data"
+                )
+            self.potential = init_potential
+        else:
+            self.potential = build_potential(config.architecture, species,
+                                             **config.hyperparameters).to(config.torch_dtype)
+            references = fit_reference_energies(train, species)
+            self.potential.atomic_reference.copy_(torch.as_tensor(references))
+            self.potential.energy_scale.fill_(force_scale(train))
+        self.device = torch.device(config.device)
+        self.potential.to(device=self.device, dtype=config.torch_dtype)
+        self.species = [int(z) for z in self.potential.species.tolist()]
+
+        cutoff = self.potential.cutoff
+        weights = list(sample_weights) if sample_weights is not None else [None] * len(train)
+        self.train_graphs = [g for k, part in enumerate(train)
+                             for g in frame_graphs(part, cutoff, config.torch_dtype,
+                                                   weights=weights[k], system=k)]
+        self.val_graphs = [g for k, part in enumerate(val)
+                           for g in frame_graphs(part, cutoff, config.torch_dtype, system=k)]
+
+        self.optimizer = torch.optim.Adam(self.potential.parameters(), lr=config.learning_rate)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience,
+            min_lr=config.min_learning_rate * 0.5,
+        )
+        self.ema = ExponentialMovingAverage(self.potential, config.ema_decay)
+        self.epoch = 0
+        self.best_val_loss = float("inf")
+        self.best_epoch = 0
+        self.epochs_without_improvement = 0
+        self.stop_reason = ""
+
+    # ---------------------------------------------------------------------------- persistence
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "best.pt"
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "log.csv"
+
+    def _write_run_json(self) -> None:
+        document = {
+            "config": asdict(self.config),
+            "species": self.species,
+            "energy_scale": float(self.potential.energy_scale),
+            "atomic_reference": self.potential.atomic_reference.tolist(),
+            "data": self.provenance,
+            "sizes": {"train": len(self.train_graphs), "val": len(self.val_graphs)},
+        }
+        with atomic_output(self.run_dir / "run.json", "w") as fh:
+            json.dump(document, fh, indent=2, default=str)
+
+    def _save(self, path: Path, state: dict[str, Any]) -> None:
+        with atomic_output(path) as fh:
+            torch.save(state, fh)
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "model": self.potential.state_dict(),
+            "ema": self.ema.state_dict(),
+            "ema_updates": self.ema.updates,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "best_val_loss": self.best_val_loss,
+            "best_epoch": self.best_epoch,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "torch_rng": torch.get_rng_state(),
+            "config": asdict(self.config),
+            "species": self.species,
+        }
+
+    def resume(self) -> None:
+        """Continue from `checkpoint.pt` in the run directory (weights_only load)."""
+        if not self.checkpoint_path.exists():
+            raise TrainingError(f"{self.checkpoint_path}: no checkpoint to resume from")
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        if state["species"] != self.species or state["config"]["architecture"] != \
+                self.config.architecture:
+            raise TrainingError(f"{self.checkpoint_path}: checkpoint is for another model "
+                                "(architecture or species differ)")
+        self.potential.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"], int(state["ema_updates"]))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.best_val_loss = float(state["best_val_loss"])
+        self.best_epoch = int(state["best_epoch"])
+        self.epochs_without_improvement = int(state["epochs_without_improvement"])
+        torch.set_rng_state(state["torch_rng"])
+        self._truncate_log(self.epoch)
+
+    def _truncate_log(self, last_epoch: int) -> None:
+        """Drop log rows of epochs after the checkpoint (written before a kill)."""
+        if not self.log_path.exists():
+            return
+        with open(self.log_path, newline="") as fh:
+            rows = [row for row in csv.DictReader(fh) if int(row["epoch"]) <= last_epoch]
+        with atomic_output(self.log_path, "w") as fh:
+            writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def _append_log(self, record: EpochRecord) -> None:
+        new = not self.log_path.exists()
+        with open(self.log_path, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+            if new:
+                writer.writeheader()
+            row = asdict(record)
+            writer.writerow({k: row[k] for k in LOG_FIELDS})
+
+    # ------------------------------------------------------------------------------- training
+    def _loss(self, batch: Batch, predictions: Predictions) -> torch.Tensor:
+        loss = energy_force_loss(batch, predictions, self.config.energy_weight)
+        for weight, term in self.extra_losses:
+            loss = loss + weight * term(batch, predictions)
+        return loss
+
+    def _train_epoch(self) -> float:
+        self.potential.train()
+        total, count = 0.0, 0
+        seed = self.config.seed * 1_000_003 + self.epoch
+        for batch in batches(self.train_graphs, self.config.batch_size, True, seed):
+            batch = batch.to(self.device)
+            predictions = predict(self.potential, batch, create_graph=True)
+            loss = self._loss(batch, predictions)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.gradient_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.potential.parameters(),
+                                               self.config.gradient_clip)
+            self.optimizer.step()
+            self.ema.update(self.potential)
+            total += float(loss.detach()) * batch.num_graphs
+            count += batch.num_graphs
+        return total / max(count, 1)
+
+    def evaluate(self, graphs: Sequence) -> dict[str, float]:
+        """Loss and errors of the current weights on `graphs` (energy eV, forces eV/Å)."""
+        self.potential.eval()
+        loss_sum, e_abs, f_abs, f_sq, n_graphs, n_components = 0.0, 0.0, 0.0, 0.0, 0, 0
+        for batch in batches(graphs, max(self.config.batch_size, 32), False, 0):
+            batch = batch.to(self.device)
+            raw = predict(self.potential, batch)
+            predictions = Predictions(raw.energy.detach(), raw.forces.detach())
+            loss_sum += float(self._loss(batch, predictions)) * batch.num_graphs
+            e_abs += float((predictions.energy - batch.energy).abs().sum())
+            difference = predictions.forces - batch.forces
+            f_abs += float(difference.abs().sum())
+            f_sq += float(difference.pow(2).sum())
+            n_graphs += batch.num_graphs
+            n_components += difference.numel()
+        if n_graphs == 0:
+            return {"loss": float("nan"), "energy_mae": float("nan"),
+                    "force_mae": float("nan"), "force_rmse": float("nan")}
+        return {"loss": loss_sum / n_graphs, "energy_mae": e_abs / n_graphs,
+                "force_mae": f_abs / n_components, "force_rmse": (f_sq / n_components) ** 0.5}
+
+    def fit(self, on_epoch: Callable[[EpochRecord], None] | None = None) -> EpochRecord | None:
+        """Train until the epoch limit, early stopping, the LR floor or the time budget.
+
+        Returns the last epoch's record (None when the run was already complete).
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._write_run_json()
+        started = time.monotonic()
+        record = None
+        while self.epoch < self.config.epochs:
+            epoch_start = time.monotonic()
+            self.epoch += 1
+            train_loss = self._train_epoch()
+            with self.ema.applied(self.potential):
+                metrics = self.evaluate(self.val_graphs if self.val_graphs else
+                                        self.train_graphs)
+            self.scheduler.step(metrics["loss"])
+            improved = metrics["loss"] < self.best_val_loss
+            if improved:
+                self.best_val_loss, self.best_epoch = metrics["loss"], self.epoch
+                self.epochs_without_improvement = 0
+                self._save(self.best_path, {"model": self.ema.state_dict(), "epoch": self.epoch,
+                                            "val_metrics": metrics, "species": self.species,
+                                            "config": asdict(self.config)})
+            else:
+                self.epochs_without_improvement += 1
+            record = EpochRecord(self.epoch, self.optimizer.param_groups[0]["lr"], train_loss,
+                                 metrics["loss"], metrics["energy_mae"], metrics["force_mae"],
+                                 metrics["force_rmse"], time.monotonic() - epoch_start, improved)
+            self._append_log(record)
+            self._save(self.checkpoint_path, self._checkpoint_state())
+            if on_epoch is not None:
+                on_epoch(record)
+            if self.epochs_without_improvement >= self.config.early_stopping_patience:
+                self.stop_reason = (f"early stopping: no improvement for "
+                                    f"{self.epochs_without_improvement} epochs")
+                break
+            if self.optimizer.param_groups[0]["lr"] < self.config.min_learning_rate:
+                self.stop_reason = "learning rate reached its floor"
+                break
+            limit = self.config.max_minutes
+            if limit is not None and time.monotonic() - started > 60.0 * limit:
+                self.stop_reason = f"time budget of {limit} min reached"
+                break
+        else:
+            self.stop_reason = self.stop_reason or "epoch limit reached"
+        return record

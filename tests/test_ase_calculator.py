@@ -1,0 +1,56 @@
+"""The ASE calculator: finite-difference forces and stress, per-atom energies, unknown
+elements, and MD."""
+
+import numpy as np
+import pytest
+from ase import Atoms, units
+from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
+from ase.md.verlet import VelocityVerlet
+from models_helpers import save_random_model
+
+from ase_bridge import MLFFCalculator
+from mlff_core.data.molecules import named_molecule, water_box
+from mlff_core.errors import SpeciesError
+
+
+@pytest.mark.parametrize("architecture", ["schnet", "painn"])
+def test_forces_are_minus_energy_gradient(tmp_path, architecture):
+    atoms = named_molecule("aspirin").atoms
+    atoms.calc = MLFFCalculator(save_random_model(tmp_path / "m.pt", architecture))
+    np.testing.assert_allclose(atoms.get_forces(), calculate_numerical_forces(atoms, eps=1e-5),
+                               atol=1e-7)
+
+
+@pytest.mark.parametrize("architecture", ["schnet", "painn"])
+def test_periodic_stress_and_forces(tmp_path, architecture):
+    atoms = water_box(8).atoms
+    atoms.set_cell(atoms.cell.array + np.array([[0, 0.4, 0], [0.3, 0, 0], [0, -0.2, 0]]),
+                   scale_atoms=True)  # triclinic
+    atoms.calc = MLFFCalculator(save_random_model(tmp_path / "w.pt", architecture, species=(1, 8),
+                                                  cutoff=4.0, num_interactions=2))
+    np.testing.assert_allclose(atoms.get_forces(), calculate_numerical_forces(atoms, eps=1e-5),
+                               atol=1e-7)
+    stress = atoms.get_stress()
+    np.testing.assert_allclose(stress, calculate_numerical_stress(atoms, eps=1e-6), atol=1e-9)
+    assert np.abs(stress).max() > 1e-4
+    # Per-atom energies (forward_graph on local + ghost atoms) add up to the total.
+    assert atoms.get_potential_energies().sum() == pytest.approx(atoms.get_potential_energy(),
+                                                                 abs=1e-9)
+
+
+def test_unknown_element_is_a_clear_error(tmp_path):
+    atoms = Atoms("NH3", positions=np.eye(4, 3) * 1.0)
+    atoms.calc = MLFFCalculator(save_random_model(tmp_path / "m.pt"))
+    with pytest.raises(SpeciesError, match="does not know element.s. N .it was trained on H, C, O"):
+        atoms.get_potential_energy()
+
+
+def test_float64_nve_conserves_energy(tmp_path):
+    atoms = named_molecule("ethanol").atoms
+    atoms.calc = MLFFCalculator(save_random_model(tmp_path / "m.pt", "schnet"))
+    atoms.set_velocities(np.random.default_rng(0).normal(0, 0.01, (len(atoms), 3)))
+    energies = []
+    dynamics = VelocityVerlet(atoms, timestep=0.1 * units.fs)
+    dynamics.attach(lambda: energies.append(atoms.get_total_energy()), interval=5)
+    dynamics.run(200)
+    assert np.ptp(energies) < 1e-4 * max(1.0, atoms.get_kinetic_energy())
