@@ -24,7 +24,8 @@ _DEFAULTS = TrainingConfig()
               default=_DEFAULTS.architecture, show_default=True, help="Architecture.")
 @click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory (checkpoints, best weights, log.csv).")
-@click.option("--n-train", type=SubsetSize(), help="Training frames per system (default: the rest).")
+@click.option("--n-train", type=SubsetSize(),
+              help="Training frames per system (default: the rest).")
 @click.option("--n-val", type=SubsetSize(), default=0.1, show_default=True,
               help="Validation frames per system, split off --data.")
 @click.option("--hidden", type=click.IntRange(min=1), help="Feature width (default 64).")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+
 def _cell_offsets(device: torch.device) -> Tensor:
     steps = torch.tensor([-1, 0, 1], dtype=torch.long, device=device)
     return torch.cartesian_prod(steps, steps, steps)  # [27, 3]
