@@ -7,6 +7,7 @@ those two modules is imported:
   loader's search path; it is preloaded by SONAME.
 - openmmtorch: its library needs libnvrtc.so.12 from the nvidia-cuda-nvrtc wheel, which
   `import torch` loads; torch is imported first.
+It also sets THP_MEM_ALLOC_ENABLE=1 (unless set) for PyTorch's CPU allocator.
 """
 
 import ctypes
@@ -39,3 +40,7 @@ class _PreloadFinder(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, _PreloadFinder())
+
+# Transparent huge pages for PyTorch's CPU allocator (read once, at torch's first allocation):
+# large message-passing tensors otherwise spend more time in page faults than in arithmetic.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")

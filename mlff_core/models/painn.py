@@ -15,24 +15,38 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mlff_core.models.layers import cutoff_function, mlp, radial_basis
+from mlff_core.models.layers import cutoff_function, mlp, radial_basis, scatter_sum
 
 
 class PaiNNMessage(nn.Module):
-    def __init__(self, hidden: int, num_rbf: int):
+    """Message step.
+
+    Memory matters here (every [E, F] tensor autograd keeps costs E·F floats; water at 5 Å has
+    ~50 edges per atom): the filter is linear without bias in radial features that already
+    carry the cutoff envelope (so W(r) still vanishes smoothly at the cutoff), the three
+    gates are separate [E, F] products rather than slices of one [E, 3F] tensor, and the
+    vector-feature term is skipped while all vector features are still zero (first layer).
+    """
+
+    def __init__(self, hidden: int, num_rbf: int, first: bool):
         super().__init__()
         self.hidden = hidden
+        self.first = first
         self.phi = mlp([hidden, hidden, 3 * hidden], "silu")
-        self.filter = nn.Linear(num_rbf, 3 * hidden)
+        self.filter = nn.Linear(num_rbf, 3 * hidden, bias=False)
 
-    def forward(self, s: Tensor, v: Tensor, rbf: Tensor, envelope: Tensor, directions: Tensor,
+    def forward(self, s: Tensor, v: Tensor, radial: Tensor, directions: Tensor,
                 edge_index: Tensor) -> tuple[Tensor, Tensor]:
         receiver, sender = edge_index[0], edge_index[1]
-        x = self.phi(s)[sender] * (self.filter(rbf) * envelope.unsqueeze(-1))  # [E, 3F]
-        gate_v, delta_s, gate_dir = torch.split(x, self.hidden, dim=-1)
-        delta_v = v[sender] * gate_v.unsqueeze(1) + gate_dir.unsqueeze(1) * directions.unsqueeze(-1)
-        ds = torch.zeros_like(s).index_add(0, receiver, delta_s)
-        dv = torch.zeros_like(v).index_add(0, receiver, delta_v)
+        phi_v, phi_s, phi_dir = torch.split(self.phi(s), self.hidden, dim=-1)
+        w_v, w_s, w_dir = torch.split(self.filter(radial), self.hidden, dim=-1)
+        n_atoms = s.shape[0]
+        ds = scatter_sum(phi_s[sender] * w_s, receiver, n_atoms)  # [N, F]
+        gate_dir = phi_dir[sender] * w_dir  # [E, F]
+        dv = scatter_sum(gate_dir.unsqueeze(1) * directions.unsqueeze(-1), receiver, n_atoms)
+        if not self.first:
+            gate_v = phi_v[sender] * w_v
+            dv = dv + scatter_sum(v[sender] * gate_v.unsqueeze(1), receiver, n_atoms)
         return s + ds, v + dv
 
 
@@ -59,14 +73,14 @@ class PaiNNUpdate(nn.Module):
 class PaiNNInteraction(nn.Module):
     """One message step followed by one update step."""
 
-    def __init__(self, hidden: int, num_rbf: int):
+    def __init__(self, hidden: int, num_rbf: int, first: bool):
         super().__init__()
-        self.message = PaiNNMessage(hidden, num_rbf)
+        self.message = PaiNNMessage(hidden, num_rbf, first)
         self.update = PaiNNUpdate(hidden)
 
-    def forward(self, s: Tensor, v: Tensor, rbf: Tensor, envelope: Tensor, directions: Tensor,
+    def forward(self, s: Tensor, v: Tensor, radial: Tensor, directions: Tensor,
                 edge_index: Tensor) -> tuple[Tensor, Tensor]:
-        s, v = self.message(s, v, rbf, envelope, directions, edge_index)
+        s, v = self.message(s, v, radial, directions, edge_index)
         return self.update(s, v)
 
 
@@ -92,17 +106,16 @@ class PaiNN(nn.Module):
         self.rbf = radial_basis(radial, num_rbf, cutoff)
         self.envelope = cutoff_function(cutoff_fn, cutoff)
         self.interactions = nn.ModuleList(
-            [PaiNNInteraction(hidden, num_rbf) for _ in range(num_interactions)]
+            [PaiNNInteraction(hidden, num_rbf, first=k == 0) for k in range(num_interactions)]
         )
         self.readout = mlp([hidden, hidden // 2, 1], "silu")
 
     def forward(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
         distances = torch.linalg.norm(edge_vectors, dim=-1)
         directions = edge_vectors / distances.unsqueeze(-1)
-        rbf = self.rbf(distances)
-        envelope = self.envelope(distances)
+        radial = self.rbf(distances) * self.envelope(distances).unsqueeze(-1)  # [E, R]
         s = self.embedding(species)
         v = torch.zeros(s.shape[0], 3, self.hidden, dtype=s.dtype, device=s.device)
         for interaction in self.interactions:
-            s, v = interaction(s, v, rbf, envelope, directions, edge_index)
+            s, v = interaction(s, v, radial, directions, edge_index)
         return self.readout(s).squeeze(-1)

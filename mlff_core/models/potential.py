@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from mlff_core.models.layers import scatter_sum
 from mlff_core.models.neighbors import neighbor_list
 
 #: Size of the atomic-number lookup table (Z = 0 .. 118).
@@ -94,5 +95,4 @@ class Potential(nn.Module):
                        batch: Tensor, num_graphs: int) -> Tensor:
         """Total energy of each graph in a batch, [num_graphs] eV (used for training)."""
         energies = self.atomic_energies(atomic_numbers, edge_index, edge_vectors)
-        totals = torch.zeros(num_graphs, dtype=energies.dtype, device=energies.device)
-        return totals.index_add(0, batch, energies)
+        return scatter_sum(energies, batch, num_graphs)

@@ -11,7 +11,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mlff_core.models.layers import ShiftedSoftplus, cutoff_function, mlp, radial_basis
+from mlff_core.models.layers import (
+    ShiftedSoftplus,
+    cutoff_function,
+    mlp,
+    radial_basis,
+    scatter_sum,
+)
 
 
 class CFConv(nn.Module):
@@ -31,9 +37,7 @@ class CFConv(nn.Module):
         receiver, sender = edge_index[0], edge_index[1]
         weights = self.filter_net(rbf) * envelope.unsqueeze(-1)  # [E, filters]
         messages = self.in_to_filter(x)[sender] * weights
-        aggregated = torch.zeros(x.shape[0], messages.shape[1], dtype=x.dtype, device=x.device)
-        aggregated = aggregated.index_add(0, receiver, messages)
-        return x + self.update(aggregated)
+        return x + self.update(scatter_sum(messages, receiver, x.shape[0]))
 
 
 class SchNet(nn.Module):

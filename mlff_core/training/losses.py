@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Batch
 
+from mlff_core.models.layers import scatter_sum
+
 
 @dataclass
 class Predictions:
@@ -36,7 +38,7 @@ def per_frame_errors(batch: Batch, predictions: Predictions) -> tuple[Tensor, Te
     """Squared energy error [G] (eV²) and mean squared force component error [G] (eV²/Å²)."""
     energy_se = (predictions.energy - batch.energy).pow(2)
     squared = (predictions.forces - batch.forces).pow(2).sum(dim=-1)
-    per_graph = torch.zeros_like(energy_se).index_add(0, batch.batch, squared)
+    per_graph = scatter_sum(squared, batch.batch, batch.num_graphs)
     atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(squared.dtype)
     return energy_se, per_graph / (3.0 * atoms)
 
