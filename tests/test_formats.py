@@ -204,3 +204,16 @@ def test_failed_write_keeps_previous_file(tmp_path, water_frames, monkeypatch):
         write_frames(water_frames, target)
     assert target.read_bytes() == before
     assert _no_leftovers(tmp_path, ["keep.npz"])
+
+
+def test_written_files_follow_the_umask(tmp_path, water_frames):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        for name in ("a.npz", "a.xyz"):
+            write_frames(water_frames, tmp_path / name)
+            assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644
+    finally:
+        os.umask(old)

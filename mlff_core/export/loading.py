@@ -15,7 +15,7 @@ from mlff_core.errors import ModelFileError, SpeciesError
 from mlff_core.export.model_file import METADATA_NAME, REQUIRED_METADATA, SUPPORTED_FORMAT_VERSIONS
 
 #: Scripted methods and the number of tensor arguments each takes (besides self).
-REQUIRED_METHODS = {"forward": 4, "forward_graph": 4, "explore": 2}
+REQUIRED_METHODS = {"forward": 4, "forward_graph": 4, "explore": 2, "explore_periodic": 4}
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mlff_core.export.exploration import ExplorationModel
 from mlff_core.fileio import atomic_output
 from mlff_core.models.potential import Potential
 from mlff_core.runtime import package_versions
@@ -31,21 +32,13 @@ REQUIRED_METADATA = ("format_version", "species", "cutoff", "num_interactions", 
                      "length_unit", "dtype", "architecture", "hyperparameters")
 
 
-class NoReferenceClusters(nn.Module):
-    """Exploration model of a file without fitted conformation clusters: always (-1, NaN),
-    which engines report as "no reference clusters" (never a guess)."""
-
-    def forward(self, positions: Tensor, atomic_numbers: Tensor) -> Tensor:
-        return torch.tensor([-1.0, float("nan")], dtype=positions.dtype, device=positions.device)
-
-
 class ModelFile(nn.Module):
     """What is scripted into the model file: the potential plus the exploration classifier."""
 
-    def __init__(self, potential: Potential, exploration: nn.Module | None = None):
+    def __init__(self, potential: Potential, exploration: ExplorationModel | None = None):
         super().__init__()
         self.potential = potential
-        self.exploration = exploration if exploration is not None else NoReferenceClusters()
+        self.exploration = exploration if exploration is not None else ExplorationModel()
 
     def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor,
                 pbc: Tensor) -> Tensor:
@@ -58,7 +51,14 @@ class ModelFile(nn.Module):
 
     @torch.jit.export
     def explore(self, positions: Tensor, atomic_numbers: Tensor) -> Tensor:
-        return self.exploration(positions, atomic_numbers)
+        no_cell = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
+        no_pbc = torch.zeros(3, dtype=torch.bool, device=positions.device)
+        return self.exploration(positions, atomic_numbers, no_cell, no_pbc)
+
+    @torch.jit.export
+    def explore_periodic(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor,
+                         pbc: Tensor) -> Tensor:
+        return self.exploration(positions, atomic_numbers, cell, pbc)
 
 
 def model_metadata(potential: Potential, architecture: str, hyperparameters: dict[str, Any],
@@ -88,7 +88,7 @@ def model_metadata(potential: Potential, architecture: str, hyperparameters: dic
 
 
 def save_model_file(potential: Potential, path: str | os.PathLike, metadata: dict[str, Any],
-                    exploration: nn.Module | None = None) -> Path:
+                    exploration: ExplorationModel | None = None) -> Path:
     """Script `potential` (+ exploration) and write the model file atomically; returns its path."""
     was_training = potential.training
     potential.eval()

@@ -1,0 +1,67 @@
+"""The model file's exploration classifier: conformation clusters of each training system in
+TorchScript, so every engine can tell explored from unexplored frames with the file alone.
+
+explore(...) returns [nearest cluster, distance to its centroid / its radius]; a ratio above 1
+means unexplored. A system with no entry (atoms differ from every training system) gives
+[-1, NaN]: "no reference clusters", never a guess.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mlff_core.metrics.descriptors import inverse_distances, pair_rdf
+
+
+class SystemClusters(nn.Module):
+    """Fitted clusters of one system (state from `ConformationClusters.to_dict()`)."""
+
+    def __init__(self, state: dict[str, Any]):
+        super().__init__()
+        as64 = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+        self.register_buffer("atomic_numbers", torch.tensor(state["atomic_numbers"]))
+        self.register_buffer("mean", as64(state["mean"]))
+        self.register_buffer("components", as64(state["components"]))
+        self.register_buffer("centroids", as64(state["centroids"]))
+        self.register_buffer("radii", as64(state["radii"]).clamp_min(1e-12))
+        self.periodic = state["descriptor"] == "pair_rdf"
+        self.species: list[int] = [int(z) for z in state["species"]]
+        self.r_max = float(state["rdf"]["r_max"])
+        self.bins = int(state["rdf"]["bins"])
+
+    def matches(self, atomic_numbers: Tensor, periodic: bool) -> bool:
+        return periodic == self.periodic and atomic_numbers.shape == self.atomic_numbers.shape \
+            and bool(torch.equal(atomic_numbers.to(self.atomic_numbers.dtype),
+                                 self.atomic_numbers))
+
+    def forward(self, positions: Tensor, cell: Tensor, pbc: Tensor) -> Tensor:
+        positions = positions.to(torch.float64)
+        if self.periodic:
+            descriptor = pair_rdf(positions, self.atomic_numbers, cell.to(torch.float64), pbc,
+                                  self.species, self.r_max, self.bins)
+        else:
+            descriptor = inverse_distances(positions.unsqueeze(0))[0]
+        projected = (descriptor - self.mean) @ self.components.T
+        distances = torch.linalg.norm(self.centroids - projected, dim=1)
+        nearest = int(torch.argmin(distances))
+        ratio = distances[nearest] / self.radii[nearest]
+        return torch.stack([torch.tensor(float(nearest), dtype=torch.float64), ratio])
+
+
+class ExplorationModel(nn.Module):
+    """Clusters of every training system; picks the one whose atoms match the frame."""
+
+    def __init__(self, systems: list[dict[str, Any]] | None = None):
+        super().__init__()
+        self.systems = nn.ModuleList([SystemClusters(s) for s in (systems or [])])
+
+    def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor,
+                pbc: Tensor) -> Tensor:
+        periodic = bool(pbc.any())
+        for system in self.systems:
+            if system.matches(atomic_numbers, periodic):
+                return system(positions, cell, pbc)
+        return torch.tensor([-1.0, float("nan")], dtype=torch.float64)

@@ -1,0 +1,182 @@
+"""Conformation clusters of training data and the "unexplored" test (JCP 159, 035101).
+
+`ConformationClusters` is a scikit-learn-style estimator: descriptor (inverse pairwise
+distances for molecules, element-pair RDF histograms for periodic cells) → PCA → K-means.
+The radius of cluster k is the largest distance from its centroid to a training member; a frame
+is *unexplored* when its distance to the nearest centroid exceeds that centroid's radius
+(distance / radius > 1), otherwise it is *explored* and belongs to that cluster.
+
+With `n_clusters=None` the number of clusters is chosen automatically: K-means is fitted for
+k = 2 … `max_clusters` and the k with the highest silhouette score (computed on at most 2,000
+frames) is kept; the silhouette rewards compact, well-separated clusters and needs no threshold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlff_core.data.frames import Frames
+from mlff_core.errors import DataError
+from mlff_core.metrics.descriptors import inverse_distances, pair_rdf
+
+#: Histogram settings of the periodic descriptor.
+RDF_MAX_DISTANCE = 6.0
+RDF_BINS = 30
+
+
+def frame_descriptors(frames: Frames, r_max: float = RDF_MAX_DISTANCE,
+                      n_bins: int = RDF_BINS) -> np.ndarray:
+    """[F, D] descriptors: inverse distances for molecules, pair RDFs for periodic frames."""
+    if not frames.is_periodic:
+        return inverse_distances(torch.as_tensor(frames.positions)).numpy()
+    species = sorted(set(frames.atomic_numbers.tolist()))
+    numbers = torch.as_tensor(frames.atomic_numbers)
+    pbc = torch.as_tensor(frames.pbc)
+    return np.stack([
+        pair_rdf(torch.as_tensor(frames.positions[f]), numbers, torch.as_tensor(frames.cell[f]),
+                 pbc, species, r_max, n_bins).numpy()
+        for f in range(frames.n_frames)
+    ])
+
+
+class ConformationClusters:
+    """Conformation clusters of one system's frames.
+
+    Parameters:
+        n_clusters: number of K-means clusters; None chooses it by silhouette score.
+        n_components: PCA components kept (at most the descriptor size and frames − 1).
+        max_clusters: the largest k tried when choosing automatically.
+        random_state: seeds PCA/K-means/subsampling.
+
+    Attributes (after `fit`):
+        descriptor_: 'inverse_distances' or 'pair_rdf'.
+        atomic_numbers_: [N] the system's atoms (frames to classify must match, in order).
+        species_: elements of the RDF descriptor (periodic only).
+        mean_, components_: PCA centring vector [D] and axes [C, D].
+        explained_variance_ratio_: [C].
+        centroids_: [K, C] cluster centres in PCA space.
+        radii_: [K] largest member distance per cluster.
+        labels_: [F] training-frame clusters.
+        n_clusters_: K.
+        silhouette_scores_: {k: score} when K was chosen automatically.
+    """
+
+    def __init__(self, n_clusters: int | None = None, n_components: int = 10,
+                 max_clusters: int = 10, random_state: int = 0):
+        self.n_clusters = n_clusters
+        self.n_components = n_components
+        self.max_clusters = max_clusters
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------------------- fitting
+    def fit(self, frames: Frames) -> ConformationClusters:
+        from sklearn.cluster import KMeans
+        from sklearn.decomposition import PCA
+
+        if frames.n_frames < 2:
+            raise DataError("clustering needs at least two frames", frames.source)
+        descriptors = frame_descriptors(frames)
+        self.descriptor_ = "pair_rdf" if frames.is_periodic else "inverse_distances"
+        self.atomic_numbers_ = frames.atomic_numbers.copy()
+        self.species_ = sorted(set(frames.atomic_numbers.tolist()))
+        self.formula_ = frames.formula
+        n_components = max(1, min(self.n_components, descriptors.shape[1],
+                                  frames.n_frames - 1))
+        pca = PCA(n_components=n_components, random_state=self.random_state)
+        projected = pca.fit_transform(descriptors)
+        self.mean_ = pca.mean_
+        self.components_ = pca.components_
+        self.explained_variance_ratio_ = pca.explained_variance_ratio_
+
+        k = self.n_clusters if self.n_clusters is not None else self._choose_k(projected)
+        if not 1 <= k <= frames.n_frames:
+            raise DataError(f"cannot make {k} clusters of {frames.n_frames} frames")
+        kmeans = KMeans(n_clusters=k, n_init=10, random_state=self.random_state).fit(projected)
+        self.centroids_ = kmeans.cluster_centers_
+        self.n_clusters_ = k
+        self.labels_ = kmeans.labels_.astype(np.int64)
+        distances = np.linalg.norm(projected - self.centroids_[self.labels_], axis=1)
+        self.radii_ = np.array([distances[self.labels_ == c].max(initial=0.0)
+                                for c in range(k)])
+        return self
+
+    def _choose_k(self, projected: np.ndarray) -> int:
+        from sklearn.cluster import KMeans
+        from sklearn.metrics import silhouette_score
+
+        rng = np.random.default_rng(self.random_state)
+        sample = projected if len(projected) <= 2000 else \
+            projected[rng.choice(len(projected), 2000, replace=False)]
+        self.silhouette_scores_ = {}
+        for k in range(2, min(self.max_clusters, len(sample) - 1) + 1):
+            labels = KMeans(n_clusters=k, n_init=4, random_state=self.random_state) \
+                .fit_predict(sample)
+            self.silhouette_scores_[k] = float(silhouette_score(sample, labels))
+        if not self.silhouette_scores_:
+            return 1
+        return max(self.silhouette_scores_, key=self.silhouette_scores_.get)
+
+    # ----------------------------------------------------------------------------- inference
+    def _check(self, frames: Frames) -> None:
+        if not hasattr(self, "centroids_"):
+            raise RuntimeError("ConformationClusters is not fitted; call fit() first")
+        if not np.array_equal(frames.atomic_numbers, self.atomic_numbers_):
+            raise DataError(f"frames of {frames.formula} do not match the clustered system "
+                            f"{self.formula_} (same atoms in the same order)", frames.source)
+
+    def transform(self, frames: Frames) -> np.ndarray:
+        """[F, C] PCA coordinates of the frames."""
+        self._check(frames)
+        return (frame_descriptors(frames) - self.mean_) @ self.components_.T
+
+    def classify(self, frames: Frames) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest cluster [F] and distance / that cluster's radius [F] (> 1: unexplored)."""
+        projected = self.transform(frames)
+        distances = np.linalg.norm(projected[:, None, :] - self.centroids_[None], axis=-1)
+        nearest = distances.argmin(axis=1)
+        radius = np.maximum(self.radii_[nearest], 1e-12)
+        return nearest, distances[np.arange(len(nearest)), nearest] / radius
+
+    def predict(self, frames: Frames) -> np.ndarray:
+        """Cluster of each frame, −1 where it is unexplored."""
+        nearest, ratio = self.classify(frames)
+        return np.where(ratio > 1.0, -1, nearest)
+
+    # --------------------------------------------------------------------------- persistence
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable fitted state (stored in the model file's `exploration`)."""
+        return {
+            "descriptor": self.descriptor_,
+            "formula": self.formula_,
+            "atomic_numbers": self.atomic_numbers_.tolist(),
+            "species": self.species_,
+            "rdf": {"r_max": RDF_MAX_DISTANCE, "bins": RDF_BINS},
+            "mean": self.mean_.tolist(),
+            "components": self.components_.tolist(),
+            "explained_variance_ratio": self.explained_variance_ratio_.tolist(),
+            "centroids": self.centroids_.tolist(),
+            "radii": self.radii_.tolist(),
+            "n_clusters": int(self.n_clusters_),
+            "cluster_sizes": np.bincount(self.labels_, minlength=self.n_clusters_).tolist(),
+            "silhouette_scores": getattr(self, "silhouette_scores_", None),
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> ConformationClusters:
+        clusters = cls(n_clusters=state["n_clusters"])
+        clusters.descriptor_ = state["descriptor"]
+        clusters.formula_ = state["formula"]
+        clusters.atomic_numbers_ = np.array(state["atomic_numbers"], dtype=np.int64)
+        clusters.species_ = list(state["species"])
+        clusters.mean_ = np.array(state["mean"])
+        clusters.components_ = np.array(state["components"])
+        clusters.explained_variance_ratio_ = np.array(state["explained_variance_ratio"])
+        clusters.centroids_ = np.array(state["centroids"])
+        clusters.radii_ = np.array(state["radii"])
+        clusters.n_clusters_ = int(state["n_clusters"])
+        clusters.labels_ = np.repeat(np.arange(clusters.n_clusters_),
+                                     state.get("cluster_sizes", [0] * clusters.n_clusters_))
+        return clusters

@@ -1,0 +1,73 @@
+"""Frame descriptors for conformation clustering (TorchScript, so the model file's `explore`
+computes exactly what the Python estimator computes).
+
+- Molecules: inverse pairwise distances 1/r_ij over atom pairs i < j — invariant to rotation
+  and translation; atom order is fixed by the system.
+- Periodic systems: per element-pair radial distribution histograms g_ab(r) — invariant to
+  rotation, translation and permutation of like atoms.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from mlff_core.models.neighbors import neighbor_list
+
+
+def inverse_distances(positions: Tensor) -> Tensor:
+    """1/r_ij for i < j. [F, N, 3] Å → [F, N(N−1)/2] 1/Å."""
+    n = positions.shape[1]
+    pairs = torch.triu_indices(n, n, offset=1, device=positions.device)
+    differences = positions[:, pairs[0]] - positions[:, pairs[1]]
+    return 1.0 / torch.linalg.norm(differences, dim=-1)
+
+
+def element_pairs(species: list[int]) -> list[tuple[int, int]]:
+    """Unordered element pairs (a ≤ b) of a species list, in a fixed order."""
+    ordered = sorted(species)
+    pairs: list[tuple[int, int]] = []
+    for k in range(len(ordered)):
+        for m in range(k, len(ordered)):
+            pairs.append((ordered[k], ordered[m]))
+    return pairs
+
+
+def pair_rdf(positions: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor,
+             species: list[int], r_max: float, n_bins: int) -> Tensor:
+    """Per element-pair g_ab(r) histograms of one periodic frame, concatenated.
+
+    g_ab(r) = n_ab(r) / (N_a · ρ_b · 4πr²Δr), with n_ab(r) the number of (a, b) neighbour pairs
+    in the shell [r, r + Δr) and ρ_b = N_b / V, so g → 1 for an ideal gas.
+
+    Args:
+        positions: [N, 3] Å; atomic_numbers: [N]; cell: [3, 3] Å; pbc: [3].
+        species: the elements whose pairs are histogrammed.
+        r_max: Å; n_bins: histogram bins on [0, r_max).
+
+    Returns:
+        [P · n_bins] with P = number of element pairs.
+    """
+    edge_index, offsets = neighbor_list(positions, cell, pbc, r_max)
+    i, j = edge_index[0], edge_index[1]
+    distances = torch.linalg.norm(positions[j] - positions[i] + offsets @ cell, dim=-1)
+    width = r_max / n_bins
+    bins = torch.clamp((distances / width).long(), 0, n_bins - 1)
+    edges = torch.arange(n_bins + 1, dtype=positions.dtype, device=positions.device) * width
+    shells = 4.0 / 3.0 * math.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
+    volume = torch.abs(torch.det(cell))
+    parts: list[Tensor] = []
+    for a, b in element_pairs(species):
+        is_a = atomic_numbers == a
+        is_b = atomic_numbers == b
+        n_a = is_a.sum().to(positions.dtype)
+        n_b = is_b.sum().to(positions.dtype)
+        selected = is_a[i] & is_b[j]
+        counts = torch.zeros(n_bins, dtype=positions.dtype, device=positions.device)
+        counts = counts.index_put([bins[selected]],
+                                  torch.ones_like(distances[selected]), accumulate=True)
+        normaliser = torch.clamp(n_a * n_b / volume, min=1e-12) * shells
+        parts.append(counts / normaliser)
+    return torch.cat(parts)
