@@ -13,6 +13,7 @@ import click
 from mlff_core import __version__
 from mlff_core.commands.data import data
 from mlff_core.commands.demo import demo
+from mlff_core.commands.evaluate import evaluate
 from mlff_core.commands.train import export, train
 from mlff_core.errors import MLFFError
 
@@ -32,6 +33,7 @@ def cli() -> None:
 cli.add_command(data)
 cli.add_command(train)
 cli.add_command(export)
+cli.add_command(evaluate)
 cli.add_command(demo)
 
 

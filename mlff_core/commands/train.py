@@ -118,17 +118,24 @@ def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_int
               help="Model file to write (.pt).")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]),
               help="Precision of the model file (default: the training precision).")
-def export(run_dir, output, dtype) -> None:
+@click.option("--clusters", "n_clusters", type=click.IntRange(min=1),
+              help="Conformation clusters per training system (default: chosen by silhouette).")
+@click.option("--no-clusters", is_flag=True,
+              help="Store no conformation clusters (engines then report no reference clusters).")
+def export(run_dir, output, dtype, n_clusters, no_clusters) -> None:
     """Write a training run's best weights as a model file (TorchScript + mlff.json).
 
     \b
     Examples:
       mlff export runs/aspirin -o aspirin.pt
-      mlff export runs/aspirin -o aspirin64.pt --dtype float64
+      mlff export runs/aspirin -o aspirin64.pt --dtype float64 --clusters 5
     """
-    path = export_run(run_dir, output, dtype)
+    path = export_run(run_dir, output, dtype, clusters=not no_clusters, n_clusters=n_clusters)
     loaded = load_model(path)
     meta = loaded.metadata
     click.echo(f"wrote {path}: {meta['architecture']}, species "
                f"{', '.join(meta['species_symbols'])}, cutoff {meta['cutoff']} Å × "
                f"{meta['num_interactions']} layers, {meta['dtype']}")
+    for system in (meta.get("exploration") or {}).get("systems", []):
+        click.echo(f"  conformation clusters of {system['formula']}: {system['n_clusters']} "
+                   f"(sizes {', '.join(map(str, system['cluster_sizes']))})")

@@ -4,23 +4,33 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from mlff_core.data.frames import Frames
 from mlff_core.errors import ModelFileError
+from mlff_core.export.exploration import ExplorationModel
+from mlff_core.metrics.clusters import ConformationClusters
 from mlff_core.export.model_file import model_metadata, save_model_file
 from mlff_core.models import build_potential
 
 
 def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
-               dtype: str | None = None) -> Path:
+               dtype: str | None = None, clusters: bool = True, n_clusters: int | None = None,
+               cluster_data: Sequence[Frames] | None = None) -> Path:
     """Write the best (EMA) weights of a run as a model file.
 
     Args:
         run_dir: a directory written by the trainer (run.json, best.pt).
         output: the model file to write (atomically).
         dtype: 'float32' or 'float64'; default: the training dtype.
+        clusters: fit conformation clusters (one set per training system) and store them, so
+            engines can flag unexplored frames with the file alone.
+        n_clusters: clusters per system; None chooses by silhouette score.
+        cluster_data: frames to cluster instead of the run's training frames (rebuilt from
+            the recorded files and split indices by default).
     """
     run_dir = Path(run_dir)
     run_json, best = run_dir / "run.json", run_dir / "best.pt"
@@ -48,6 +58,20 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
         "config": {k: v for k, v in config.items() if k != "hyperparameters"},
         "run_dir": str(run_dir.resolve()),
     }
+    exploration_state, exploration = None, None
+    if clusters:
+        if cluster_data is None:
+            from mlff_core.training.run import training_frames
+
+            cluster_data = training_frames(run["data"])
+        fitted = [ConformationClusters(n_clusters=n_clusters).fit(part) for part in cluster_data]
+        states = [f.to_dict() for f in fitted]
+        exploration_state = {
+            "method": "PCA + K-means on inverse pairwise distances (molecules) or element-pair "
+                      "RDF histograms (periodic); radius = largest member distance",
+            "systems": states,
+        }
+        exploration = ExplorationModel(states)
     metadata = model_metadata(potential, config["architecture"], config["hyperparameters"],
-                              training=training)
-    return save_model_file(potential, output, metadata)
+                              training=training, exploration=exploration_state)
+    return save_model_file(potential, output, metadata, exploration)

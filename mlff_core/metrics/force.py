@@ -114,7 +114,8 @@ def force_metrics(reference: Frames, predicted_forces: np.ndarray,
 
     Returns:
         {"force_unit", "energy_unit", "global": {...}, "per_element": {symbol: {...}},
-         "per_cluster": {"k": {..., "RBP", "n_frames"}}} (per_cluster only with labels).
+         "per_cluster": {"k": {..., "RBP", "n_frames"}}, "unexplored": {...}} (per_cluster
+        only with labels; unexplored only when some labels are negative).
     """
     errors = frame_errors(reference, predicted_forces, predicted_energies)
     to_force = force_conversion(unit)
@@ -159,5 +160,8 @@ def force_metrics(reference: Frames, predicted_forces: np.ndarray,
             summary["RBP"] = float((errors.frame_mae[members] > global_mae).mean())
             clusters[str(k)] = summary
         document["per_cluster"] = clusters
-        document["global"]["n_unexplored"] = int((labels < 0).sum())
+        outside = np.flatnonzero(labels < 0)
+        document["global"]["n_unexplored"] = int(len(outside))
+        if len(outside):
+            document["unexplored"] = scaled(errors._summary(outside), outside)
     return document

@@ -9,9 +9,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mlff_core.data.formats import read_frames
 from mlff_core.data.frames import Frames
 from mlff_core.data.splits import split_indices
+from mlff_core.errors import DataError
 from mlff_core.export.loading import load_model
 from mlff_core.training.trainer import EpochRecord, Trainer, TrainingConfig, TrainingError
 
@@ -43,37 +46,57 @@ def prepare_data(data: Sequence[str | os.PathLike], val_data: Sequence[str | os.
     """Training and validation frames plus their provenance.
 
     Without `val_data`, each system is split with `split_indices` (`n_val` frames or fraction,
-    at least one; `n_train` frames or fraction, default all the rest).
+    at least one; `n_train` frames or fraction, default all the rest); with `val_data`, those
+    files validate and `n_train` (default all) frames of `data` train. The provenance records,
+    per system, the indices of its training frames in the (joined) files, so the training set
+    can be rebuilt later (e.g. by `mlff export` to fit conformation clusters).
     """
     systems = read_systems_from_files(data)
-    provenance: dict[str, Any] = {"files": [str(p) for p in data],
-                                  "systems": [_describe(s) for s in systems], "seed": seed}
-    if val_data:
-        validation = read_systems_from_files(val_data)
-        provenance["val_files"] = [str(p) for p in val_data]
-        if n_train is None:
-            return systems, validation, provenance
-        train = []
-        for system in systems:
-            split = split_indices(system.n_frames, n_train, 0, 0, seed)
-            train.append(system[split.train])
-        provenance["train_indices"] = [s.provenance.get("split") for s in train]
-        return train, validation, provenance
-
-    train, validation, indices = [], [], []
+    validation = read_systems_from_files(val_data) if val_data else []
+    train, splits = [], []
     for system in systems:
-        val_count = n_val if not isinstance(n_val, float) else max(1, round(n_val *
-                                                                       system.n_frames))
-        split = split_indices(system.n_frames, n_train if n_train is not None else
-                              system.n_frames - val_count, val_count, 0, seed)
+        if val_data:
+            count = system.n_frames if n_train is None else n_train
+            split = split_indices(system.n_frames, count, 0, 0, seed)
+        else:
+            val_count = n_val if not isinstance(n_val, float) else \
+                max(1, round(n_val * system.n_frames))
+            count = system.n_frames - val_count if n_train is None else n_train
+            split = split_indices(system.n_frames, count, val_count, 0, seed)
+            validation.append(system[split.val])
         train.append(system[split.train])
-        validation.append(system[split.val])
-        indices.append({"train": split.train.tolist(), "val": split.val.tolist()})
-    provenance["split"] = indices
-    levels = sorted({level for s in systems for level in s.levels.tolist()})
-    provenance["level_of_theory"] = levels[0] if len(levels) == 1 else levels
-    provenance["dataset_hash"] = "+".join(s.content_hash()[:16] for s in systems)
+        splits.append(split)
+    descriptions = []
+    for system, split in zip(systems, splits, strict=True):
+        description = _describe(system)
+        description["train_indices"] = split.train.tolist()
+        description["val_indices"] = split.val.tolist()
+        descriptions.append(description)
+    levels = sorted({level for part in train for level in part.levels.tolist()})
+    provenance: dict[str, Any] = {
+        "files": [str(p) for p in data],
+        "val_files": [str(p) for p in val_data],
+        "systems": descriptions,
+        "seed": seed,
+        "level_of_theory": levels[0] if len(levels) == 1 else levels,
+        "dataset_hash": "+".join(d["hash"][:16] for d in descriptions),
+    }
     return train, validation, provenance
+
+
+def training_frames(provenance: dict[str, Any]) -> list[Frames]:
+    """Rebuild a run's training frames from its recorded files and indices.
+
+    Raises:
+        DataError: a file is missing or its content changed since training.
+    """
+    systems = read_systems_from_files(provenance["files"])
+    recorded = provenance["systems"]
+    if [s.content_hash() for s in systems] != [d["hash"] for d in recorded]:
+        raise DataError("the training data files changed since training",
+                        ", ".join(provenance["files"]))
+    return [system[np.asarray(d["train_indices"], dtype=np.int64)]
+            for system, d in zip(systems, recorded, strict=True)]
 
 
 def make_trainer(config: TrainingConfig, run_dir: str | os.PathLike,
