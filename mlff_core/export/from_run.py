@@ -12,8 +12,8 @@ import torch
 from mlff_core.data.frames import Frames
 from mlff_core.errors import ModelFileError
 from mlff_core.export.exploration import ExplorationModel
-from mlff_core.metrics.clusters import ConformationClusters
 from mlff_core.export.model_file import model_metadata, save_model_file
+from mlff_core.metrics.clusters import ConformationClusters
 from mlff_core.models import build_potential
 
 
