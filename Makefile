@@ -5,18 +5,21 @@ BIN := $(MLFF_VENV)/bin
 DEMO_DIR ?= demo-output
 PYTEST_ARGS ?=
 
-.PHONY: env demo test test-all lint
+.PHONY: env test-tools demo test test-all lint
 
 env:
 	@bash scripts/ensure-env
 
+test-tools:
+	@bash scripts/ensure-test-tools
+
 demo: env
 	$(BIN)/mlff demo -o $(DEMO_DIR)
 
-test: env
+test: env test-tools
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: env
+test-all: env test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: env

@@ -1,0 +1,1 @@
+"""Offline reports: JSON documents and a self-contained HTML page with plots."""

@@ -1,0 +1,228 @@
+"""Offline reports: force metrics of one or more model files on reference data, and simulation
+metrics of their MD trajectories, as a JSON document plus figures (for the HTML page)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlff_core.data.formats import read_frames
+from mlff_core.data.frames import Frames
+from mlff_core.data.trajectories import read_trajectory
+from mlff_core.errors import DataError
+from mlff_core.metrics import simulation
+from mlff_core.metrics.clusters import ConformationClusters
+from mlff_core.metrics.force import force_metrics
+from mlff_core.progress import Advance, no_progress
+from mlff_core.report import plots
+from mlff_core.units import force_conversion
+
+
+@dataclass
+class Report:
+    """The JSON-ready document and the figures (name → base64 PNG) of a report."""
+
+    document: dict[str, Any]
+    figures: dict[str, str] = field(default_factory=dict)
+
+
+def _model_name(path: Path, taken: set[str]) -> str:
+    name = path.stem
+    while name in taken:
+        name = f"{name}'"
+    taken.add(name)
+    return name
+
+
+def _clusters_for(frames: Frames, loaded_models: list, n_clusters: int | None
+                  ) -> tuple[ConformationClusters, str]:
+    if n_clusters is None:
+        for loaded in loaded_models:
+            for state in (loaded.metadata.get("exploration") or {}).get("systems", []):
+                if state["atomic_numbers"] == frames.atomic_numbers.tolist() and \
+                        (state["descriptor"] == "pair_rdf") == frames.is_periodic:
+                    return ConformationClusters.from_dict(state), \
+                        f"training clusters of {loaded.path.name}"
+    fitted = ConformationClusters(n_clusters=n_clusters).fit(frames)
+    how = f"{n_clusters} clusters" if n_clusters else \
+        f"{fitted.n_clusters_} clusters (chosen by silhouette score)"
+    return fitted, f"{how} fitted on the reference data"
+
+
+def parse_trajectory_argument(argument: str) -> tuple[str, Path]:
+    """'run.dcd' or 'label=run.dcd' → (label, path); runs sharing a label form one group."""
+    label, sep, path = argument.partition("=")
+    if not sep:
+        return Path(argument).stem, Path(argument)
+    return label, Path(path)
+
+
+def build_report(models: Sequence[str | os.PathLike], data: str | os.PathLike,
+                 trajectories: Sequence[str] = (), topology: str | os.PathLike | None = None,
+                 type_map: Sequence[str] | None = None, unit: str = "kcal/mol/A",
+                 n_clusters: int | None = None, bond_threshold: float = 0.5,
+                 batch_size: int = 64, advance: Advance = no_progress) -> Report:
+    """Evaluate models and trajectories against reference data.
+
+    Args:
+        models: model files, compared side by side.
+        data: labelled reference frames (test set) of one system.
+        trajectories: MD trajectories, 'path' or 'label=path' (runs with one label are one
+            violin in the stability plot).
+        topology: structure for DCD/XTC trajectories; type_map: elements of LAMMPS types.
+        unit: force unit of the report.
+        n_clusters: fit this many clusters on the data (default: the first model file's
+            training clusters, else chosen by silhouette score).
+        bond_threshold: collapse threshold, Å.
+        advance: progress callback (one unit per model and per trajectory).
+
+    Raises:
+        DataError: unreadable inputs, or trajectories whose atoms differ from the data's.
+    """
+    from mlff_core.export import load_model
+    from mlff_core.metrics.predict import predict_with_model
+
+    frames = read_frames(data)
+    loaded_models = [load_model(m) for m in models]
+    clusters, cluster_source = _clusters_for(frames, loaded_models, n_clusters)
+    nearest, ratios = clusters.classify(frames)
+    labels = np.where(ratios > 1.0, -1, nearest)
+    projected = clusters.transform(frames)
+    to_unit = force_conversion(unit)
+
+    report = Report({
+        "data": {"path": str(data), "formula": frames.formula, "frames": frames.n_frames,
+                 "levels": sorted(set(frames.levels.tolist()))},
+        "force_unit": unit,
+        "clusters": {"source": cluster_source, "n_clusters": int(clusters.n_clusters_),
+                     "descriptor": clusters.descriptor_,
+                     "frames_per_cluster": np.bincount(labels[labels >= 0],
+                                                       minlength=clusters.n_clusters_).tolist(),
+                     "unexplored_frames": int((labels < 0).sum())},
+        "models": [],
+        "trajectories": [],
+    })
+    names: set[str] = set()
+    errors, predicted_forces = {}, {}
+    for loaded in loaded_models:
+        energies, forces = predict_with_model(loaded, frames, batch_size)
+        name = _model_name(loaded.path, names)
+        metrics = force_metrics(frames, forces, energies, labels, unit)
+        report.document["models"].append({"name": name, "path": str(loaded.path),
+                                          "architecture": loaded.metadata["architecture"],
+                                          "metrics": metrics})
+        errors[name] = (np.abs(forces - frames.forces) * to_unit).reshape(-1)
+        predicted_forces[name] = forces
+        advance(1)
+
+    report.figures["pca_map"] = plots.png_base64(plots.pca_map(projected, nearest, labels < 0))
+    if loaded_models:
+        _model_figures(report, errors, unit)
+    if trajectories:
+        _trajectory_section(report, frames, trajectories, topology, type_map, clusters,
+                            bond_threshold, loaded_models, advance)
+    return report
+
+
+def _model_figures(report: Report, errors: dict[str, np.ndarray], unit: str) -> None:
+    models = report.document["models"]
+    clusters = sorted({k for m in models for k in m["metrics"].get("per_cluster", {})}, key=int)
+    for key, title in (("F_mae", "F_mae per cluster"), ("F_max_err", "F_max-err per cluster")):
+        values = {m["name"]: [m["metrics"]["per_cluster"].get(c, {}).get(key, np.nan)
+                              for c in clusters] for m in models}
+        if clusters:
+            report.figures[f"clusters_{key}"] = plots.png_base64(
+                plots.cluster_profile(values, clusters, title, unit))
+    if clusters:
+        rbp = {m["name"]: [m["metrics"]["per_cluster"].get(c, {}).get("RBP", np.nan)
+                           for c in clusters] for m in models}
+        report.figures["rbp"] = plots.png_base64(plots.grouped_bars(
+            rbp, [f"cluster {c}" for c in clusters], "Ratio of bad points (RBP)", "fraction"))
+    elements = list(models[0]["metrics"]["per_element"])
+    for key, label, shown_unit in (("F_mae", "F_mae per element", unit),
+                                   ("FNM_mae", "FNM_mae per element (mass-normalised)",
+                                    f"{unit}/amu")):
+        values = {m["name"]: [m["metrics"]["per_element"][s][key] for s in elements]
+                  for m in models}
+        report.figures[f"elements_{key}"] = plots.png_base64(
+            plots.grouped_bars(values, elements, label, shown_unit))
+    report.figures["error_histogram"] = plots.png_base64(plots.error_histograms(errors, unit))
+
+
+def _trajectory_section(report: Report, reference: Frames, trajectories: Sequence[str],
+                        topology, type_map, clusters: ConformationClusters,
+                        bond_threshold: float, loaded_models: list, advance: Advance) -> None:
+    from mlff_core.metrics.predict import predict_with_model
+
+    groups: dict[str, list[float]] = {}
+    h_curves, rmsd_curves, rmsf_curves, rdf_curves, energy_curves = {}, {}, {}, {}, {}
+    centres, h_reference = (None, None) if reference.is_periodic else \
+        simulation.distance_distribution(reference)
+    for argument in trajectories:
+        label, path = parse_trajectory_argument(argument)
+        run = read_trajectory(path, topology, type_map)
+        if run.n_atoms != reference.n_atoms or not np.array_equal(run.atomic_numbers,
+                                                                  reference.atomic_numbers):
+            raise DataError(f"trajectory has {run.n_atoms} atoms ({run.formula}) but the "
+                            f"reference data and models are for {reference.n_atoms} atoms "
+                            f"({reference.formula}) in another order or composition", path)
+        stable = simulation.stability(run, bond_threshold, reference=reference)
+        entry: dict[str, Any] = {
+            "label": label, "path": str(path), "frames": run.n_frames,
+            "frames_before_collapse": stable["frames_before_collapse"],
+            "collapsed": stable["collapsed"], "bond_threshold": bond_threshold,
+        }
+        groups.setdefault(label, []).append(stable["frames_before_collapse"])
+        key = f"{label}: {path.name}"
+        usable = run[: max(1, stable["frames_before_collapse"])]  # structure metrics pre-collapse
+        if run.is_periodic:
+            r, curves = simulation.radial_distribution(usable)
+            for pair, g in curves.items():
+                rdf_curves[f"{key} {pair}"] = (r, g)
+        else:
+            _, h = simulation.distance_distribution(usable)
+            entry["hr_mae"] = simulation.hr_mae(h, h_reference)
+            h_curves[key] = h
+            rmsd, rmsf = simulation.rmsd_rmsf(usable)
+            entry["rmsd_final_A"] = float(rmsd[-1])
+            entry["rmsf_mean_A"] = float(rmsf.mean())
+            rmsd_curves[key], rmsf_curves[key] = rmsd, rmsf
+        forces, energies, source = run.forces, run.energies, "trajectory"
+        if forces is None and loaded_models:
+            energies, forces = predict_with_model(loaded_models[0], run)
+            source = loaded_models[0].path.name
+        _, ratios = clusters.classify(run)
+        entry.update(simulation.exploration_statistics(ratios, forces))
+        if forces is not None:
+            max_force = simulation.force_statistics(forces)
+            entry["forces_from"] = source
+            entry["max_force_eV_per_A"] = float(max_force.max())
+        if energies is not None:
+            energy_curves[key] = np.asarray(energies) - np.asarray(energies)[0]
+        report.document["trajectories"].append(entry)
+        advance(1)
+
+    report.figures["stability"] = plots.png_base64(plots.stability_violins(groups))
+    if h_curves:
+        report.figures["hr"] = plots.png_base64(plots.curves(
+            centres, h_curves, "Interatomic distance distribution h(r)", "r (Å)", "h(r) (1/Å)",
+            reference=h_reference, reference_label="reference data"))
+        report.figures["rmsd"] = plots.png_base64(plots.curves(
+            {k: np.arange(len(v)) for k, v in rmsd_curves.items()}, rmsd_curves,
+            "RMSD to the first frame", "frame", "RMSD (Å)"))
+        report.figures["rmsf"] = plots.png_base64(plots.curves(
+            {k: np.arange(len(v)) for k, v in rmsf_curves.items()}, rmsf_curves,
+            "RMSF per atom", "atom index", "RMSF (Å)"))
+    if rdf_curves:
+        report.figures["rdf"] = plots.png_base64(plots.curves(
+            {k: v[0] for k, v in rdf_curves.items()}, {k: v[1] for k, v in rdf_curves.items()},
+            "Radial distribution functions", "r (Å)", "g(r)"))
+    if energy_curves:
+        report.figures["energy"] = plots.png_base64(plots.curves(
+            {k: np.arange(len(v)) for k, v in energy_curves.items()}, energy_curves,
+            "Potential energy (relative to the first frame)", "frame", "ΔE (eV)"))
