@@ -136,3 +136,24 @@ def test_eval_cli_with_predictions_file(tmp_path):
         assert_clean_error(run_mlff("eval", "--data", tmp_path / "test.npz", *extra, "-o", out),
                            needle)
         assert not out.exists()
+
+
+def test_evaluate_forces_from_model_file_calculator_and_arrays(tmp_path):
+    from models_helpers import save_random_model
+
+    from ase_bridge import MLFFCalculator
+    from mlff_core.data.molecules import named_molecule
+    from mlff_core.metrics import evaluate_forces
+
+    atoms = named_molecule("ethanol").atoms
+    rng = np.random.default_rng(0)
+    frames = Frames(positions=atoms.positions + 0.05 * rng.standard_normal((5, 9, 3)),
+                    atomic_numbers=atoms.numbers, energies=rng.normal(size=5),
+                    forces=rng.normal(size=(5, 9, 3)))
+    path = save_random_model(tmp_path / "m.pt", "schnet")
+    from_file = evaluate_forces(frames, path)
+    from_calculator = evaluate_forces(frames, MLFFCalculator(path))
+    assert from_file["global"]["F_mae"] == pytest.approx(from_calculator["global"]["F_mae"],
+                                                         rel=1e-9)
+    from_arrays = evaluate_forces(frames, (None, frames.forces + 0.1), unit="eV/A")
+    assert from_arrays["global"]["F_mae"] == pytest.approx(0.1)

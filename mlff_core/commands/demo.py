@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -10,12 +11,16 @@ import click
 import numpy as np
 
 from mlff_core.commands.data import format_summary
+from mlff_core.commands.report import format_comparison
 from mlff_core.data.formats import write_frames
 from mlff_core.data.generate import LangevinSampling, generate_frames, relabel_frames
 from mlff_core.data.molecules import named_molecule
 from mlff_core.export import export_run, load_model
+from mlff_core.fileio import atomic_output
 from mlff_core.labels.levels import get_level
 from mlff_core.progress import attach_step_progress, progress_bar
+from mlff_core.report.build import build_report
+from mlff_core.report.html import render_html
 from mlff_core.training import TrainingConfig, make_trainer
 
 
@@ -38,7 +43,9 @@ def demo(output_dir, n_frames, epochs, train_minutes, md_steps, seed) -> None:
       1. data: Langevin MD at 500 K driven and labelled by GFN2-xTB
       2. cheap labels: the same frames relabelled with MMFF94 (a cheap/accurate pair)
       3. train an equivariant PaiNN model on the GFN2-xTB frames, export the model file
-      4. 1 ps of ASE Langevin MD with the model file
+         (with the conformation clusters of its training frames)
+      4. 1 ps of ASE Langevin MD with the model file, collapse and exploration monitors on
+      5. a report (HTML + JSON) on held-out frames and the MD trajectory
 
     \b
     Example:
@@ -83,21 +90,33 @@ def demo(output_dir, n_frames, epochs, train_minutes, md_steps, seed) -> None:
     click.echo(f"model file: {model_path}")
 
     click.echo(f"\n== 4. ASE: {md_steps * 0.5 / 1000:g} ps of Langevin MD at 500 K with the "
-               "model file")
-    summary = _ase_md(model_path, structure.atoms, md_steps, out / "md_ase.traj", seed)
-    click.echo(summary)
+               "model file, collapse and exploration monitors on")
+    click.echo(_ase_md(model_path, structure.atoms, md_steps, out, seed))
+
+    click.echo("\n== 5. report: held-out GFN2-xTB frames (another trajectory) and the MD run")
+    test_sampling = LangevinSampling(temperature=500.0, stride=10, equilibration=200,
+                                     seed=seed + 1)
+    with progress_bar("test data · GFN2-xTB", test_sampling.total_steps(60)) as advance:
+        test = generate_frames(structure, get_level("gfn2"), 60, test_sampling, advance=advance)
+    test_path = write_frames(test, out / "aspirin_gfn2_test.npz")
+    report = build_report([model_path], test_path, [f"ase={out / 'md_ase.traj'}"])
+    with atomic_output(out / "report.json", "w") as fh:
+        json.dump(report.document, fh, indent=2)
+    with atomic_output(out / "report.html", "w") as fh:
+        fh.write(render_html(report, "mlff-plugins demo: aspirin at 500 K"))
+    click.echo(format_comparison(report.document))
+    click.echo(f"report: {(out / 'report.html').resolve()}")
     click.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s; files in {out}/")
 
 
-def _ase_md(model_path: Path, atoms, steps: int, trajectory: Path, seed: int) -> str:
+def _ase_md(model_path: Path, atoms, steps: int, out: Path, seed: int) -> str:
     from ase import units
     from ase.constraints import FixCom
     from ase.io.trajectory import Trajectory
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
-    from ase_bridge import MLFFCalculator
-    from mlff_core.data.molecules import covalent_bonds
+    from ase_bridge import CollapseObserver, ExplorationObserver, MLFFCalculator
 
     atoms = atoms.copy()
     atoms.calc = MLFFCalculator(model_path)
@@ -108,22 +127,23 @@ def _ase_md(model_path: Path, atoms, steps: int, trajectory: Path, seed: int) ->
     atoms.set_constraint(FixCom())
     dynamics = Langevin(atoms, timestep=0.5 * units.fs, temperature_K=500.0,
                         friction=0.01 / units.fs, fixcm=False, rng=rng)
-    bonds = covalent_bonds(atoms)
-    reference = np.linalg.norm(atoms.positions[bonds[:, 0]] - atoms.positions[bonds[:, 1]], axis=1)
-    worst, temperatures = [0.0], []
-
-    def observe() -> None:
-        lengths = np.linalg.norm(atoms.positions[bonds[:, 0]] - atoms.positions[bonds[:, 1]],
-                                 axis=1)
-        worst[0] = max(worst[0], float(np.abs(lengths - reference).max()))
-        temperatures.append(atoms.get_temperature())
-
-    with Trajectory(str(trajectory), "w", atoms) as traj, \
+    collapse = CollapseObserver(atoms, threshold=0.5, action="stop", dynamics=dynamics,
+                                log=out / "md_collapse.log", flagged_path=out / "md_collapse.npz",
+                                last_good_path=out / "md_last_good.xyz")
+    exploration = ExplorationObserver(atoms, model_path, action="flag", dynamics=dynamics,
+                                      log=out / "md_exploration.log",
+                                      flagged_path=out / "md_unexplored.npz")
+    temperatures = []
+    with Trajectory(str(out / "md_ase.traj"), "w", atoms) as traj, \
             progress_bar("ASE Langevin MD", steps) as advance:
         dynamics.attach(traj.write, interval=20)
-        dynamics.attach(observe, interval=10)
+        dynamics.attach(collapse, interval=10)
+        dynamics.attach(exploration, interval=10)
+        dynamics.attach(lambda: temperatures.append(atoms.get_temperature()), interval=10)
         attach_step_progress(dynamics, advance)
         dynamics.run(steps)
-    return (f"wrote {trajectory}: mean temperature {np.mean(temperatures):.0f} K, largest bond "
-            f"deviation from the start {worst[0]:.3f} Å "
-            f"({'stable' if worst[0] < 0.5 else 'bond collapse (> 0.5 Å)'})")
+    collapse.close()
+    exploration.close()
+    return (f"wrote {out / 'md_ase.traj'}: {dynamics.nsteps} steps, mean temperature "
+            f"{np.mean(temperatures):.0f} K\n{collapse.monitor.summary()}\n"
+            f"{exploration.monitor.summary()} (explored ratio {exploration.explored_ratio:.2f})")

@@ -42,7 +42,7 @@ def stability(frames: Frames, threshold: float = 0.5, bonds: np.ndarray | None =
         {"frames_before_collapse", "collapsed", "first_collapse_frame", "n_frames",
          "max_deviation" [F] (Å), "threshold"}
     """
-    ref = reference if reference is not None else frames
+    ref = reference if reference is not None else frames[:1]
     detector = CollapseDetector.from_atoms(ref.to_atoms(0), threshold, bonds)
     if ref.n_frames > 1:
         from mlff_core.monitors.detectors import bond_lengths
