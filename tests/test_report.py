@@ -21,7 +21,7 @@ from mlff_core.models import hyperparameters
 
 EXPECTED_FIGURES = {"clusters_F_mae", "clusters_F_max_err", "rbp", "elements_F_mae",
                     "elements_FNM_mae", "pca_map", "error_histogram", "stability", "hr", "rmsd",
-                    "rmsf", "energy"}
+                    "rmsf", "contacts", "max_force", "energy"}
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,9 @@ from mlff_core.progress import Advance, no_progress
 from mlff_core.report import plots
 from mlff_core.units import force_conversion
 
+#: Distance below which two atoms are in contact in the contact maps, Å.
+CONTACT_CUTOFF = 3.0
+
 
 @dataclass
 class Report:
@@ -161,6 +164,9 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
 
     groups: dict[str, list[float]] = {}
     h_curves, rmsd_curves, rmsf_curves, rdf_curves, energy_curves = {}, {}, {}, {}, {}
+    force_curves, contacts = {}, {}
+    if not reference.is_periodic:
+        contacts["reference data"] = simulation.contact_map(reference, CONTACT_CUTOFF)
     centres, h_reference = (None, None) if reference.is_periodic else \
         simulation.distance_distribution(reference)
     for argument in trajectories:
@@ -192,6 +198,8 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
             entry["rmsd_final_A"] = float(rmsd[-1])
             entry["rmsf_mean_A"] = float(rmsf.mean())
             rmsd_curves[key], rmsf_curves[key] = rmsd, rmsf
+            if len(contacts) < 3:
+                contacts[key] = simulation.contact_map(usable, CONTACT_CUTOFF)
         forces, energies, source = run.forces, run.energies, "trajectory"
         if forces is None and loaded_models:
             energies, forces = predict_with_model(loaded_models[0], run)
@@ -202,6 +210,8 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
             max_force = simulation.force_statistics(forces)
             entry["forces_from"] = source
             entry["max_force_eV_per_A"] = float(max_force.max())
+            entry["max_force_per_frame"] = max_force.tolist()
+            force_curves[key] = max_force
         if energies is not None:
             energy_curves[key] = np.asarray(energies) - np.asarray(energies)[0]
         report.document["trajectories"].append(entry)
@@ -222,6 +232,13 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
         report.figures["rdf"] = plots.png_base64(plots.curves(
             {k: v[0] for k, v in rdf_curves.items()}, {k: v[1] for k, v in rdf_curves.items()},
             "Radial distribution functions", "r (Å)", "g(r)"))
+    if len(contacts) > 1:
+        report.figures["contacts"] = plots.png_base64(plots.contact_maps(contacts,
+                                                                         CONTACT_CUTOFF))
+    if force_curves:
+        report.figures["max_force"] = plots.png_base64(plots.curves(
+            {k: np.arange(len(v)) for k, v in force_curves.items()}, force_curves,
+            "Largest atomic force per frame", "frame", "max |F| (eV/Å)"))
     if energy_curves:
         report.figures["energy"] = plots.png_base64(plots.curves(
             {k: np.arange(len(v)) for k, v in energy_curves.items()}, energy_curves,

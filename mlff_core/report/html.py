@@ -40,6 +40,9 @@ _CAPTIONS = {
     "rmsf": "RMSF per atom.",
     "rdf": "Element-pair radial distribution functions.",
     "energy": "Potential energy along the trajectories.",
+    "max_force": "Largest atomic force per frame: spikes precede collapse.",
+    "contacts": "Contact maps (fraction of frames with r_ij < 3 Å): reference data and the "
+                "first trajectories.",
 }
 
 
@@ -134,7 +137,8 @@ def render_html(report: Report, title: str = "mlff-plugins report") -> str:
                      "h(r) MAE: mean over 500 bins on [0, 10) Å of |h − h_ref| (1/Å); forces in "
                      "eV/Å.</p>")
         parts.append("<div>" + "".join(_figure(report, n) for n in (
-            "stability", "hr", "rmsd", "rmsf", "rdf", "energy")) + "</div>")
+            "stability", "hr", "rmsd", "rmsf", "contacts", "rdf", "max_force", "energy"))
+            + "</div>")
     body = "\n".join(parts)
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"

@@ -132,3 +132,17 @@ def curves(x: np.ndarray | dict[str, np.ndarray], series: dict[str, np.ndarray],
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
     return figure
+
+
+def contact_maps(maps: dict[str, np.ndarray], cutoff: float):
+    """Side-by-side contact-frequency maps (fraction of frames with r_ij < cutoff)."""
+    figure, axes = plt.subplots(1, len(maps), figsize=(3.6 * len(maps) + 0.8, 3.4),
+                                squeeze=False)
+    for axis, (name, values) in zip(axes[0], maps.items(), strict=True):
+        image = axis.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis")
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel("atom")
+        axis.set_ylabel("atom")
+    figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8,
+                    label=f"fraction of frames with r < {cutoff:g} Å")
+    return figure
