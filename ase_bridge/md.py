@@ -1,0 +1,88 @@
+"""Langevin MD in ASE with a model file and the monitors on (`mlff md --engine ase`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import units
+from ase.constraints import FixCom
+from ase.io.trajectory import Trajectory
+from ase.md import MDLogger
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
+
+from ase_bridge.calculator import MLFFCalculator
+from ase_bridge.observers import CollapseObserver, ExplorationObserver
+from mlff_core.data.molecules import structure_from_file
+from mlff_core.export.loading import load_model
+from mlff_core.fileio import atomic_output
+from mlff_core.progress import Advance, attach_step_progress, no_progress
+
+
+def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_dir: str,
+               temperature: float = 300.0, timestep: float = 0.5, steps: int = 1000,
+               report_interval: int = 100, friction: float = 1.0, bond_threshold: float = 0.5,
+               action: str = "stop", seed: int = 0, device: str = "cpu",
+               advance: Advance = no_progress) -> dict[str, Any]:
+    """Langevin MD with the model file as an ASE calculator; returns a summary.
+
+    Writes to `output_dir`: trajectory.traj, md.log, collapse.log/.npz, exploration.log,
+    unexplored.npz, last_good.xyz (on stop), summary.json.
+
+    Args: temperature K, timestep fs, friction 1/ps, bond_threshold Å; `action` applies to the
+    collapse monitor (unexplored frames are flagged).
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = load_model(model, device)
+    start = structure_from_file(str(structure))
+    atoms = start.atoms.copy()
+    atoms.calc = MLFFCalculator(loaded, device=device)
+    rng = np.random.default_rng(seed)
+    thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
+    Stationary(atoms)
+    if not atoms.pbc.any():
+        ZeroRotation(atoms)
+    atoms.set_constraint(FixCom())
+    dynamics = Langevin(atoms, timestep=timestep * units.fs, temperature_K=temperature,
+                        friction=friction / (1000.0 * units.fs), fixcm=False, rng=rng)
+    collapse = CollapseObserver(atoms, bond_threshold, action, bonds=start.bonds,
+                                dynamics=dynamics, log=out / "collapse.log",
+                                flagged_path=out / "collapse.npz",
+                                last_good_path=out / "last_good.xyz")
+    exploration = ExplorationObserver(atoms, loaded, dynamics=dynamics,
+                                      log=out / "exploration.log",
+                                      flagged_path=out / "unexplored.npz")
+    started = time.perf_counter()
+    with Trajectory(str(out / "trajectory.traj"), "w", atoms) as trajectory, \
+            MDLogger(dynamics, atoms, str(out / "md.log"), peratom=False) as logger:
+        dynamics.attach(trajectory.write, interval=report_interval)
+        dynamics.attach(logger, interval=report_interval)
+        dynamics.attach(collapse, interval=report_interval)
+        dynamics.attach(exploration, interval=report_interval)
+        attach_step_progress(dynamics, advance)
+        dynamics.run(steps)
+    seconds = time.perf_counter() - started
+    collapse.close()
+    exploration.close()
+    summary = {
+        "engine": "ase", "model": str(model), "structure": str(structure), "atoms": len(atoms),
+        "temperature_K": temperature, "timestep_fs": timestep, "steps_requested": steps,
+        "steps_run": dynamics.nsteps, "stopped": collapse.stopped,
+        "reason": collapse.monitor.flagged[0][1] if collapse.stopped else None,
+        "last_good": str(out / "last_good.xyz") if collapse.stopped else None,
+        "seconds": seconds,
+        "ns_per_day": dynamics.nsteps * timestep * 1e-6 / (seconds / 86400.0) if seconds else None,
+        "collapse": collapse.monitor.summary(), "exploration": exploration.monitor.summary(),
+        "exploration_counts": dict(exploration.counts),
+        "explored_ratio": exploration.explored_ratio,
+        "files": sorted(p.name for p in out.iterdir()),
+    }
+    with atomic_output(out / "summary.json", "w") as fh:
+        json.dump(summary, fh, indent=2, default=str)
+    return summary

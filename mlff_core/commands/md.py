@@ -1,0 +1,68 @@
+"""`mlff md`: Langevin MD with a model file in OpenMM or ASE, monitors on."""
+
+from __future__ import annotations
+
+import click
+
+from mlff_core.progress import progress_bar
+
+ENGINES = ("openmm", "ase")
+
+
+@click.command()
+@click.option("--engine", type=click.Choice(ENGINES), default="openmm", show_default=True)
+@click.option("--model", required=True, type=click.Path(dir_okay=False), help="Model file.")
+@click.option("--structure", required=True, type=click.Path(dir_okay=False),
+              help="Starting structure: PDB, xyz/extxyz, npz, traj.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=300.0,
+              show_default=True, help="K.")
+@click.option("--timestep", type=click.FloatRange(min=0, min_open=True), default=0.5,
+              show_default=True, help="fs.")
+@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--report-interval", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Steps between trajectory frames and monitor checks.")
+@click.option("--friction", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Langevin friction, 1/ps.")
+@click.option("--bond-threshold", type=click.FloatRange(min=0, min_open=True), default=0.5,
+              show_default=True, help="Collapse threshold, Å.")
+@click.option("--on-collapse", "action", type=click.Choice(["stop", "flag", "raise"]),
+              default="stop", show_default=True)
+@click.option("--backend", type=click.Choice(["torch", "python"]), default="torch",
+              show_default=True, help="OpenMM: TorchForce or PythonForce.")
+@click.option("--platform", help="OpenMM platform (Reference, CPU, CUDA, OpenCL).")
+@click.option("--device", default="cpu", show_default=True, help="ASE: torch device.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False))
+def md(engine, model, structure, temperature, timestep, steps, report_interval, friction,
+       bond_threshold, action, backend, platform, device, seed, output_dir) -> None:
+    """Langevin MD with a model file; collapse, exploration and force monitors on.
+
+    \b
+    Examples:
+      mlff md --engine openmm --model aspirin.pt --structure start.pdb --temperature 500 \\
+          --timestep 0.5 --steps 20000 --report-interval 100 -o runs/md1
+      mlff md --engine ase --model aspirin.pt --structure start.xyz --steps 2000 -o runs/md2
+    """
+    with progress_bar(f"{engine} MD", steps) as advance:
+        if engine == "openmm":
+            from openmm_bridge.md import run_openmm_md
+
+            summary = run_openmm_md(model, structure, output_dir, temperature, timestep, steps,
+                                    report_interval, friction, bond_threshold, action, backend,
+                                    platform, seed, advance)
+        else:
+            from ase_bridge.md import run_ase_md
+
+            summary = run_ase_md(model, structure, output_dir, temperature, timestep, steps,
+                                 report_interval, friction, bond_threshold, action, seed, device,
+                                 advance)
+    click.echo(f"{summary['steps_run']} of {steps} steps in {summary['seconds']:.1f} s "
+               f"({summary['ns_per_day']:.3g} ns/day)" if summary["ns_per_day"] else "")
+    if summary["stopped"]:
+        click.echo(f"stopped: {summary['reason']}; last good frame: {summary['last_good']}")
+    click.echo(summary["collapse"])
+    click.echo(summary["exploration"])
+    if summary["exploration_counts"].get("no reference clusters"):
+        click.echo("note: the model file has no conformation clusters for this system, so "
+                   "frames were not classified as explored/unexplored")
+    click.echo(f"output: {output_dir}")

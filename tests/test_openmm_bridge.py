@@ -1,0 +1,219 @@
+"""OpenMM bridge: TorchForce and PythonForce against the Python model (Reference and CPU
+platforms, molecule and periodic water), ML/MM through openmm-ml, NVE energy conservation,
+reporters on a planted collapse, and errors before a simulation starts."""
+
+import numpy as np
+import openmm
+import openmm.app as app
+import openmm.unit as unit
+import pytest
+import torch
+from models_helpers import random_potential, save_random_model
+
+from mlff_core.data.molecules import named_molecule, water_box
+from mlff_core.errors import MLFFError, SpeciesError
+from mlff_core.export import load_model, model_metadata, save_model_file
+from mlff_core.models import hyperparameters
+from openmm_bridge import add_mlff_force, create_python_force, create_torch_force
+from openmm_bridge.md import topology_from_atoms
+from openmm_bridge.reporters import CollapseReporter, MaxForceReporter, run_simulation
+
+KJ = 96.48533212331002  # kJ/mol per eV (CODATA, independent of the package)
+
+
+def _reference(path, atoms):
+    """Energy (kJ/mol) and forces (kJ/mol/nm) straight from the model file, in float64."""
+    model = load_model(path)
+    pos = torch.tensor(atoms.positions, requires_grad=True)
+    periodic = bool(atoms.pbc.any())
+    energy = model.module(pos, torch.tensor(atoms.numbers),
+                          torch.tensor(atoms.cell.array if periodic else np.zeros((3, 3))),
+                          torch.tensor([periodic] * 3))
+    (gradient,) = torch.autograd.grad(energy, pos)
+    return float(energy.detach()) * KJ, -gradient.numpy() * KJ * 10.0
+
+
+def _openmm(system, atoms, platform):
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName(platform))
+    if atoms.pbc.any():
+        context.setPeriodicBoxVectors(*(atoms.cell.array * 0.1))
+    context.setPositions(atoms.positions * 0.1)
+    state = context.getState(getEnergy=True, getForces=True)
+    return (state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+            state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
+
+
+def _system(atoms, force):
+    system = openmm.System()
+    for mass in atoms.get_masses():
+        system.addParticle(mass)
+    if atoms.pbc.any():
+        system.setDefaultPeriodicBoxVectors(*(atoms.cell.array * 0.1))
+    system.addForce(force)
+    return system
+
+
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+@pytest.mark.parametrize("case", ["aspirin", "water"])
+def test_torch_and_python_forces_equal_the_model(tmp_path, platform, case):
+    if case == "aspirin":
+        atoms = named_molecule("aspirin").atoms
+        path = save_random_model(tmp_path / "m.pt", "painn")
+    else:
+        atoms = water_box(16).atoms
+        path = save_random_model(tmp_path / "m.pt", "painn", species=(1, 8), cutoff=4.0,
+                                 num_interactions=2)
+    energy, forces = _reference(path, atoms)
+    periodic = bool(atoms.pbc.any())
+    for create in (create_torch_force, create_python_force):
+        force = create(path, atomic_numbers=atoms.numbers.tolist(), periodic=periodic)
+        e, f = _openmm(_system(atoms, force), atoms, platform)
+        assert e == pytest.approx(energy, rel=1e-6)
+        assert np.abs(f - forces).max() <= 1e-6 * np.abs(forces).max()
+
+
+def _water_topology(atoms):
+    """One HOH residue per molecule (O, H1, H2), as force fields expect."""
+    topology = app.Topology()
+    chain = topology.addChain()
+    for k in range(len(atoms) // 3):
+        residue = topology.addResidue("HOH", chain)
+        o = topology.addAtom("O", app.Element.getBySymbol("O"), residue)
+        for name in ("H1", "H2"):
+            topology.addBond(o, topology.addAtom(name, app.Element.getBySymbol("H"), residue))
+    topology.setPeriodicBoxVectors(atoms.cell.array * 0.1)
+    return topology
+
+
+def test_openmm_ml_potential_and_mixed_system(tmp_path):
+    from openmmml import MLPotential
+
+    water = water_box(64)
+    topology = _water_topology(water.atoms)
+    path = save_random_model(tmp_path / "w.pt", "schnet", species=(1, 8), cutoff=4.0)
+    potential = MLPotential("mlff", modelPath=str(path))
+
+    # All-ML system: same energy as the model file.
+    system = potential.createSystem(topology)
+    energy, _ = _reference(path, water.atoms)
+    assert _openmm(system, water.atoms, "Reference")[0] == pytest.approx(energy, rel=1e-6)
+
+    # ML/MM: one water is ML, the rest flexible TIP3P-FB.
+    forcefield = app.ForceField("amber14/tip3pfb.xml")
+    mm = forcefield.createSystem(topology, nonbondedMethod=app.CutoffPeriodic,
+                                 nonbondedCutoff=0.6 * unit.nanometer, rigidWater=False)
+    ml_atoms = [0, 1, 2]
+    mixed = potential.createMixedSystem(topology, mm, ml_atoms)
+    forces = {type(f).__name__: f for f in mixed.getForces()}
+    bonds = forces["HarmonicBondForce"]
+    assert all(not {bonds.getBondParameters(k)[0], bonds.getBondParameters(k)[1]} <= set(ml_atoms)
+               for k in range(bonds.getNumBonds()))  # ML-region bonds replaced ...
+    assert bonds.getNumBonds() == 2 * 63  # ... the other waters' bonds kept
+    torch_forces = [f for f in mixed.getForces() if f.getName() == "TorchForce"
+                    or type(f).__name__ == "TorchForce"]
+    assert len(torch_forces) == 1
+    nonbonded = forces["NonbondedForce"]
+    excluded = {tuple(sorted(nonbonded.getExceptionParameters(k)[:2]))
+                for k in range(nonbonded.getNumExceptions())}
+    assert not any(i in ml_atoms and j not in ml_atoms for i, j in excluded)  # ML-MM kept
+    # The ML force sees exactly the ML water: energy of that group = model on that molecule.
+    torch_forces[0].setForceGroup(1)
+    context = openmm.Context(mixed, openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(water.atoms.positions * 0.1)
+    ml_energy = context.getState(getEnergy=True, groups={1}).getPotentialEnergy()
+    molecule = water.atoms[ml_atoms]
+    molecule.pbc = False
+    assert ml_energy.value_in_unit(unit.kilojoule_per_mole) == \
+        pytest.approx(_reference(path, molecule)[0], rel=1e-6)
+
+
+def test_nve_conserves_energy(tmp_path):
+    """Velocity Verlet, 0.1 fs, float64 model, Reference platform.
+
+    Bound: Verlet conserves a shadow Hamiltonian, so the total energy oscillates with
+    amplitude O((ωΔt)²)·E_kin and does not drift. With Δt = 0.1 fs and the fastest motion of
+    this model (periods > 10 fs), (ωΔt)² < (2π·0.1/10)² ≈ 4e-3; we allow 1 % of the kinetic
+    energy for the spread and 0.1 % per ps for a linear drift.
+    """
+    atoms = named_molecule("aspirin").atoms
+    path = save_random_model(tmp_path / "m.pt", "painn")
+    system = _system(atoms, create_torch_force(path, atomic_numbers=atoms.numbers.tolist(),
+                                               periodic=False))
+    integrator = openmm.VerletIntegrator(0.1 * unit.femtosecond)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(atoms.positions * 0.1)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+    total, kinetic = [], []
+    for _ in range(100):
+        integrator.step(10)
+        state = context.getState(getEnergy=True)
+        ke = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        total.append(ke + state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+        kinetic.append(ke)
+    mean_kinetic = np.mean(kinetic)
+    assert np.ptp(total) < 0.01 * mean_kinetic
+    slope_per_ps = np.polyfit(np.arange(100) * 1e-3, total, 1)[0]  # 10 steps = 1 fs
+    assert abs(slope_per_ps) < 1e-3 * mean_kinetic
+
+
+def test_collapse_reporter_flags_planted_collapse_and_stop_writes_last_good(tmp_path):
+    molecule = named_molecule("ethanol")
+    topology = topology_from_atoms(molecule.atoms, molecule.bonds)
+    path = save_random_model(tmp_path / "m.pt", "schnet")
+    system = openmm.System()
+    for mass in molecule.atoms.get_masses():
+        system.addParticle(mass)
+    add_mlff_force(system, topology, path)
+    simulation = app.Simulation(topology, system, openmm.VerletIntegrator(0.0001),
+                                openmm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(molecule.atoms.positions * 0.1 * unit.nanometer)
+    reporter = CollapseReporter(tmp_path / "collapse.log", 10, threshold=0.5, action="stop",
+                                flagged_path=tmp_path / "collapse.npz",
+                                last_good_path=tmp_path / "last_good.pdb")
+    forces = MaxForceReporter(tmp_path / "forces.log", 10)
+    simulation.reporters += [reporter, forces]
+    assert not run_simulation(simulation, 40)["stopped"]
+    state = simulation.context.getState(getPositions=True)
+    positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    positions[5] += 0.1 * (positions[5] - positions[0]) / np.linalg.norm(positions[5] -
+                                                                         positions[0])
+    simulation.context.setPositions(positions)  # plant: a C-H bond 1 Å too long
+    outcome = run_simulation(simulation, 100)
+    assert outcome["stopped"] and simulation.currentStep == 50
+    assert reporter.monitor.first_flagged_step == 50
+    pdb = app.PDBFile(str(tmp_path / "last_good.pdb"))
+    assert pdb.topology.getNumAtoms() == 9
+    log = (tmp_path / "collapse.log").read_text().splitlines()[1:]
+    assert [line.split("\t")[0] for line in log] == ["10", "20", "30", "40", "50"]
+    assert log[-1].split("\t")[1] == "FLAGGED" and "bond 0-5" in log[-1]
+    assert len((tmp_path / "forces.log").read_text().splitlines()) == 1 + 5
+
+
+def test_errors_before_the_simulation_starts(tmp_path):
+    water = water_box(16)
+    topology = topology_from_atoms(water.atoms, water.bonds)
+    system = openmm.System()
+    for mass in water.atoms.get_masses():
+        system.addParticle(mass)
+    no_oxygen = save_random_model(tmp_path / "ch.pt", "schnet", species=(1, 6))
+    with pytest.raises(SpeciesError, match="does not know element.s. O"):
+        add_mlff_force(system, topology, no_oxygen)
+
+    def with_periodicity(name, periodic):
+        potential = random_potential("schnet", species=(1, 8))
+        meta = model_metadata(potential, "schnet", hyperparameters("schnet"), periodic=periodic)
+        return save_model_file(potential, tmp_path / name, meta)
+
+    molecular_model = with_periodicity("mol.pt", False)
+    with pytest.raises(MLFFError, match="trained on molecules .* but this system is periodic"):
+        add_mlff_force(system, topology, molecular_model)
+    single = water_box(1).atoms
+    single.pbc = False
+    gas = topology_from_atoms(single)
+    gas_system = openmm.System()
+    for mass in single.get_masses():
+        gas_system.addParticle(mass)
+    with pytest.raises(MLFFError, match="trained on periodic systems but this system is not"):
+        add_mlff_force(gas_system, gas, with_periodicity("per.pt", True))
