@@ -217,3 +217,35 @@ def test_errors_before_the_simulation_starts(tmp_path):
         gas_system.addParticle(mass)
     with pytest.raises(MLFFError, match="trained on periodic systems but this system is not"):
         add_mlff_force(gas_system, gas, with_periodicity("per.pt", True))
+
+
+def test_example_script_and_mlff_md_cli(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import run_mlff
+
+    from mlff_core.data.formats import write_frames
+    from mlff_core.data.frames import Frames
+
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+    example = Path(__file__).parents[1] / "examples" / "openmm_aspirin.py"
+    result = subprocess.run([sys.executable, str(example), "--model", str(model), "--steps",
+                             "200", "--output-dir", str(tmp_path / "ex")], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    # a random model is no bonded potential: the run ends at 200 steps or stops on collapse
+    assert "ran 200 steps" in result.stdout or "stopped: collapse" in result.stdout
+    assert (tmp_path / "ex" / "trajectory.dcd").stat().st_size > 0
+
+    atoms = named_molecule("ethanol").atoms
+    write_frames(Frames.from_atoms([atoms]), tmp_path / "start.xyz")
+    md = run_mlff("md", "--engine", "openmm", "--model", model, "--structure",
+                  tmp_path / "start.xyz", "--steps", "100", "--report-interval", "20",
+                  "--platform", "Reference", "--on-collapse", "flag", "-o", tmp_path / "md")
+    assert md.returncode == 0, md.stderr
+    assert "100 of 100 steps" in md.stdout
+    for name in ("trajectory.dcd", "state.csv", "collapse.log", "exploration.log", "forces.log",
+                 "start.pdb", "summary.json"):
+        assert (tmp_path / "md" / name).exists(), name

@@ -45,7 +45,8 @@ def demo(output_dir, n_frames, epochs, train_minutes, md_steps, seed) -> None:
       3. train an equivariant PaiNN model on the GFN2-xTB frames, export the model file
          (with the conformation clusters of its training frames)
       4. 1 ps of ASE Langevin MD with the model file, collapse and exploration monitors on
-      5. a report (HTML + JSON) on held-out frames and the MD trajectory
+      5. 1 ps of OpenMM Langevin MD (TorchForce) with the collapse/exploration/force reporters
+      6. a report (HTML + JSON) on held-out frames and both MD trajectories
 
     \b
     Example:
@@ -93,13 +94,30 @@ def demo(output_dir, n_frames, epochs, train_minutes, md_steps, seed) -> None:
                "model file, collapse and exploration monitors on")
     click.echo(_ase_md(model_path, structure.atoms, md_steps, out, seed))
 
-    click.echo("\n== 5. report: held-out GFN2-xTB frames (another trajectory) and the MD run")
+    click.echo(f"\n== 5. OpenMM: {md_steps * 0.5 / 1000:g} ps of Langevin MD at 500 K "
+               "(openmm-torch TorchForce) with the collapse, exploration and force reporters")
+    from mlff_core.data.frames import Frames
+    from openmm_bridge.md import run_openmm_md
+
+    start = write_frames(Frames.from_atoms([structure.atoms]), out / "aspirin_start.xyz")
+    with progress_bar("OpenMM Langevin MD", md_steps) as advance:
+        summary = run_openmm_md(model_path, start, str(out / "md_openmm"), temperature=500.0,
+                                timestep=0.5, steps=md_steps, report_interval=20, seed=seed,
+                                advance=advance)
+    click.echo(f"{summary['steps_run']} steps on the {summary['platform']} platform, "
+               f"{summary['ns_per_day']:.2f} ns/day\n{summary['collapse']}\n"
+               f"{summary['exploration']}")
+
+    click.echo("\n== 6. report: held-out GFN2-xTB frames (another trajectory) and the MD runs")
     test_sampling = LangevinSampling(temperature=500.0, stride=10, equilibration=200,
                                      seed=seed + 1)
     with progress_bar("test data · GFN2-xTB", test_sampling.total_steps(60)) as advance:
         test = generate_frames(structure, get_level("gfn2"), 60, test_sampling, advance=advance)
     test_path = write_frames(test, out / "aspirin_gfn2_test.npz")
-    report = build_report([model_path], test_path, [f"ase={out / 'md_ase.traj'}"])
+    report = build_report([model_path], test_path,
+                          [f"ase={out / 'md_ase.traj'}",
+                           f"openmm={out / 'md_openmm' / 'trajectory.dcd'}"],
+                          topology=out / "md_openmm" / "start.pdb")
     with atomic_output(out / "report.json", "w") as fh:
         json.dump(report.document, fh, indent=2)
     with atomic_output(out / "report.html", "w") as fh:

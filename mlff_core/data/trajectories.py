@@ -4,7 +4,9 @@ trajectories, extended XYZ, and the native npz. Positions and cells in Å.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,7 +56,8 @@ def _read_mdtraj(path: Path, topology: str | os.PathLike | None) -> Frames:
     if not Path(topology).exists():
         raise DataError("topology file not found", topology)
     try:
-        trajectory = mdtraj.load(str(path), top=str(topology))
+        with _quiet_c_stdout():  # mdtraj's molfile plugins print notes from C to stdout
+            trajectory = mdtraj.load(str(path), top=str(topology))
     except Exception as exc:  # mdtraj raises many types for bad or mismatched files
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot be read with topology {topology} ({message})", path) from None
@@ -72,6 +75,21 @@ def _read_mdtraj(path: Path, topology: str | os.PathLike | None) -> Frames:
                                          "topology": str(topology)},
                               "time_ps": trajectory.time.tolist()},
                   source=str(path))
+
+
+@contextlib.contextmanager
+def _quiet_c_stdout():
+    """Send file descriptor 1 to /dev/null for the duration (C-level prints)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _read_lammps_dump(path: Path, type_map: Sequence[str] | None) -> Frames:
