@@ -24,11 +24,11 @@ from mlff_core.fileio import atomic_output
 from mlff_core.progress import Advance, attach_step_progress, no_progress
 
 
-def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_dir: str,
+def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_dir: str, *,
                temperature: float = 300.0, timestep: float = 0.5, steps: int = 1000,
                report_interval: int = 100, friction: float = 1.0, bond_threshold: float = 0.5,
-               action: str = "stop", seed: int = 0, device: str = "cpu",
-               advance: Advance = no_progress) -> dict[str, Any]:
+               action: str = "stop", seed: int = 0, advance: Advance = no_progress,
+               device: str = "cpu", **ignored: Any) -> dict[str, Any]:
     """Langevin MD with the model file as an ASE calculator; returns a summary.
 
     Writes to `output_dir`: trajectory.traj, md.log, collapse.log/.npz, exploration.log,

@@ -77,12 +77,12 @@ def read_structure(path: str | os.PathLike) -> tuple[app.Topology, np.ndarray]:
     return topology_from_atoms(structure.atoms, structure.bonds), structure.atoms.positions
 
 
-def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output_dir: str,
+def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output_dir: str, *,
                   temperature: float = 300.0, timestep: float = 0.5, steps: int = 1000,
                   report_interval: int = 100, friction: float = 1.0,
-                  bond_threshold: float = 0.5, action: str = "stop", backend: str = "torch",
-                  platform: str | None = None, seed: int = 0,
-                  advance: Advance = no_progress) -> dict[str, Any]:
+                  bond_threshold: float = 0.5, action: str = "stop", seed: int = 0,
+                  advance: Advance = no_progress, backend: str = "torch",
+                  platform: str | None = None, **ignored: Any) -> dict[str, Any]:
     """Langevin MD with the model file; returns a summary (also written as summary.json).
 
     Writes to `output_dir`: start.pdb, trajectory.dcd, state.csv (StateDataReporter),
@@ -94,6 +94,7 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
             are always only flagged.
         backend: 'torch' (openmm-torch) or 'python' (PythonForce).
         platform: OpenMM platform name (default: OpenMM's fastest available).
+        ignored: options meant for other engines.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -54,3 +54,23 @@ def test_float64_nve_conserves_energy(tmp_path):
     dynamics.attach(lambda: energies.append(atoms.get_total_energy()), interval=5)
     dynamics.run(200)
     assert np.ptp(energies) < 1e-4 * max(1.0, atoms.get_kinetic_energy())
+
+
+def test_mlff_md_with_the_ase_engine(tmp_path):
+    import json
+
+    from conftest import run_mlff
+
+    from mlff_core.data.formats import write_frames
+    from mlff_core.data.frames import Frames
+
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+    write_frames(Frames.from_atoms([named_molecule("ethanol").atoms]), tmp_path / "start.xyz")
+    result = run_mlff("md", "--engine", "ase", "--model", model, "--structure",
+                      tmp_path / "start.xyz", "--steps", "40", "--report-interval", "10",
+                      "--on-collapse", "flag", "-o", tmp_path / "md")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "md" / "summary.json").read_text())
+    assert summary["engine"] == "ase" and summary["steps_run"] == 40
+    assert {"trajectory.traj", "md.log", "collapse.log", "exploration.log"} <= \
+        set(summary["files"])

@@ -77,7 +77,7 @@ def _water_topology(atoms):
     """One HOH residue per molecule (O, H1, H2), as force fields expect."""
     topology = app.Topology()
     chain = topology.addChain()
-    for k in range(len(atoms) // 3):
+    for _ in range(len(atoms) // 3):
         residue = topology.addResidue("HOH", chain)
         o = topology.addAtom("O", app.Element.getBySymbol("O"), residue)
         for name in ("H1", "H2"):

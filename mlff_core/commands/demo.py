@@ -13,12 +13,14 @@ import numpy as np
 from mlff_core.commands.data import format_summary
 from mlff_core.commands.report import format_comparison
 from mlff_core.data.formats import write_frames
+from mlff_core.data.frames import Frames
 from mlff_core.data.generate import LangevinSampling, generate_frames, relabel_frames
 from mlff_core.data.molecules import named_molecule
+from mlff_core.engines import get_engine
 from mlff_core.export import export_run, load_model
 from mlff_core.fileio import atomic_output
 from mlff_core.labels.levels import get_level
-from mlff_core.progress import attach_step_progress, progress_bar
+from mlff_core.progress import progress_bar
 from mlff_core.report.build import build_report
 from mlff_core.report.html import render_html
 from mlff_core.training import TrainingConfig, make_trainer
@@ -90,23 +92,17 @@ def demo(output_dir, n_frames, epochs, train_minutes, md_steps, seed) -> None:
                f"energy MAE {metrics['energy_mae']:.3f} eV")
     click.echo(f"model file: {model_path}")
 
-    click.echo(f"\n== 4. ASE: {md_steps * 0.5 / 1000:g} ps of Langevin MD at 500 K with the "
-               "model file, collapse and exploration monitors on")
-    click.echo(_ase_md(model_path, structure.atoms, md_steps, out, seed))
-
-    click.echo(f"\n== 5. OpenMM: {md_steps * 0.5 / 1000:g} ps of Langevin MD at 500 K "
-               "(openmm-torch TorchForce) with the collapse, exploration and force reporters")
-    from mlff_core.data.frames import Frames
-    from openmm_bridge.md import run_openmm_md
-
     start = write_frames(Frames.from_atoms([structure.atoms]), out / "aspirin_start.xyz")
-    with progress_bar("OpenMM Langevin MD", md_steps) as advance:
-        summary = run_openmm_md(model_path, start, str(out / "md_openmm"), temperature=500.0,
-                                timestep=0.5, steps=md_steps, report_interval=20, seed=seed,
-                                advance=advance)
-    click.echo(f"{summary['steps_run']} steps on the {summary['platform']} platform, "
-               f"{summary['ns_per_day']:.2f} ns/day\n{summary['collapse']}\n"
-               f"{summary['exploration']}")
+    for number, engine, label in ((4, "ase", "ASE (calculator + observers)"),
+                                  (5, "openmm", "OpenMM (TorchForce + reporters)")):
+        click.echo(f"\n== {number}. {label}: {md_steps * 0.5 / 1000:g} ps of Langevin MD at "
+                   "500 K with the collapse and exploration monitors")
+        with progress_bar(f"{engine} Langevin MD", md_steps) as advance:
+            summary = get_engine(engine)(model_path, start, str(out / f"md_{engine}"),
+                                         temperature=500.0, timestep=0.5, steps=md_steps,
+                                         report_interval=20, seed=seed, advance=advance)
+        click.echo(f"{summary['steps_run']} steps, {summary['ns_per_day']:.2f} ns/day\n"
+                   f"{summary['collapse']}\n{summary['exploration']}")
 
     click.echo("\n== 6. report: held-out GFN2-xTB frames (another trajectory) and the MD runs")
     test_sampling = LangevinSampling(temperature=500.0, stride=10, equilibration=200,
@@ -115,7 +111,7 @@ def demo(output_dir, n_frames, epochs, train_minutes, md_steps, seed) -> None:
         test = generate_frames(structure, get_level("gfn2"), 60, test_sampling, advance=advance)
     test_path = write_frames(test, out / "aspirin_gfn2_test.npz")
     report = build_report([model_path], test_path,
-                          [f"ase={out / 'md_ase.traj'}",
+                          [f"ase={out / 'md_ase' / 'trajectory.traj'}",
                            f"openmm={out / 'md_openmm' / 'trajectory.dcd'}"],
                           topology=out / "md_openmm" / "start.pdb")
     with atomic_output(out / "report.json", "w") as fh:
@@ -125,43 +121,3 @@ def demo(output_dir, n_frames, epochs, train_minutes, md_steps, seed) -> None:
     click.echo(format_comparison(report.document))
     click.echo(f"report: {(out / 'report.html').resolve()}")
     click.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s; files in {out}/")
-
-
-def _ase_md(model_path: Path, atoms, steps: int, out: Path, seed: int) -> str:
-    from ase import units
-    from ase.constraints import FixCom
-    from ase.io.trajectory import Trajectory
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
-
-    from ase_bridge import CollapseObserver, ExplorationObserver, MLFFCalculator
-
-    atoms = atoms.copy()
-    atoms.calc = MLFFCalculator(model_path)
-    rng = np.random.default_rng(seed)
-    thermalize_momenta(atoms, temperature_K=500.0, rng=rng)
-    Stationary(atoms)
-    ZeroRotation(atoms)
-    atoms.set_constraint(FixCom())
-    dynamics = Langevin(atoms, timestep=0.5 * units.fs, temperature_K=500.0,
-                        friction=0.01 / units.fs, fixcm=False, rng=rng)
-    collapse = CollapseObserver(atoms, threshold=0.5, action="stop", dynamics=dynamics,
-                                log=out / "md_collapse.log", flagged_path=out / "md_collapse.npz",
-                                last_good_path=out / "md_last_good.xyz")
-    exploration = ExplorationObserver(atoms, model_path, action="flag", dynamics=dynamics,
-                                      log=out / "md_exploration.log",
-                                      flagged_path=out / "md_unexplored.npz")
-    temperatures = []
-    with Trajectory(str(out / "md_ase.traj"), "w", atoms) as traj, \
-            progress_bar("ASE Langevin MD", steps) as advance:
-        dynamics.attach(traj.write, interval=20)
-        dynamics.attach(collapse, interval=10)
-        dynamics.attach(exploration, interval=10)
-        dynamics.attach(lambda: temperatures.append(atoms.get_temperature()), interval=10)
-        attach_step_progress(dynamics, advance)
-        dynamics.run(steps)
-    collapse.close()
-    exploration.close()
-    return (f"wrote {out / 'md_ase.traj'}: {dynamics.nsteps} steps, mean temperature "
-            f"{np.mean(temperatures):.0f} K\n{collapse.monitor.summary()}\n"
-            f"{exploration.monitor.summary()} (explored ratio {exploration.explored_ratio:.2f})")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
+from mlff_core.engines import engine_names, get_engine
 from mlff_core.progress import progress_bar
-
-ENGINES = ("openmm", "ase")
 
 
 @click.command()
-@click.option("--engine", type=click.Choice(ENGINES), default="openmm", show_default=True)
+@click.option("--engine", type=click.Choice(engine_names()), default="openmm", show_default=True,
+              help="MD engine (installed bridges).")
 @click.option("--model", required=True, type=click.Path(dir_okay=False), help="Model file.")
 @click.option("--structure", required=True, type=click.Path(dir_okay=False),
               help="Starting structure: PDB, xyz/extxyz, npz, traj.")
@@ -43,19 +43,12 @@ def md(engine, model, structure, temperature, timestep, steps, report_interval, 
           --timestep 0.5 --steps 20000 --report-interval 100 -o runs/md1
       mlff md --engine ase --model aspirin.pt --structure start.xyz --steps 2000 -o runs/md2
     """
+    run = get_engine(engine)
     with progress_bar(f"{engine} MD", steps) as advance:
-        if engine == "openmm":
-            from openmm_bridge.md import run_openmm_md
-
-            summary = run_openmm_md(model, structure, output_dir, temperature, timestep, steps,
-                                    report_interval, friction, bond_threshold, action, backend,
-                                    platform, seed, advance)
-        else:
-            from ase_bridge.md import run_ase_md
-
-            summary = run_ase_md(model, structure, output_dir, temperature, timestep, steps,
-                                 report_interval, friction, bond_threshold, action, seed, device,
-                                 advance)
+        summary = run(model, structure, output_dir, temperature=temperature, timestep=timestep,
+                      steps=steps, report_interval=report_interval, friction=friction,
+                      bond_threshold=bond_threshold, action=action, seed=seed, advance=advance,
+                      backend=backend, platform=platform, device=device)
     click.echo(f"{summary['steps_run']} of {steps} steps in {summary['seconds']:.1f} s "
                f"({summary['ns_per_day']:.3g} ns/day)" if summary["ns_per_day"] else "")
     if summary["stopped"]:

@@ -1,0 +1,37 @@
+"""MD engines, found through the `mlff.engines` entry-point group.
+
+Bridges register a runner (see pyproject.toml), so the core can start MD in any installed engine
+without importing a bridge by name (dependencies point one way: bridges → mlff_core):
+
+    run = get_engine("openmm")
+    summary = run(model, structure, output_dir, temperature=500.0, steps=20000, ...)
+
+Every runner takes (model, structure, output_dir) and the keywords temperature (K), timestep
+(fs), steps, report_interval, friction (1/ps), bond_threshold (Å), action ('stop', 'flag',
+'raise' on collapse), seed, advance (progress callback), plus engine-specific options, writes
+its files to output_dir, and returns a summary dict with at least steps_run, stopped, reason,
+last_good, seconds, ns_per_day, collapse, exploration, exploration_counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+from mlff_core.errors import MLFFError
+
+GROUP = "mlff.engines"
+
+
+def engine_names() -> list[str]:
+    """Installed engines."""
+    return sorted(e.name for e in entry_points(group=GROUP))
+
+
+def get_engine(name: str) -> Callable[..., dict[str, Any]]:
+    """The MD runner registered as `name`."""
+    for entry in entry_points(group=GROUP):
+        if entry.name == name:
+            return entry.load()
+    raise MLFFError(f"unknown MD engine {name!r}; installed: {', '.join(engine_names())}")
