@@ -1,0 +1,127 @@
+#include "mlff_model.h"
+
+#include "json.h"  // LAMMPS's bundled nlohmann json (LAMMPS_NS::json)
+
+#include <fstream>
+#include <stdexcept>
+
+namespace MLFF {
+
+namespace {
+
+const char *const SYMBOLS[] = {
+    "X",  "H",  "He", "Li", "Be", "B",  "C",  "N",  "O",  "F",  "Ne", "Na", "Mg", "Al", "Si",
+    "P",  "S",  "Cl", "Ar", "K",  "Ca", "Sc", "Ti", "V",  "Cr", "Mn", "Fe", "Co", "Ni", "Cu",
+    "Zn", "Ga", "Ge", "As", "Se", "Br", "Kr", "Rb", "Sr", "Y",  "Zr", "Nb", "Mo", "Tc", "Ru",
+    "Rh", "Pd", "Ag", "Cd", "In", "Sn", "Sb", "Te", "I",  "Xe", "Cs", "Ba", "La", "Ce", "Pr",
+    "Nd", "Pm", "Sm", "Eu", "Gd", "Tb", "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Hf", "Ta", "W",
+    "Re", "Os", "Ir", "Pt", "Au", "Hg", "Tl", "Pb", "Bi", "Po", "At", "Rn", "Fr", "Ra", "Ac",
+    "Th", "Pa", "U",  "Np", "Pu", "Am", "Cm", "Bk", "Cf", "Es", "Fm", "Md", "No", "Lr", "Rf",
+    "Db", "Sg", "Bh", "Hs", "Mt", "Ds", "Rg", "Cn", "Nh", "Fl", "Mc", "Lv", "Ts", "Og"};
+constexpr int NUM_SYMBOLS = sizeof(SYMBOLS) / sizeof(SYMBOLS[0]);
+
+// Cordero et al., Dalton Trans. 2832 (2008), as tabulated by ASE (index = atomic number).
+const double RADII[] = {
+    0.20, 0.31, 0.28, 1.28, 0.96, 0.84, 0.76, 0.71, 0.66, 0.57, 0.58, 1.66, 1.41, 1.21, 1.11,
+    1.07, 1.05, 1.02, 1.06, 2.03, 1.76, 1.70, 1.60, 1.53, 1.39, 1.39, 1.32, 1.26, 1.24, 1.32,
+    1.22, 1.22, 1.20, 1.19, 1.20, 1.20, 1.16, 2.20, 1.95, 1.90, 1.75, 1.64, 1.54, 1.47, 1.46,
+    1.42, 1.39, 1.45, 1.44, 1.42, 1.39, 1.39, 1.38, 1.39, 1.40, 2.44, 2.15, 2.07, 2.04, 2.03,
+    2.01, 1.99, 1.98, 1.98, 1.96, 1.94, 1.92, 1.92, 1.89, 1.90, 1.87, 1.87, 1.75, 1.70, 1.62,
+    1.51, 1.44, 1.41, 1.36, 1.36, 1.32, 1.45, 1.46, 1.48, 1.40, 1.50, 1.50, 2.60, 2.21, 2.15,
+    2.06, 2.00, 1.96, 1.90, 1.87, 1.80, 1.69};
+constexpr int NUM_RADII = sizeof(RADII) / sizeof(RADII[0]);
+
+void check_method(const torch::jit::script::Module &module, const std::string &name,
+                  size_t tensors, const std::string &path)
+{
+  auto method = module.find_method(name);
+  if (!method) throw std::runtime_error(path + ": the model has no scripted method " + name + "()");
+  const auto &schema = method->function().getSchema();
+  // arguments include self
+  if (schema.arguments().size() != tensors + 1)
+    throw std::runtime_error(path + ": method " + name + "() takes " +
+                             std::to_string(schema.arguments().size() - 1) +
+                             " arguments, expected " + std::to_string(tensors));
+}
+
+}  // namespace
+
+int atomic_number(const std::string &symbol)
+{
+  for (int z = 1; z < NUM_SYMBOLS; ++z)
+    if (symbol == SYMBOLS[z]) return z;
+  return -1;
+}
+
+std::string element_symbol(int z)
+{
+  return (z > 0 && z < NUM_SYMBOLS) ? SYMBOLS[z] : "?";
+}
+
+double covalent_radius(int z)
+{
+  return (z > 0 && z < NUM_RADII) ? RADII[z] : 1.5;
+}
+
+torch::Dtype parse_dtype(const std::string &name)
+{
+  if (name == "float32") return torch::kFloat32;
+  if (name == "float64") return torch::kFloat64;
+  throw std::runtime_error("dtype must be float32 or float64, not '" + name + "'");
+}
+
+void convert_floating_point(torch::jit::script::Module &module, torch::Dtype dtype)
+{
+  torch::NoGradGuard no_grad;
+  for (const auto &item : module.named_parameters(true))
+    if (item.value.is_floating_point()) item.value.set_data(item.value.to(dtype));
+  for (const auto &item : module.named_buffers(true))
+    if (item.value.is_floating_point()) item.value.set_data(item.value.to(dtype));
+}
+
+ModelFile load_model_file(const std::string &path, const torch::Device &device)
+{
+  {
+    std::ifstream probe(path);
+    if (!probe.good()) throw std::runtime_error(path + ": model file not found");
+  }
+  ModelFile model;
+  model.path = path;
+  torch::jit::ExtraFilesMap extra{{"mlff.json", ""}};
+  try {
+    model.module = torch::jit::load(path, device, extra);
+  } catch (const c10::Error &e) {
+    std::string what = e.what_without_backtrace();
+    throw std::runtime_error(path + ": not a TorchScript model file (" +
+                             what.substr(0, what.find('\n')) + ")");
+  }
+  model.module.eval();
+  const std::string &raw = extra["mlff.json"];
+  if (raw.empty())
+    throw std::runtime_error(path + ": missing mlff.json metadata; export it with `mlff export`");
+  LAMMPS_NS::json meta;
+  try {
+    meta = LAMMPS_NS::json::parse(raw);
+  } catch (const std::exception &e) {
+    throw std::runtime_error(path + ": mlff.json is not valid JSON (" + e.what() + ")");
+  }
+  for (const char *key : {"format_version", "species", "cutoff", "num_interactions", "dtype"})
+    if (!meta.contains(key)) throw std::runtime_error(path + ": mlff.json lacks " + key);
+  if (meta["format_version"].get<int>() != 1)
+    throw std::runtime_error(path + ": unsupported format_version " +
+                             meta["format_version"].dump());
+  model.species = meta["species"].get<std::vector<int>>();
+  model.cutoff = meta["cutoff"].get<double>();
+  model.num_interactions = meta["num_interactions"].get<int>();
+  model.dtype = meta["dtype"].get<std::string>();
+  if (meta.contains("periodic") && !meta["periodic"].is_null()) {
+    model.periodic_known = true;
+    model.periodic = meta["periodic"].get<bool>();
+  }
+  check_method(model.module, "forward_graph", 4, path);
+  check_method(model.module, "explore", 2, path);
+  check_method(model.module, "explore_periodic", 4, path);
+  return model;
+}
+
+}  // namespace MLFF

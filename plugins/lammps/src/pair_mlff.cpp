@@ -1,0 +1,265 @@
+#include "pair_mlff.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "error.h"
+#include "force.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "update.h"
+
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/cuda.h>
+
+#include <cstring>
+#include <stdexcept>
+
+using namespace LAMMPS_NS;
+
+namespace {
+
+// 1 kcal/mol in eV from the exact SI constants (N_A, e).
+constexpr double KCAL_PER_MOL_IN_EV = 4184.0 / (6.02214076e23 * 1.602176634e-19);
+
+std::string first_line(const std::string &text)
+{
+  return text.substr(0, text.find('\n'));
+}
+
+}    // namespace
+
+PairMLFF::PairMLFF(LAMMPS *lmp) : Pair(lmp)
+{
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  centroidstressflag = CENTROID_NOTAVAIL;
+}
+
+PairMLFF::~PairMLFF()
+{
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+  }
+}
+
+void PairMLFF::allocate()
+{
+  allocated = 1;
+  int n = atom->ntypes + 1;
+  memory->create(setflag, n, n, "pair:setflag");
+  memory->create(cutsq, n, n, "pair:cutsq");
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++) setflag[i][j] = 0;
+}
+
+/* pair_style mlff [device cpu|cuda] [dtype float32|float64] */
+
+void PairMLFF::settings(int narg, char **arg)
+{
+  int iarg = 0;
+  while (iarg < narg) {
+    if (iarg + 1 >= narg)
+      error->all(FLERR, "Pair style mlff: keyword {} needs a value", arg[iarg]);
+    std::string key = arg[iarg], value = arg[iarg + 1];
+    if (key == "device") {
+      if (value != "cpu" && value != "cuda")
+        error->all(FLERR, "Pair style mlff: device must be cpu or cuda, not {}", value);
+      device_name_ = value;
+    } else if (key == "dtype") {
+      if (value != "float32" && value != "float64")
+        error->all(FLERR, "Pair style mlff: dtype must be float32 or float64, not {}", value);
+      dtype_name_ = value;
+    } else {
+      error->all(FLERR, "Pair style mlff: unknown keyword {} (expected device or dtype)", key);
+    }
+    iarg += 2;
+  }
+  if (device_name_ == "cuda") {
+    if (!torch::cuda::is_available())
+      error->all(FLERR, "Pair style mlff: device cuda requested but torch sees no CUDA device");
+    // one device per rank, by the rank's index among the ranks of its node
+    MPI_Comm node;
+    MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    int local_rank = 0;
+    MPI_Comm_rank(node, &local_rank);
+    MPI_Comm_free(&node);
+    device_ = torch::Device(torch::kCUDA, local_rank % (int) torch::cuda::device_count());
+  } else {
+    device_ = torch::Device(torch::kCPU);
+  }
+}
+
+/* pair_coeff * * model.pt E1 E2 ... (one element or NULL per atom type) */
+
+void PairMLFF::coeff(int narg, char **arg)
+{
+  if (!allocated) allocate();
+  const int ntypes = atom->ntypes;
+  if (narg != 3 + ntypes)
+    error->all(FLERR,
+               "Pair coeff for mlff: expected * * <model file> and {} element(s), one per atom "
+               "type, got {} element(s)",
+               ntypes, narg - 3);
+  if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR, "Pair coeff for mlff must start with * * (one call covers all types)");
+
+  try {
+    model_ = std::make_unique<MLFF::ModelFile>(MLFF::load_model_file(arg[2], device_));
+    if (!dtype_name_.empty()) MLFF::convert_floating_point(model_->module,
+                                                           MLFF::parse_dtype(dtype_name_));
+  } catch (const std::exception &e) {
+    error->all(FLERR, "Pair style mlff: {}", first_line(e.what()));
+  }
+
+  type_z_.assign(ntypes + 1, 0);
+  for (int t = 1; t <= ntypes; t++) {
+    std::string symbol = arg[2 + t];
+    if (symbol == "NULL") continue;
+    int z = MLFF::atomic_number(symbol);
+    if (z < 0)
+      error->all(FLERR, "Pair coeff for mlff: unknown element symbol {} for atom type {}",
+                 symbol, t);
+    bool known = false;
+    for (int s : model_->species) known = known || (s == z);
+    if (!known) {
+      std::string knows;
+      for (int s : model_->species) knows += " " + MLFF::element_symbol(s);
+      error->all(FLERR,
+                 "Pair coeff for mlff: atom type {} is {}, which model {} does not know (it "
+                 "knows{})",
+                 t, symbol, model_->path, knows);
+    }
+    type_z_[t] = z;
+  }
+  int count = 0;
+  for (int i = 1; i <= ntypes; i++)
+    for (int j = i; j <= ntypes; j++) {
+      setflag[i][j] = (type_z_[i] > 0 && type_z_[j] > 0) ? 1 : 0;
+      count += setflag[i][j];
+    }
+  if (count == 0) error->all(FLERR, "Pair coeff for mlff: every atom type is NULL");
+}
+
+void PairMLFF::init_style()
+{
+  if (!model_) error->all(FLERR, "Pair style mlff: pair_coeff * * <model file> ... is missing");
+  if (force->newton_pair == 0)
+    error->all(FLERR,
+               "Pair style mlff requires newton pair on (ghost-atom forces are sent back to "
+               "their owners)");
+  const std::string units = update->unit_style;
+  if (units == "metal")
+    energy_factor_ = 1.0;
+  else if (units == "real")
+    energy_factor_ = 1.0 / KCAL_PER_MOL_IN_EV;
+  else
+    error->all(FLERR, "Pair style mlff supports units metal and real, not {}", units);
+
+  neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+
+  // Message passing over num_interactions layers needs every atom within
+  // cutoff x num_interactions of a local atom (plus the skin) as a ghost.
+  const double needed = model_->cutoff * model_->num_interactions + neighbor->skin;
+  if (comm->cutghostuser < needed) comm->cutghostuser = needed;
+}
+
+double PairMLFF::init_one(int, int)
+{
+  return model_->cutoff;
+}
+
+void PairMLFF::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+  if (vflag_atom)
+    error->all(FLERR, "Pair style mlff computes the global virial only, not per-atom virials");
+
+  double **x = atom->x;
+  double **f = atom->f;
+  const int *type = atom->type;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  const double cutsq_model = model_->cutoff * model_->cutoff;
+
+  // Graph nodes: local ML atoms first, then ghost ML atoms (NULL types are left out).
+  std::vector<int> node_of(nall, -1), atom_of;
+  atom_of.reserve(nall);
+  for (int i = 0; i < nall; i++)
+    if (type_z_[type[i]] > 0) {
+      node_of[i] = (int) atom_of.size();
+      atom_of.push_back(i);
+    }
+  int n_local_nodes = 0;
+  for (int i = 0; i < nlocal; i++) n_local_nodes += (node_of[i] >= 0);
+  const int n_nodes = (int) atom_of.size();
+
+  // Edges (receiver <- sender) from the full neighbour lists of local and ghost atoms.
+  std::vector<int64_t> receivers, senders;
+  const int nlist = list->inum + list->gnum;
+  for (int ii = 0; ii < nlist; ii++) {
+    const int i = list->ilist[ii];
+    if (node_of[i] < 0) continue;
+    const int *jlist = list->firstneigh[i];
+    for (int jj = 0; jj < list->numneigh[i]; jj++) {
+      const int j = jlist[jj] & NEIGHMASK;
+      if (node_of[j] < 0) continue;
+      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      if (dx * dx + dy * dy + dz * dz < cutsq_model) {
+        receivers.push_back(node_of[i]);
+        senders.push_back(node_of[j]);
+      }
+    }
+  }
+
+  auto cpu64 = torch::TensorOptions().dtype(torch::kFloat64);
+  torch::Tensor positions = torch::empty({n_nodes, 3}, cpu64);
+  torch::Tensor numbers = torch::empty({n_nodes}, torch::TensorOptions().dtype(torch::kInt64));
+  auto pos = positions.accessor<double, 2>();
+  auto num = numbers.accessor<int64_t, 1>();
+  for (int n = 0; n < n_nodes; n++) {
+    const int i = atom_of[n];
+    for (int k = 0; k < 3; k++) pos[n][k] = x[i][k];
+    num[n] = type_z_[type[i]];
+  }
+  const int64_t n_edges = (int64_t) receivers.size();
+  torch::Tensor edges = torch::empty({2, n_edges}, torch::TensorOptions().dtype(torch::kInt64));
+  if (n_edges > 0) {
+    std::memcpy(edges[0].data_ptr<int64_t>(), receivers.data(), n_edges * sizeof(int64_t));
+    std::memcpy(edges[1].data_ptr<int64_t>(), senders.data(), n_edges * sizeof(int64_t));
+  }
+
+  torch::Tensor gradient, atomic;
+  try {
+    torch::Tensor input = positions.to(device_).requires_grad_(true);
+    std::vector<torch::jit::IValue> args{input, numbers.to(device_), edges.to(device_),
+                                         torch::tensor((int64_t) n_local_nodes)};
+    atomic = model_->module.get_method("forward_graph")(args).toTensor();
+    torch::Tensor total = atomic.sum();
+    gradient = torch::autograd::grad({total}, {input})[0].to(torch::kCPU, torch::kFloat64);
+    atomic = atomic.detach().to(torch::kCPU, torch::kFloat64);
+  } catch (const c10::Error &e) {
+    error->one(FLERR, "Pair style mlff: model evaluation failed: {}",
+               first_line(e.what_without_backtrace()));
+  }
+
+  // Forces on local and ghost atoms (reverse communication sums the ghost parts).
+  auto grad = gradient.accessor<double, 2>();
+  for (int n = 0; n < n_nodes; n++) {
+    const int i = atom_of[n];
+    for (int k = 0; k < 3; k++) f[i][k] -= energy_factor_ * grad[n][k];
+  }
+  auto energies = atomic.accessor<double, 1>();
+  if (eflag_global) {
+    double sum = 0.0;
+    for (int n = 0; n < n_local_nodes; n++) sum += energies[n];
+    eng_vdwl += energy_factor_ * sum;
+  }
+  if (eflag_atom)
+    for (int n = 0; n < n_local_nodes; n++) eatom[atom_of[n]] += energy_factor_ * energies[n];
+
+  if (vflag_fdotr) virial_fdotr_compute();
+}
