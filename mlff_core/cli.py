@@ -41,6 +41,20 @@ cli.add_command(md)
 cli.add_command(demo)
 
 
+def _add_plugin_commands() -> None:
+    """Subcommands that bridges register in the `mlff.commands` entry-point group."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="mlff.commands"):
+        try:
+            cli.add_command(entry.load(), entry.name)
+        except ImportError:  # a bridge whose engine is not installed
+            continue
+
+
+_add_plugin_commands()
+
+
 def _fail(message: str, code: int) -> None:
     click.echo(f"mlff: error: {message}", err=True)
     sys.exit(code)

@@ -31,7 +31,7 @@ def read_trajectory(path: str | os.PathLike, topology: str | os.PathLike | None 
         topology: a structure file giving the atoms (PDB, or any file ASE/mdtraj reads);
             required for DCD/XTC/TRR/NetCDF, which store coordinates only.
         type_map: element symbol of each LAMMPS atom type (1, 2, ...) for dumps without an
-            `element` column.
+            `element` column (ignored when the dump has one).
 
     Raises:
         DataError: missing file or topology, unreadable file, atom counts that disagree.
@@ -103,7 +103,9 @@ def _read_lammps_dump(path: Path, type_map: Sequence[str] | None) -> Frames:
         raise DataError(f"cannot be read as a LAMMPS text dump ({message})", path) from None
     if not images:
         raise DataError("contains no frames", path)
-    if type_map:
+    with open(path) as fh:
+        header = next((line for line in fh if line.startswith("ITEM: ATOMS")), "")
+    if type_map and "element" not in header.split():
         # ASE reads a dump without an element column as atomic number = LAMMPS type.
         try:
             mapping = {k + 1: atomic_numbers[s] for k, s in enumerate(type_map)}

@@ -38,8 +38,8 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
 {
   if (narg < 5)
     error->all(FLERR, "Fix mlff/monitor: usage: fix ID group mlff/monitor N model.pt "
-                      "[threshold X] [explore yes|no] [stop yes|no] [file F] [frames F] "
-                      "[elements E1 E2 ...]");
+                      "[threshold X] [explore yes|no] [stop yes|no] [stop_unexplored yes|no] "
+                      "[file F] [frames F] [elements E1 E2 ...]");
   nevery = utils::inumeric(FLERR, arg[3], false, lmp);
   if (nevery <= 0) error->all(FLERR, "Fix mlff/monitor: N must be a positive number of steps");
   model_path_ = arg[4];
@@ -69,6 +69,8 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
       explore_ = yes_no(error, key, value);
     } else if (key == "stop") {
       stop_ = yes_no(error, key, value);
+    } else if (key == "stop_unexplored") {
+      stop_unexplored_ = yes_no(error, key, value);
     } else if (key == "file") {
       file_path_ = value;
     } else if (key == "frames") {
@@ -80,7 +82,7 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
   }
 
   vector_flag = 1;
-  size_vector = 3;
+  size_vector = 4;
   global_freq = nevery;
   extvector = 0;
 
@@ -241,8 +243,11 @@ void FixMLFFMonitor::find_bonds(const std::vector<double> &positions,
 
 void FixMLFFMonitor::setup(int)
 {
+  // Reference bond lengths come from the first run's starting frame; later `run` commands
+  // (e.g. a long run in chunks) keep them.
   stopped_ = false;
-  check(true);
+  check(!have_reference_);
+  have_reference_ = true;
 }
 
 void FixMLFFMonitor::end_of_step()
@@ -272,7 +277,9 @@ void FixMLFFMonitor::check(bool first)
     }
     last_deviation_ = worst;
     std::vector<std::string> reasons;
+    bool collapsed = false, unexplored = false;
     if (!bonds_.empty() && worst > threshold_) {
+      collapsed = true;
       const auto &b = bonds_[worst_bond];
       reasons.push_back(fmt::format(
           "collapse: bond {}-{} is {:.3f} A (reference {:.3f} A, deviation {:.3f} A)",
@@ -309,9 +316,11 @@ void FixMLFFMonitor::check(bool first)
       const double cluster = result[0].item<double>(), ratio = result[1].item<double>();
       if (cluster >= 0.0 && std::isfinite(ratio)) {
         last_ratio_ = ratio;
-        if (ratio > 1.0)
+        if (ratio > 1.0) {
+          unexplored = true;
           reasons.push_back(fmt::format("unexplored: nearest cluster {}, distance/radius {:.3f}",
                                         (int) cluster, ratio));
+        }
       }
     }
     const bigint step = update->ntimestep;
@@ -324,7 +333,7 @@ void FixMLFFMonitor::check(bool first)
     if (!reasons.empty()) {
       flagged_++;
       if (!frames_path_.empty()) write_frame(positions, numbers, reasons.front());
-      if (stop_) {
+      if ((stop_ && collapsed) || (stop_unexplored_ && unexplored)) {
         stop = 1;
         utils::logmesg(lmp, "fix mlff/monitor: stopping the run at step {}: {}\n", step,
                        reasons.front());
@@ -363,11 +372,13 @@ void FixMLFFMonitor::write_frame(const std::vector<double> &positions,
 void FixMLFFMonitor::post_run()
 {
   if (stopped_) timer->reset_timeout();    // later `run` commands may continue
+  stopped_flag_ = stopped_;
 }
 
 double FixMLFFMonitor::compute_vector(int n)
 {
   if (n == 0) return last_deviation_;
   if (n == 1) return last_ratio_;
-  return (double) flagged_;
+  if (n == 2) return (double) flagged_;
+  return (stopped_ || stopped_flag_) ? 1.0 : 0.0;
 }
