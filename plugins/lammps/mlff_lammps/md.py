@@ -58,25 +58,34 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
     padding = loaded.cutoff * loaded.num_interactions + 5.0
     write_data_file(start.atoms, out / "start.data", elements, padding)
     stop = "yes" if action in ("stop", "raise") else "no"
-    deck = f"""units metal
-atom_style atomic
-atom_modify map yes
-boundary p p p
-read_data {out / 'start.data'}
-plugin load {plugin_path()}
-pair_style mlff
-pair_coeff * * {Path(model).resolve()} {' '.join(elements)}
-neighbor 1.0 bin
-timestep {timestep / 1000.0}
-velocity all create {temperature} {seed + 1} mom yes rot yes dist gaussian
-fix integrate all nve
-fix thermostat all langevin {temperature} {temperature} {1.0 / friction} {seed + 2} zero yes
-fix monitor all mlff/monitor {report_interval} {Path(model).resolve()} threshold {bond_threshold} explore yes stop {stop} file {out / 'monitor.log'} frames {out / 'flagged.xyz'}
-thermo_style custom step temp pe ke etotal press f_monitor[1] f_monitor[2]
-thermo {report_interval}
-dump trajectory all custom {report_interval} {out / 'trajectory.lammpstrj'} id type element x y z fx fy fz
-dump_modify trajectory element {' '.join(elements)} sort id
-"""
+    model_file = Path(model).resolve()
+    symbols = " ".join(elements)
+    monitor = (f"fix monitor all mlff/monitor {report_interval} {model_file} "
+               f"threshold {bond_threshold} explore yes stop {stop} stop_unexplored no "
+               f"file {out / 'monitor.log'} frames {out / 'flagged.xyz'}")
+    dump = (f"dump trajectory all custom {report_interval} {out / 'trajectory.lammpstrj'} "
+            "id type element x y z fx fy fz")
+    deck = "\n".join([
+        "units metal",
+        "atom_style atomic",
+        "atom_modify map yes",
+        "boundary p p p",
+        f"read_data {out / 'start.data'}",
+        f"plugin load {plugin_path()}",
+        "pair_style mlff",
+        f"pair_coeff * * {model_file} {symbols}",
+        "neighbor 1.0 bin",
+        f"timestep {timestep / 1000.0}",
+        f"velocity all create {temperature} {seed + 1} mom yes rot yes dist gaussian",
+        "fix integrate all nve",
+        f"fix thermostat all langevin {temperature} {temperature} {1.0 / friction} {seed + 2} "
+        "zero yes",
+        monitor,
+        "thermo_style custom step temp pe ke etotal press f_monitor[1] f_monitor[2]",
+        f"thermo {report_interval}",
+        dump,
+        f"dump_modify trajectory element {symbols} sort id",
+    ]) + "\n"
     (out / "in.md").write_text(deck + f"run {steps}\n")
     instance = lammps.lammps(cmdargs=["-log", str(out / "log.lammps"), "-screen", "none",
                                       "-nocite"])
