@@ -17,16 +17,15 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from ase.io import write
 
 sys.path.insert(0, str(Path(__file__).parent))
 import mlff_lammps  # noqa: E402
 from model_speed import water_structure  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 from mlff_core.export import load_model, model_metadata, save_model_file  # noqa: E402
 from mlff_core.models import build_potential, hyperparameters  # noqa: E402
@@ -44,14 +43,7 @@ def raw_step_seconds(model_path: Path, atoms, repeats: int = 3) -> float:
         p = pos.clone().requires_grad_(True)
         torch.autograd.grad(model.module(p, *args), p)
 
-    call()
-    call()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return float(np.median(samples))
+    return median_seconds(call, repeats)
 
 
 def lammps_step_seconds(plugin: Path, model: Path, data: Path, ranks: int, steps: int,

@@ -23,15 +23,14 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import median_seconds
 
 from mlff_core.data.formats import read_frames, write_frames
 from mlff_core.data.frames import Frames
@@ -54,17 +53,6 @@ def water_structure(n_molecules: int):
     CACHE.mkdir(exist_ok=True)
     write_frames(Frames.from_atoms([atoms]), path)
     return atoms
-
-
-def time_call(fn, repeats: int) -> float:
-    fn()  # warm-up (TorchScript profiling runs)
-    fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def peak_rss_gb() -> float:
@@ -108,9 +96,9 @@ def measure(spec: str, name: str, dtype_name: str) -> dict:
 
     baseline = peak_rss_gb()
     repeats = 20 if len(atoms) < 100 else 5 if len(atoms) < 10_000 else 3
-    seconds = time_call(step, repeats)
+    seconds = median_seconds(step, repeats)
     peak = peak_rss_gb()
-    nl_seconds = time_call(neighbours, repeats)
+    nl_seconds = median_seconds(neighbours, repeats)
     edges = neighbor_list(pos, cell, pbc, potential.cutoff)[0].shape[1]
     return {"model": spec, "system": name, "atoms": len(atoms), "edges": edges,
             "seconds": seconds, "us_per_atom": seconds / len(atoms) * 1e6,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import openmm.unit as unit
 import torch
 from ase import units as ase_units
 from ase.md.verlet import VelocityVerlet
+from timing import median_seconds
 
 from ase_bridge import MLFFCalculator
 from mlff_core.data.molecules import named_molecule, water_box
@@ -43,14 +43,7 @@ def raw_seconds(model, atoms, repeats: int) -> float:
         p = pos.clone().requires_grad_(True)
         torch.autograd.grad(model.module(p, *args), p)
 
-    for _ in range(3):
-        call()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return median_seconds(call, repeats, warmup=3)
 
 
 def openmm_seconds(force, atoms, steps: int, platform: str, properties=None) -> float:

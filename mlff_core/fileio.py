@@ -17,39 +17,12 @@ def _umask_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator:
-    """Open a temporary file beside `path`, and rename it onto `path` only if the block succeeds.
-
-    On any exception the temporary file is removed and `path` is left as it was, so a failed or
-    interrupted write never leaves a partial file behind.
-
-    Example:
-        >>> with atomic_output("out.npz") as fh:   # doctest: +SKIP
-        ...     np.savez(fh, x=x)
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path (same suffix) for writers that want a file name, then rename it.
+    """Yield a temporary path beside `path` (same suffix) and rename it onto `path` only if the
+    block succeeds; on any exception the temporary file is removed and `path` is untouched.
 
-    For libraries such as ASE that open the file themselves; the format is inferred from the
-    suffix, which is kept.
+    For writers that open the file themselves (ASE picks the format from the suffix, which is
+    kept). The result gets the permissions open() would give (mkstemp's are 0600).
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
@@ -64,3 +37,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+    """Open a temporary file beside `path`; it replaces `path` only if the block succeeds, so a
+    failed or interrupted write never leaves a partial file behind.
+
+    Example:
+        >>> with atomic_output("out.npz") as fh:   # doctest: +SKIP
+        ...     np.savez(fh, x=x)
+    """
+    with atomic_path(path) as tmp, open(tmp, mode) as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())

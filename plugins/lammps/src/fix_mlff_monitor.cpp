@@ -11,12 +11,12 @@
 #include "utils.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <map>
 #include <set>
 #include <stdexcept>
-#include <tuple>
 
 using namespace LAMMPS_NS;
 using namespace FixConst;
@@ -24,6 +24,24 @@ using namespace FixConst;
 namespace {
 
 constexpr double BOND_SKIN = 0.3;    // Angstrom, as ASE's NeighborList default (MDsim)
+
+// Concatenate every rank's `mine` on rank 0 (empty elsewhere), in rank order.
+template <typename T>
+std::vector<T> gather_to_root(MPI_Comm world, int me, int nprocs, const std::vector<T> &mine,
+                              MPI_Datatype type)
+{
+  int count = (int) mine.size();
+  std::vector<int> counts(nprocs), offsets(nprocs, 0);
+  MPI_Gather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, world);
+  std::vector<T> all;
+  if (me == 0) {
+    for (int p = 1; p < nprocs; p++) offsets[p] = offsets[p - 1] + counts[p - 1];
+    all.resize(offsets.back() + counts.back());
+  }
+  MPI_Gatherv(mine.data(), count, type, all.data(), counts.data(), offsets.data(), type, 0,
+              world);
+  return all;
+}
 
 bool yes_no(Error *error, const std::string &key, const std::string &value)
 {
@@ -132,7 +150,7 @@ void FixMLFFMonitor::init()
     error->all(FLERR, "Fix mlff/monitor: too many atoms to gather");
 }
 
-void FixMLFFMonitor::gather(std::vector<double> &positions, std::vector<int> &numbers) const
+void FixMLFFMonitor::gather(std::vector<double> &positions, std::vector<int> &numbers)
 {
   const int nlocal = atom->nlocal;
   std::vector<double> mine(5 * nlocal);
@@ -145,16 +163,7 @@ void FixMLFFMonitor::gather(std::vector<double> &positions, std::vector<int> &nu
     mine[5 * i + 3] = x[2];
     mine[5 * i + 4] = (double) type_z_[atom->type[i]];
   }
-  int count = 5 * nlocal;
-  std::vector<int> counts(comm->nprocs), offsets(comm->nprocs, 0);
-  MPI_Gather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, world);
-  std::vector<double> all;
-  if (comm->me == 0) {
-    for (int p = 1; p < comm->nprocs; p++) offsets[p] = offsets[p - 1] + counts[p - 1];
-    all.resize(offsets.back() + counts.back());
-  }
-  MPI_Gatherv(mine.data(), count, MPI_DOUBLE, all.data(), counts.data(), offsets.data(),
-              MPI_DOUBLE, 0, world);
+  std::vector<double> all = gather_to_root(world, comm->me, comm->nprocs, mine, MPI_DOUBLE);
   if (comm->me != 0) return;
   // order by atom ID so that frames are comparable from step to step
   const int natoms = (int) (all.size() / 5);
@@ -163,8 +172,10 @@ void FixMLFFMonitor::gather(std::vector<double> &positions, std::vector<int> &nu
   std::sort(order.begin(), order.end());
   positions.resize(3 * natoms);
   numbers.resize(natoms);
+  tags_.resize(natoms);
   for (int n = 0; n < natoms; n++) {
     const int k = order[n].second;
+    tags_[n] = (long) order[n].first;
     for (int d = 0; d < 3; d++) positions[3 * n + d] = all[5 * k + 1 + d];
     numbers[n] = (int) all[5 * k + 4];
   }
@@ -190,51 +201,60 @@ void FixMLFFMonitor::find_bonds(const std::vector<double> &positions,
         mine.push_back((int) atom->tag[i]);
         mine.push_back((int) atom->bond_atom[i][m]);
       }
-    int count = (int) mine.size();
-    std::vector<int> counts(comm->nprocs), offsets(comm->nprocs, 0);
-    MPI_Gather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, world);
-    std::vector<int> all;
-    if (comm->me == 0) {
-      for (int p = 1; p < comm->nprocs; p++) offsets[p] = offsets[p - 1] + counts[p - 1];
-      all.resize(offsets.back() + counts.back());
-    }
-    MPI_Gatherv(mine.data(), count, MPI_INT, all.data(), counts.data(), offsets.data(), MPI_INT,
-                0, world);
+    std::vector<int> all = gather_to_root(world, comm->me, comm->nprocs, mine, MPI_INT);
     for (size_t k = 0; k + 1 < all.size(); k += 2) {
-      int a = all[k] - 1, b = all[k + 1] - 1;
+      // atom IDs -> positions in the ID-ordered arrays (IDs need not be contiguous)
+      auto index = [&](long tag) {
+        return (int) (std::lower_bound(tags_.begin(), tags_.end(), tag) - tags_.begin());
+      };
+      int a = index(all[k]), b = index(all[k + 1]);
       topology.insert({std::min(a, b), std::max(a, b)});
     }
   }
   if (comm->me != 0) return;
   bonds_.assign(topology.begin(), topology.end());
   if (bonds_.empty()) {
-    // Covalent radii (+0.3 Angstrom), searched on a grid of 4 Angstrom cells.
+    // Covalent radii + 0.3 Angstrom, minimum image. Small systems: every pair; large ones:
+    // a periodic grid of >= 4 Angstrom cells on wrapped coordinates.
     const int natoms = (int) numbers.size();
-    const double cell = 4.0;
-    std::map<std::tuple<long, long, long>, std::vector<int>> grid;
-    for (int n = 0; n < natoms; n++)
-      grid[{(long) std::floor(positions[3 * n] / cell), (long) std::floor(positions[3 * n + 1] / cell),
-            (long) std::floor(positions[3 * n + 2] / cell)}]
-          .push_back(n);
-    for (const auto &[key, members] : grid) {
-      for (long dx = -1; dx <= 1; dx++)
-        for (long dy = -1; dy <= 1; dy++)
-          for (long dz = -1; dz <= 1; dz++) {
-            auto other = grid.find({std::get<0>(key) + dx, std::get<1>(key) + dy,
-                                    std::get<2>(key) + dz});
-            if (other == grid.end()) continue;
-            for (int a : members)
-              for (int b : other->second) {
-                if (b <= a) continue;
-                const double limit = MLFF::covalent_radius(numbers[a]) +
-                    MLFF::covalent_radius(numbers[b]) + BOND_SKIN;
-                if (bond_length(positions, a, b) < limit) bonds_.push_back({a, b});
-              }
-          }
+    auto bonded = [&](int a, int b) {
+      const double limit =
+          MLFF::covalent_radius(numbers[a]) + MLFF::covalent_radius(numbers[b]) + BOND_SKIN;
+      return bond_length(positions, a, b) < limit;
+    };
+    std::set<std::pair<int, int>> found;
+    if (natoms <= 4000 || domain->triclinic) {
+      for (int a = 0; a < natoms; a++)
+        for (int b = a + 1; b < natoms; b++)
+          if (bonded(a, b)) found.insert({a, b});
+    } else {
+      int cells[3];
+      std::vector<std::array<int, 3>> cell_of(natoms);
+      std::map<std::array<int, 3>, std::vector<int>> grid;
+      for (int d = 0; d < 3; d++) cells[d] = std::max(1, (int) (domain->prd[d] / 4.0));
+      for (int n = 0; n < natoms; n++) {
+        double x[3] = {positions[3 * n], positions[3 * n + 1], positions[3 * n + 2]};
+        domain->remap(x);
+        for (int d = 0; d < 3; d++) {
+          int c = (int) ((x[d] - domain->boxlo[d]) / domain->prd[d] * cells[d]);
+          cell_of[n][d] = std::min(std::max(c, 0), cells[d] - 1);
+        }
+        grid[cell_of[n]].push_back(n);
+      }
+      for (int a = 0; a < natoms; a++)
+        for (int dx = -1; dx <= 1; dx++)
+          for (int dy = -1; dy <= 1; dy++)
+            for (int dz = -1; dz <= 1; dz++) {
+              std::array<int, 3> key = {cell_of[a][0] + dx, cell_of[a][1] + dy,
+                                        cell_of[a][2] + dz};
+              for (int d = 0; d < 3; d++) key[d] = ((key[d] % cells[d]) + cells[d]) % cells[d];
+              auto other = grid.find(key);
+              if (other == grid.end()) continue;
+              for (int b : other->second)
+                if (b > a && bonded(a, b)) found.insert({a, b});
+            }
     }
-    // bonds that cross a periodic boundary in wrapped-unwrapped form are found by the minimum
-    // image above only when both atoms land in neighbouring grid cells; molecules are kept
-    // whole by unwrapping, so this covers them.
+    bonds_.assign(found.begin(), found.end());
   }
   reference_.resize(bonds_.size());
   for (size_t k = 0; k < bonds_.size(); k++)

@@ -49,7 +49,7 @@ class FixMLFFMonitor : public Fix {
 
  private:
   // rank 0: positions [natoms*3] (unwrapped, ordered by atom ID) and atomic numbers
-  void gather(std::vector<double> &positions, std::vector<int> &numbers) const;
+  void gather(std::vector<double> &positions, std::vector<int> &numbers);
   void find_bonds(const std::vector<double> &positions, const std::vector<int> &numbers);
   double bond_length(const std::vector<double> &positions, int a, int b) const;
   void check(bool first);
@@ -61,7 +61,8 @@ class FixMLFFMonitor : public Fix {
   bool explore_ = true, stop_ = false, stop_unexplored_ = false;
   std::vector<int> type_z_;    // atomic number per type (index 1..ntypes)
   std::unique_ptr<MLFF::ModelFile> model_;    // rank 0 only
-  std::vector<std::pair<int, int>> bonds_;    // indices into the tag-ordered arrays
+  std::vector<long> tags_;                    // rank 0: atom IDs, ascending (gather order)
+  std::vector<std::pair<int, int>> bonds_;    // indices into the ID-ordered arrays
   std::vector<double> reference_;             // Angstrom
   FILE *fp_ = nullptr;
   double last_deviation_ = 0.0, last_ratio_ = 0.0;
