@@ -3,8 +3,10 @@
 The wheel's `lmp` runs pair_style mlff (float32) on periodic water boxes, one OpenMP thread per
 rank, NVE for --steps steps after a 5-step warm-up; the time per step comes from LAMMPS's own
 "Loop time" line. The raw model time is the model file's forward + backward on the same box in
-this process (its own neighbour list, no ghosts). Overhead = LAMMPS step / raw time: it
-includes the ghost atoms a rank must carry out to cutoff × interactions + skin.
+this process with the same number of threads (its own neighbour list, no ghosts). Overhead =
+LAMMPS step / raw time: it includes the ghost atoms a rank must carry out to
+cutoff × interactions + skin (each layer skips the ghosts that cannot reach a local atom). For
+the 4k box: 1 rank × 1 thread, 2 ranks × 1 thread, and 1 rank × 2 threads.
 
     python benchmarks/lammps_speed.py [--arch schnet] [--steps 20] [--sizes 1k 4k 8k 32k]
 """
@@ -47,7 +49,7 @@ def raw_step_seconds(model_path: Path, atoms, repeats: int = 3) -> float:
 
 
 def lammps_step_seconds(plugin: Path, model: Path, data: Path, ranks: int, steps: int,
-                        work: Path) -> tuple[float, int]:
+                        work: Path, threads: int = 1) -> tuple[float, int]:
     deck = work / "in.bench"
     deck.write_text(f"""units metal
 atom_style atomic
@@ -65,7 +67,7 @@ run 5
 run {steps}
 """)
     lammps_dir = Path(__import__("lammps").__file__).parent
-    environment = dict(os.environ, OMP_NUM_THREADS="1",
+    environment = dict(os.environ, OMP_NUM_THREADS=str(threads),
                        LD_LIBRARY_PATH=str(Path(sys.prefix) / "lib"))
     result = subprocess.run([str(Path(sys.executable).with_name("mpirun")), "-np", str(ranks),
                              str(lammps_dir / "lmp"), "-in", str(deck), "-log", "none"],
@@ -92,7 +94,7 @@ def main() -> None:
     print(f"{args.arch} hidden {args.hidden}, {args.layers} interactions, cutoff {args.cutoff} Å "
           f"(ghost cutoff {args.cutoff * args.layers + 2:.0f} Å), float32, 1 thread per rank, "
           f"{os.cpu_count()} cores")
-    print(f"{'box':<6}{'atoms':>7}{'ranks':>6}{'ghosts/rank':>12}{'ms/step':>10}"
+    print(f"{'box':<6}{'atoms':>7}{'ranks':>6}{'threads':>8}{'ghosts/rank':>12}{'ms/step':>10}"
           f"{'µs/atom-step':>14}{'raw ms':>9}{'overhead':>10}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -107,21 +109,26 @@ def main() -> None:
             data = work / f"water_{size}.data"
             write(data, atoms, format="lammps-data", specorder=["H", "O"], masses=True,
                   units="metal")
+            torch.set_num_threads(1)
             raw = raw_step_seconds(model, atoms)
-            for ranks in ((1, 2) if size == "4k" else (1,)):
+            runs = ((1, 1), (2, 1), (1, 2)) if size == "4k" else ((1, 1),)
+            for ranks, threads in runs:
                 seconds, ghosts = lammps_step_seconds(plugin, model, data, ranks, args.steps,
-                                                      work)
-                per_atom[(size, ranks)] = seconds / len(atoms)
-                print(f"{size:<6}{len(atoms):>7}{ranks:>6}{ghosts:>12}{seconds * 1e3:>10.1f}"
-                      f"{seconds / len(atoms) * 1e6:>14.1f}{raw * 1e3:>9.1f}"
-                      f"{seconds / raw:>10.2f}", flush=True)
-        if ("4k", 2) in per_atom:
-            print(f"\n4k water, 2 ranks vs 1: speed-up "
-                  f"{per_atom[('4k', 1)] / per_atom[('4k', 2)]:.2f}")
-        ones = [k for k in per_atom if k[1] == 1]
-        if len(ones) > 1:
-            first, last = ones[0], ones[-1]
-            print(f"time per atom-step at {last[0]} / at {first[0]}: "
+                                                      work, threads)
+                per_atom[(size, ranks, threads)] = seconds / len(atoms)
+                overhead = f"{seconds / raw:>10.2f}" if ranks * threads == 1 else f"{'':>10}"
+                print(f"{size:<6}{len(atoms):>7}{ranks:>6}{threads:>8}{ghosts:>12}"
+                      f"{seconds * 1e3:>10.1f}{seconds / len(atoms) * 1e6:>14.1f}"
+                      f"{raw * 1e3:>9.1f}{overhead}", flush=True)
+        if ("4k", 2, 1) in per_atom:
+            one = per_atom[("4k", 1, 1)]
+            print(f"\n4k water: 2 ranks × 1 thread vs 1 rank × 1 thread: speed-up "
+                  f"{one / per_atom[('4k', 2, 1)]:.2f}; 1 rank × 2 threads: "
+                  f"{one / per_atom[('4k', 1, 2)]:.2f}")
+        singles = [k for k in per_atom if k[1:] == (1, 1)]
+        if len(singles) > 1:
+            first, last = singles[0], singles[-1]
+            print(f"time per atom-step at {last[0]} / at {first[0]} (1 rank, 1 thread): "
                   f"{per_atom[last] / per_atom[first]:.2f}")
 
 

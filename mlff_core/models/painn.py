@@ -12,6 +12,8 @@ Output: one scalar per atom [N] (the `Potential` scales and shifts it to eV).
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -110,12 +112,17 @@ class PaiNN(nn.Module):
         )
         self.readout = mlp([hidden, hidden // 2, 1], "silu")
 
-    def forward(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
+    def forward(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor,
+                layer_edges: Optional[list[Tensor]] = None) -> Tensor:  # noqa: UP045
         distances = torch.linalg.norm(edge_vectors, dim=-1)
         directions = edge_vectors / distances.unsqueeze(-1)
         radial = self.rbf(distances) * self.envelope(distances).unsqueeze(-1)  # [E, R]
         s = self.embedding(species)
         v = torch.zeros(s.shape[0], 3, self.hidden, dtype=s.dtype, device=s.device)
-        for interaction in self.interactions:
-            s, v = interaction(s, v, radial, directions, edge_index)
+        for layer, interaction in enumerate(self.interactions):
+            if layer_edges is None:
+                s, v = interaction(s, v, radial, directions, edge_index)
+            else:
+                keep = layer_edges[layer]
+                s, v = interaction(s, v, radial[keep], directions[keep], edge_index[:, keep])
         return self.readout(s).squeeze(-1)

@@ -11,10 +11,13 @@ Methods (TorchScript, the model-file contract):
         builds its own neighbour list (cell list; periodic cells of any shape).
     forward_graph(positions [M,3], atomic_numbers [M], edge_index [2,E], n_local []) -> [n_local]
         per-atom energies of the first n_local atoms from engine-supplied neighbours
-        (local + ghost atoms, positions already imaged); edges beyond the cutoff are ignored.
+        (local + ghost atoms, positions already imaged); edges beyond the cutoff are ignored,
+        and each layer skips the ghosts that can no longer reach a local atom.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -65,11 +68,35 @@ class Potential(nn.Module):
         return index
 
     def atomic_energies(self, atomic_numbers: Tensor, edge_index: Tensor,
-                        edge_vectors: Tensor) -> Tensor:
-        """Energy of each atom, [N] eV, from edges (i ← j) and their vectors r_ij [E, 3] Å."""
+                        edge_vectors: Tensor,
+                        layer_edges: Optional[list[Tensor]] = None) -> Tensor:  # noqa: UP045
+        """Energy of each atom, [N] eV, from edges (i ← j) and their vectors r_ij [E, 3] Å.
+
+        `layer_edges` (one index tensor per interaction) restricts each layer to a subset of
+        the edges (see `forward_graph`).
+        """
         index = self.species_indices(atomic_numbers)
-        raw = self.representation(index, edge_index, edge_vectors)
+        raw = self.representation(index, edge_index, edge_vectors, layer_edges)
         return raw * self.energy_scale + self.atomic_reference[index]
+
+    def layer_edge_subsets(self, edge_index: Tensor, n_nodes: int, n_local: int) -> list[Tensor]:
+        """For each interaction, the edges whose receiver can still influence a local atom.
+
+        With T interactions, a local atom's energy depends on nodes up to T hops away, and
+        layer t (1-based) only needs to update nodes within T − t hops of a local atom. Hops
+        are counted along the given edges from the local atoms (the first `n_local` nodes).
+        Ghost atoms far from this rank's atoms are thus skipped layer by layer.
+        """
+        receiver, sender = edge_index[0], edge_index[1]
+        depth = self.num_interactions
+        hops = torch.full((n_nodes,), depth + 1, dtype=torch.long, device=edge_index.device)
+        hops[:n_local] = 0
+        for _ in range(depth - 1):
+            reached = hops[receiver] + 1
+            hops = hops.scatter_reduce(0, sender, reached, reduce="amin", include_self=True)
+        receiver_hops = hops[receiver]
+        return [torch.nonzero(receiver_hops <= depth - 1 - layer).reshape(-1)
+                for layer in range(depth)]
 
     def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor,
                 pbc: Tensor) -> Tensor:
@@ -88,8 +115,11 @@ class Potential(nn.Module):
         positions = positions.to(self.energy_scale.dtype)
         vectors = positions[edge_index[1]] - positions[edge_index[0]]
         inside = torch.linalg.norm(vectors, dim=-1) < self.cutoff
-        energies = self.atomic_energies(atomic_numbers, edge_index[:, inside], vectors[inside])
-        return energies[: int(n_local)]
+        edges, vectors = edge_index[:, inside], vectors[inside]
+        local = int(n_local)
+        subsets = self.layer_edge_subsets(edges, positions.shape[0], local)
+        energies = self.atomic_energies(atomic_numbers, edges, vectors, subsets)
+        return energies[:local]
 
     def batch_energies(self, atomic_numbers: Tensor, edge_index: Tensor, edge_vectors: Tensor,
                        batch: Tensor, num_graphs: int) -> Tensor:

@@ -8,6 +8,8 @@ Output: one scalar per atom [N] (dimensionless; the `Potential` scales and shift
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -67,11 +69,16 @@ class SchNet(nn.Module):
         )
         self.readout = mlp([hidden, hidden // 2, 1], "ssp")
 
-    def forward(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
+    def forward(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor,
+                layer_edges: Optional[list[Tensor]] = None) -> Tensor:  # noqa: UP045
         distances = torch.linalg.norm(edge_vectors, dim=-1)
         rbf = self.rbf(distances)
         envelope = self.envelope(distances)
         x = self.embedding(species)
-        for interaction in self.interactions:
-            x = interaction(x, rbf, envelope, edge_index)
+        for layer, interaction in enumerate(self.interactions):
+            if layer_edges is None:
+                x = interaction(x, rbf, envelope, edge_index)
+            else:
+                keep = layer_edges[layer]
+                x = interaction(x, rbf[keep], envelope[keep], edge_index[:, keep])
         return self.readout(x).squeeze(-1)
