@@ -20,7 +20,35 @@ from mlff_core.commands.train import export, train
 from mlff_core.errors import MLFFError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _PluginGroup(click.Group):
+    """A group that also offers the subcommands bridges register in the `mlff.commands`
+    entry-point group. They are loaded only when the command line asks for them, so importing
+    `mlff_core` never imports a bridge (dependencies point one way: bridges -> mlff_core)."""
+
+    @staticmethod
+    def _entries() -> dict:
+        from importlib.metadata import entry_points
+
+        return {entry.name: entry for entry in entry_points(group="mlff.commands")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._entries()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            return command
+        entry = self._entries().get(name)
+        if entry is None:
+            return None
+        try:
+            return entry.load()
+        except ImportError:  # a bridge whose engine is not installed
+            return None
+
+
+@click.group(cls=_PluginGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="mlff")
 def cli() -> None:
     """Machine-learning force fields in OpenMM, LAMMPS and ASE, with guardrails.
@@ -39,20 +67,6 @@ cli.add_command(evaluate)
 cli.add_command(report)
 cli.add_command(md)
 cli.add_command(demo)
-
-
-def _add_plugin_commands() -> None:
-    """Subcommands that bridges register in the `mlff.commands` entry-point group."""
-    from importlib.metadata import entry_points
-
-    for entry in entry_points(group="mlff.commands"):
-        try:
-            cli.add_command(entry.load(), entry.name)
-        except ImportError:  # a bridge whose engine is not installed
-            continue
-
-
-_add_plugin_commands()
 
 
 def _fail(message: str, code: int) -> None:
