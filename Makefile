@@ -23,4 +23,4 @@ test-all: env test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: env
-	$(BIN)/ruff check mlff_core openmm_bridge ase_bridge tests benchmarks
+	$(BIN)/ruff check mlff_core openmm_bridge ase_bridge plugins/lammps/mlff_lammps tests benchmarks

@@ -72,6 +72,7 @@ def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_di
     exploration.close()
     summary = {
         "engine": "ase", "model": str(model), "structure": str(structure), "atoms": len(atoms),
+        "trajectory": str(out / "trajectory.traj"), "topology": None,
         "temperature_K": temperature, "timestep_fs": timestep, "steps_requested": steps,
         "steps_run": dynamics.nsteps, "stopped": collapse.stopped,
         "reason": collapse.monitor.flagged[0][1] if collapse.stopped else None,

@@ -11,9 +11,11 @@ import sys
 import click
 
 from mlff_core import __version__
+from mlff_core.commands.active_learn import active_learn
 from mlff_core.commands.data import data
 from mlff_core.commands.demo import demo
 from mlff_core.commands.evaluate import evaluate
+from mlff_core.commands.finetune import finetune
 from mlff_core.commands.md import md
 from mlff_core.commands.report import report
 from mlff_core.commands.train import export, train
@@ -62,6 +64,8 @@ def cli() -> None:
 
 cli.add_command(data)
 cli.add_command(train)
+cli.add_command(finetune)
+cli.add_command(active_learn)
 cli.add_command(export)
 cli.add_command(evaluate)
 cli.add_command(report)

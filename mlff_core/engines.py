@@ -10,7 +10,9 @@ Every runner takes (model, structure, output_dir) and the keywords temperature (
 (fs), steps, report_interval, friction (1/ps), bond_threshold (Å), action ('stop', 'flag',
 'raise' on collapse), seed, advance (progress callback), plus engine-specific options, writes
 its files to output_dir, and returns a summary dict with at least steps_run, stopped, reason,
-last_good, seconds, ns_per_day, collapse, exploration, exploration_counts.
+last_good, seconds, ns_per_day, collapse, exploration, exploration_counts, trajectory (the
+trajectory file, one frame per report interval) and topology (a structure file that the
+trajectory reader needs for coordinate-only formats, or None).
 """
 
 from __future__ import annotations

@@ -142,6 +142,7 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
     summary = {
         "engine": "openmm", "platform": simulation.context.getPlatform().getName(),
         "backend": backend, "model": str(model), "structure": str(structure),
+        "trajectory": str(out / "trajectory.dcd"), "topology": str(out / "start.pdb"),
         "atoms": topology.getNumAtoms(), "temperature_K": temperature, "timestep_fs": timestep,
         "steps_requested": steps, **outcome, "seconds": seconds,
         "ns_per_day": outcome["steps_run"] * timestep * 1e-6 / (seconds / 86400.0)

@@ -103,14 +103,10 @@ def _cluster_labels(frames, model, n_clusters, labels_path):
 
         fitted = ConformationClusters(n_clusters=n_clusters).fit(frames)
         return fitted.labels_, f"{n_clusters} clusters fitted on the evaluated frames"
-    if model is not None and model.metadata.get("exploration"):
-        from mlff_core.metrics.clusters import ConformationClusters
-
-        for state in model.metadata["exploration"]["systems"]:
-            if state["atomic_numbers"] == frames.atomic_numbers.tolist() and \
-                    (state["descriptor"] == "pair_rdf") == frames.is_periodic:
-                clusters = ConformationClusters.from_dict(state)
-                return clusters.predict(frames), "the model file's training clusters"
+    clusters = None if model is None else \
+        model.clusters_for(frames.atomic_numbers, frames.is_periodic)
+    if clusters is not None:
+        return clusters.predict(frames), "the model file's training clusters"
     return None, "none"
 
 

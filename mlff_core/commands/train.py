@@ -7,12 +7,48 @@ import time
 import click
 
 from mlff_core.commands.data import SubsetSize
+from mlff_core.errors import MLFFError
 from mlff_core.export import export_run, load_model
 from mlff_core.models import ARCHITECTURES
 from mlff_core.progress import progress_bar
 from mlff_core.training import TrainingConfig, make_trainer
+from mlff_core.training.losses import FORCE_TERMS, parse_loss
 
 _DEFAULTS = TrainingConfig()
+
+
+class LossSpec(click.ParamType):
+    """`--loss cluster` or `--loss cluster=1,maxerr=0.1` (repeatable; weights add up)."""
+
+    name = "LOSS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, dict):
+            return value
+        try:
+            return parse_loss(value)
+        except MLFFError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def merge_losses(specs) -> dict[str, float]:
+    """One loss mapping from repeated `--loss` values (default: the MSE loss)."""
+    merged: dict[str, float] = {}
+    for spec in specs:
+        for name, weight in spec.items():
+            merged[name] = merged.get(name, 0.0) + weight
+    return merged or {"mse": 1.0}
+
+
+loss_option = click.option(
+    "--loss", "losses", multiple=True, type=LossSpec(),
+    help=f"Force loss term(s): {', '.join(FORCE_TERMS)}; weights as cluster=1,maxerr=0.1 "
+         "(default mse). Metric-guided terms are the force metrics themselves: cluster = mean "
+         "over conformation clusters of their F_mae, element = mean over elements, fnm = "
+         "mass-normalised, maxerr = mean per-frame max error.")
+loss_clusters_option = click.option(
+    "--loss-clusters", "n_clusters", type=click.IntRange(min=1),
+    help="Conformation clusters per system for cluster losses (default: by silhouette).")
 
 
 @click.command()
@@ -50,7 +86,10 @@ _DEFAULTS = TrainingConfig()
               default=_DEFAULTS.early_stopping_patience, show_default=True,
               help="Early stopping: epochs without validation improvement.")
 @click.option("--energy-weight", type=float, default=_DEFAULTS.energy_weight, show_default=True,
-              help="ρ: weight of squared energy errors (eV²) against force errors (eV²/Å²).")
+              help="ρ: weight of squared energy errors (eV²) against force errors (eV²/Å²); "
+                   "of absolute energy errors with metric-guided losses only.")
+@loss_option
+@loss_clusters_option
 @click.option("--ema-decay", type=float, default=_DEFAULTS.ema_decay, show_default=True)
 @click.option("--clip", "gradient_clip", type=float, default=_DEFAULTS.gradient_clip,
               show_default=True, help="Gradient-norm clipping (0: off).")
@@ -65,7 +104,8 @@ _DEFAULTS = TrainingConfig()
 def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_interactions,
           cutoff, num_rbf, radial, cutoff_fn, epochs, batch_size, learning_rate, lr_factor,
           lr_patience, min_learning_rate, early_stopping_patience, energy_weight, ema_decay,
-          gradient_clip, dtype, device, seed, max_minutes, init_model, resume) -> None:
+          losses, n_clusters, gradient_clip, dtype, device, seed, max_minutes, init_model,
+          resume) -> None:
     """Train a force field on labelled frames (energies and forces).
 
     \b
@@ -74,6 +114,7 @@ def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_int
       mlff train --data aspirin.npz --model schnet --hidden 128 --epochs 500 -o runs/schnet
       mlff train --data aspirin.npz -o runs/aspirin --resume        # after an interruption
       mlff train --data new.npz --init-model aspirin.pt -o runs/ft  # fine-tune
+      mlff train --data aspirin.npz --loss cluster=1,maxerr=0.1 -o runs/cluster
     """
     overrides = {"hidden": hidden, "num_interactions": num_interactions, "cutoff": cutoff,
                  "num_rbf": num_rbf, "radial": radial, "cutoff_fn": cutoff_fn}
@@ -84,7 +125,7 @@ def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_int
         lr_patience=lr_patience, min_learning_rate=min_learning_rate,
         early_stopping_patience=early_stopping_patience, energy_weight=energy_weight,
         ema_decay=ema_decay, gradient_clip=gradient_clip, seed=seed, dtype=dtype, device=device,
-        max_minutes=max_minutes,
+        max_minutes=max_minutes, loss=merge_losses(losses), n_clusters=n_clusters,
     )
     explicit_epochs = click.get_current_context().get_parameter_source("epochs")
     trainer = make_trainer(

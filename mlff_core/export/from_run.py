@@ -16,6 +16,9 @@ from mlff_core.export.model_file import model_metadata, save_model_file
 from mlff_core.metrics.clusters import ConformationClusters
 from mlff_core.models import build_potential
 
+CLUSTER_METHOD = ("PCA + K-means on inverse pairwise distances (molecules) or element-pair RDF "
+                  "histograms (periodic); radius = largest member distance")
+
 
 def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
                dtype: str | None = None, clusters: bool = True, n_clusters: int | None = None,
@@ -30,7 +33,10 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
             engines can flag unexplored frames with the file alone.
         n_clusters: clusters per system; None chooses by silhouette score.
         cluster_data: frames to cluster instead of the run's training frames (rebuilt from
-            the recorded files and split indices by default).
+            the recorded files and split indices by default). A run trained with a cluster
+            loss stored its clusters (clusters.json); they are used when neither this nor
+            `n_clusters` is given, so the model file flags against the clusters it was
+            trained on.
     """
     run_dir = Path(run_dir)
     run_json, best = run_dir / "run.json", run_dir / "best.pt"
@@ -59,18 +65,19 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
         "run_dir": str(run_dir.resolve()),
     }
     exploration_state, exploration = None, None
-    if clusters:
+    stored_clusters = run_dir / "clusters.json"
+    if clusters and cluster_data is None and n_clusters is None and stored_clusters.exists():
+        states = json.loads(stored_clusters.read_text())
+        exploration_state = {"method": CLUSTER_METHOD, "systems": states}
+        exploration = ExplorationModel(states)
+    elif clusters:
         if cluster_data is None:
             from mlff_core.training.run import training_frames
 
             cluster_data = training_frames(run["data"])
         fitted = [ConformationClusters(n_clusters=n_clusters).fit(part) for part in cluster_data]
         states = [f.to_dict() for f in fitted]
-        exploration_state = {
-            "method": "PCA + K-means on inverse pairwise distances (molecules) or element-pair "
-                      "RDF histograms (periodic); radius = largest member distance",
-            "systems": states,
-        }
+        exploration_state = {"method": CLUSTER_METHOD, "systems": states}
         exploration = ExplorationModel(states)
     systems = run.get("data", {}).get("systems", [])
     periodic = any(s.get("periodic", False) for s in systems) if systems else None

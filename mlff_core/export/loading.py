@@ -67,6 +67,18 @@ class LoadedModel:
                                  f"({str(exc).splitlines()[0]})") from None
         return potential
 
+    def clusters_for(self, atomic_numbers, periodic: bool):
+        """The training conformation clusters stored for this system (same atoms in the same
+        order, same periodicity), as a `ConformationClusters`; None when the file has none."""
+        from mlff_core.metrics.clusters import ConformationClusters
+
+        numbers = [int(z) for z in atomic_numbers]
+        for state in (self.metadata.get("exploration") or {}).get("systems", []):
+            if state["atomic_numbers"] == numbers and \
+                    (state["descriptor"] == "pair_rdf") == bool(periodic):
+                return ConformationClusters.from_dict(state)
+        return None
+
     def check_species(self, atomic_numbers) -> None:
         """Raise SpeciesError naming the first element the model does not know."""
         from ase.data import chemical_symbols

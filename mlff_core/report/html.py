@@ -58,7 +58,7 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def html_table(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f'<th class="{"name" if k == 0 else ""}">{html.escape(h)}</th>'
                    for k, h in enumerate(header))
     body = "".join("<tr>" + "".join(
@@ -98,7 +98,7 @@ def render_html(report: Report, title: str = "mlff-plugins report") -> str:
         names = [m["name"] for m in models]
         parts.append("<h2>Force metrics</h2>")
         keys = ["F_mae", "F_max_err", "FNM_mae", "FNM_max_err", "E_mae", "E_rmse", "n_frames"]
-        parts.append(_table(["metric", *names],
+        parts.append(html_table(["metric", *names],
                             [[k, *[m["metrics"]["global"].get(k) for m in models]]
                              for k in keys]))
         elements = list(models[0]["metrics"]["per_element"])
@@ -108,7 +108,7 @@ def render_html(report: Report, title: str = "mlff-plugins report") -> str:
             header = ["element"] + [f"{n} {k}" for n in names for k in pair]
             rows = [[s, *[m["metrics"]["per_element"][s][k] for m in models for k in pair]]
                     for s in elements]
-            parts.append(_table(header, rows))
+            parts.append(html_table(header, rows))
         cluster_ids = sorted({k for m in models for k in m["metrics"].get("per_cluster", {})},
                              key=int)
         if cluster_ids:
@@ -117,7 +117,7 @@ def render_html(report: Report, title: str = "mlff-plugins report") -> str:
             header = ["cluster"] + [f"{n} {k}" for n in names for k in pair]
             rows = [[c, *[m["metrics"]["per_cluster"].get(c, {}).get(k) for m in models
                           for k in pair]] for c in cluster_ids]
-            parts.append(_table(header, rows))
+            parts.append(html_table(header, rows))
         parts.append("<div>" + "".join(_figure(report, n) for n in (
             "clusters_F_mae", "clusters_F_max_err", "rbp", "elements_F_mae",
             "elements_FNM_mae", "pca_map", "error_histogram")) + "</div>")
@@ -131,7 +131,7 @@ def render_html(report: Report, title: str = "mlff-plugins report") -> str:
                 "mean_force_unexplored", "max_force_eV_per_A"]
         rows = [[t.get(k) if k != "file" else t["path"].rsplit("/", 1)[-1] for k in keys]
                 for t in doc["trajectories"]]
-        parts.append(_table(keys, rows))
+        parts.append(html_table(keys, rows))
         parts.append('<p class="note">Collapse: a bond deviating from its mean length in the '
                      f'reference data by more than {doc["trajectories"][0]["bond_threshold"]} Å. '
                      "h(r) MAE: mean over 500 bins on [0, 10) Å of |h − h_ref| (1/Å); forces in "
@@ -139,6 +139,11 @@ def render_html(report: Report, title: str = "mlff-plugins report") -> str:
         parts.append("<div>" + "".join(_figure(report, n) for n in (
             "stability", "hr", "rmsd", "rmsf", "contacts", "rdf", "max_force", "energy"))
             + "</div>")
+    return html_page(title, parts)
+
+
+def html_page(title: str, parts: list[str]) -> str:
+    """A complete page (inline style, no scripts, no external resources) around `parts`."""
     body = "\n".join(parts)
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"

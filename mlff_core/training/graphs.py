@@ -6,7 +6,8 @@ found once. During training the edge vectors are rebuilt from positions that req
     r_ij = pos[j] - pos[i] + shift_ij          (shift_ij = offsets_ij @ cell, Å)
 
 Each `Data` holds pos [N,3] Å, z [N], edge_index [2,E], shift [E,3] Å, energy [1] eV,
-forces [N,3] eV/Å, weight [1], frame [1] (index in its Frames), system [1] (index of its Frames).
+forces [N,3] eV/Å, weight [1], frame [1] (index in its Frames), system [1] (index of its Frames),
+and, when clusters are given, cluster [1] (the frame's conformation cluster).
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ def scripted_neighbor_list():
 
 def frame_graphs(frames: Frames, cutoff: float, dtype: torch.dtype = torch.float32,
                  indices: Sequence[int] | np.ndarray | None = None,
-                 weights: np.ndarray | None = None, system: int = 0) -> list[Data]:
+                 weights: np.ndarray | None = None, system: int = 0,
+                 clusters: np.ndarray | None = None) -> list[Data]:
     """One graph per selected frame (all when `indices` is None).
 
     Args:
         weights: [F] per-frame sample weights indexed by frame (default 1).
         system: index recorded in every graph (to tell systems apart in multi-system training).
+        clusters: [F] conformation cluster of each frame, indexed by frame.
     """
     search = scripted_neighbor_list()
     indices = range(frames.n_frames) if indices is None else indices
@@ -57,6 +60,8 @@ def frame_graphs(frames: Frames, cutoff: float, dtype: torch.dtype = torch.float
             system=torch.tensor([system]),
             weight=torch.tensor([1.0 if weights is None else float(weights[f])], dtype=dtype),
         )
+        if clusters is not None:
+            graph.cluster = torch.tensor([int(clusters[f])])
         if frames.energies is not None:
             graph.energy = torch.tensor([frames.energies[f]], dtype=dtype)
         if frames.forces is not None:

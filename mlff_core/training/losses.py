@@ -1,21 +1,50 @@
-"""Training losses. The base loss is energy + force (ASTEROID eq. 1, SchNet's weighting):
+"""Training losses: an energy term plus one or more weighted force terms.
+
+The default is the energy + force loss of SchNet and ASTEROID (eq. 1):
 
     L = Σ_f w_f [ ρ (E_f − Ê_f)² + (1 / 3N_f) Σ_{i,α} (F_iα − F̂_iα)² ]  /  Σ_f w_f
 
 with per-frame sample weights w_f and ρ small (force-dominated; default 0.01, energies in eV,
-forces in eV/Å). Extra terms (metric-guided losses, ...) are callables added with a weight.
+forces in eV/Å).
+
+Metric-guided force terms (JCP 159, 035101, section III) are the force metrics themselves,
+computed on the batch, so minimising one minimises that metric. With e_iα = F̂_iα − F_iα,
+frame weights w_f (1 unless reweighted) and relative atomic masses u_i:
+
+    global   F_mae   = Σ_f w_f mean_{i,α}|e_iα| / Σ_f w_f
+    cluster  mean over the conformation clusters k in the batch of F_mae over k's frames, so a
+             minority cluster weighs as much as the majority
+    element  mean over the elements S in the batch of F_mae^(S), the inner mean running over
+             the atoms of element S only
+    fnm      F_mae with |e_iα| / u_i (mass-normalised: a light atom's error counts more)
+    maxerr   F_max_err = Σ_f w_f max_{i,α}|e_iα| / Σ_f w_f
+    cluster-fnm, element-fnm   the cluster and element terms mass-normalised.
+
+Terms combine with weights (`{"cluster": 1.0, "maxerr": 0.1}`). The energy term follows the force
+terms' kind: ρ·(ΔE)² when the mix contains "mse", ρ·|ΔE| when every force term is an absolute
+error (so ρ keeps roughly the same balance between energies and forces).
+Extra terms (ASTEROID's score matching, ...) are callables added with a weight.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+from ase.data import atomic_masses
 from torch import Tensor
 from torch_geometric.data import Batch
 
+from mlff_core.errors import MLFFError
 from mlff_core.models.layers import scatter_sum
+
+FORCE_TERMS = ("mse", "global", "cluster", "element", "fnm", "maxerr", "cluster-fnm",
+               "element-fnm")
+
+#: Terms that need each frame's conformation cluster (graphs carry it as `cluster`).
+CLUSTER_TERMS = ("cluster", "cluster-fnm")
 
 
 @dataclass
@@ -34,18 +63,163 @@ class LossTerm(Protocol):
     def __call__(self, batch: Batch, predictions: Predictions) -> Tensor: ...
 
 
+def parse_loss(spec: str | Mapping[str, float]) -> dict[str, float]:
+    """Force terms and weights from `"cluster"`, `"cluster=1,maxerr=0.1"` or a mapping.
+
+    Raises:
+        MLFFError: an unknown term, a weight that is not a non-negative number, or all zero.
+    """
+    if isinstance(spec, Mapping):
+        items = [(str(k), v) for k, v in spec.items()]
+    else:
+        items = []
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            name, _, weight = part.partition("=")
+            items.append((name.strip(), weight.strip() or "1"))
+    terms: dict[str, float] = {}
+    for name, weight in items:
+        if name not in FORCE_TERMS:
+            raise MLFFError(f"unknown loss {name!r}; use one of {', '.join(FORCE_TERMS)} "
+                            "(combine as e.g. cluster=1,maxerr=0.1)")
+        try:
+            value = float(weight)
+        except (TypeError, ValueError):
+            raise MLFFError(f"loss {name!r}: weight {weight!r} is not a number") from None
+        if not value >= 0.0:
+            raise MLFFError(f"loss {name!r}: weight must be >= 0, got {weight}")
+        terms[name] = terms.get(name, 0.0) + value
+    if not terms or sum(terms.values()) <= 0.0:
+        raise MLFFError("the loss needs at least one force term with a positive weight")
+    return terms
+
+
 def per_frame_errors(batch: Batch, predictions: Predictions) -> tuple[Tensor, Tensor]:
     """Squared energy error [G] (eV²) and mean squared force component error [G] (eV²/Å²)."""
     energy_se = (predictions.energy - batch.energy).pow(2)
     squared = (predictions.forces - batch.forces).pow(2).sum(dim=-1)
-    per_graph = scatter_sum(squared, batch.batch, batch.num_graphs)
-    atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(squared.dtype)
-    return energy_se, per_graph / (3.0 * atoms)
+    return energy_se, _frame_mean(squared, batch) / 3.0
 
 
 def energy_force_loss(batch: Batch, predictions: Predictions, energy_weight: float) -> Tensor:
-    """The weighted energy + force loss above (a scalar)."""
+    """The weighted energy + force (MSE) loss above (a scalar)."""
     energy_se, force_mse = per_frame_errors(batch, predictions)
-    per_frame = energy_weight * energy_se + force_mse
-    weights = batch.weight
-    return (weights * per_frame).sum() / weights.sum().clamp_min(1e-12)
+    return _weighted_mean(energy_weight * energy_se + force_mse, batch.weight)
+
+
+def _weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
+    return (weights * values).sum() / weights.sum().clamp_min(1e-12)
+
+
+def _frame_mean(per_atom: Tensor, batch: Batch) -> Tensor:
+    """[G] mean over each frame's atoms of a per-atom value [N]."""
+    atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(per_atom.dtype)
+    return scatter_sum(per_atom, batch.batch, batch.num_graphs) / atoms
+
+
+def _frame_max(per_atom: Tensor, batch: Batch) -> Tensor:
+    """[G] max over each frame's atoms of a per-atom value [N] (subgradient: the argmax)."""
+    out = per_atom.new_full((batch.num_graphs,), float("-inf"))
+    return out.scatter_reduce(0, batch.batch, per_atom, reduce="amax", include_self=True)
+
+
+def _group_mean(values: Tensor, groups: Tensor, weights: Tensor) -> Tensor:
+    """Mean over the distinct `groups` [G] of each group's weighted mean of `values` [G]."""
+    _, inverse = torch.unique(groups, return_inverse=True)
+    count = int(inverse.max()) + 1
+    sums = scatter_sum(weights * values, inverse, count)
+    totals = scatter_sum(weights, inverse, count).clamp_min(1e-12)
+    return (sums / totals).mean()
+
+
+class ForceMetricLoss:
+    """One of the metric-guided force terms above, as a differentiable function of a batch.
+
+    Args:
+        kind: 'global', 'cluster', 'element', 'fnm', 'maxerr', 'cluster-fnm', 'element-fnm'.
+    """
+
+    def __init__(self, kind: str):
+        if kind not in FORCE_TERMS or kind == "mse":
+            raise MLFFError(f"unknown metric-guided loss {kind!r}")
+        self.name = kind
+        base, _, suffix = kind.partition("-")
+        self.base = base
+        self.mass_normalised = kind == "fnm" or suffix == "fnm"
+        self._masses: Tensor | None = None
+
+    def _component_errors(self, batch: Batch, predictions: Predictions) -> Tensor:
+        """[N, 3] |e| (divided by u_i when mass-normalised)."""
+        errors = (predictions.forces - batch.forces).abs()
+        if not self.mass_normalised:
+            return errors
+        if self._masses is None or self._masses.device != errors.device or \
+                self._masses.dtype != errors.dtype:
+            self._masses = torch.as_tensor(atomic_masses, dtype=errors.dtype,
+                                           device=errors.device)
+        return errors / self._masses[batch.z].unsqueeze(-1)
+
+    def __call__(self, batch: Batch, predictions: Predictions) -> Tensor:
+        errors = self._component_errors(batch, predictions)
+        weights = batch.weight
+        if self.base == "maxerr":
+            return _weighted_mean(_frame_max(errors.amax(dim=-1), batch), weights)
+        if self.base == "element":
+            return self._element_mean(errors.mean(dim=-1), batch)
+        frame_mae = _frame_mean(errors.mean(dim=-1), batch)
+        if self.base == "cluster":
+            clusters = getattr(batch, "cluster", None)
+            if clusters is None or bool((clusters < 0).any()):
+                raise MLFFError("the cluster loss needs the conformation cluster of every "
+                                "training frame")
+            return _group_mean(frame_mae, clusters, weights)
+        return _weighted_mean(frame_mae, weights)
+
+    @staticmethod
+    def _element_mean(atom_errors: Tensor, batch: Batch) -> Tensor:
+        """Mean over elements S of (weighted mean over frames holding S of mean_{i∈S} e_i)."""
+        elements, element_of_atom = torch.unique(batch.z, return_inverse=True)
+        n_elements, n_frames = elements.numel(), batch.num_graphs
+        # one slot per (frame, element): the frame's mean error over its atoms of that element
+        slot = batch.batch * n_elements + element_of_atom
+        sums = scatter_sum(atom_errors, slot, n_frames * n_elements)
+        counts = torch.bincount(slot, minlength=n_frames * n_elements).to(atom_errors.dtype)
+        present = counts > 0
+        means = sums / counts.clamp_min(1.0)
+        weights = batch.weight.repeat_interleave(n_elements) * present.to(atom_errors.dtype)
+        per_element = (weights * means).view(n_frames, n_elements).sum(0) / \
+            weights.view(n_frames, n_elements).sum(0).clamp_min(1e-12)
+        return per_element.mean()
+
+
+class CompositeLoss:
+    """ρ × energy term + Σ weight × force term (+ extra terms), as configured.
+
+    Args:
+        terms: force terms and weights (see `parse_loss`).
+        energy_weight: ρ.
+    """
+
+    def __init__(self, terms: Mapping[str, float], energy_weight: float):
+        self.terms = dict(terms)
+        self.energy_weight = energy_weight
+        self.squared_energy = "mse" in self.terms
+        self.metric_terms = [(w, ForceMetricLoss(k)) for k, w in self.terms.items()
+                             if k != "mse" and w > 0.0]
+
+    @property
+    def needs_clusters(self) -> bool:
+        return any(k in CLUSTER_TERMS and w > 0.0 for k, w in self.terms.items())
+
+    def __call__(self, batch: Batch, predictions: Predictions) -> Tensor:
+        energy_error = predictions.energy - batch.energy
+        energy = energy_error.pow(2) if self.squared_energy else energy_error.abs()
+        per_frame = self.energy_weight * energy
+        mse_weight = self.terms.get("mse", 0.0)
+        if mse_weight > 0.0:
+            per_frame = per_frame + mse_weight * per_frame_errors(batch, predictions)[1]
+        loss = _weighted_mean(per_frame, batch.weight)
+        for weight, term in self.metric_terms:
+            loss = loss + weight * term(batch, predictions)
+        return loss

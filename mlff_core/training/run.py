@@ -85,19 +85,23 @@ def prepare_data(data: Sequence[str | os.PathLike], val_data: Sequence[str | os.
     return train, validation, provenance
 
 
-def training_frames(provenance: dict[str, Any]) -> list[Frames]:
-    """Rebuild a run's training frames from its recorded files and indices.
+def training_frames(provenance: dict[str, Any], split: str = "train") -> list[Frames]:
+    """Rebuild a run's training (or, with split='val', validation) frames from its recorded
+    files and indices.
 
     Raises:
-        DataError: a file is missing or its content changed since training.
+        DataError: no files recorded, a file is missing, or its content changed since training.
     """
+    if not provenance.get("files") or not provenance.get("systems"):
+        raise DataError("the run recorded no data files to rebuild its frames from")
     systems = read_systems_from_files(provenance["files"])
     recorded = provenance["systems"]
     if [s.content_hash() for s in systems] != [d["hash"] for d in recorded]:
         raise DataError("the training data files changed since training",
                         ", ".join(provenance["files"]))
-    return [system[np.asarray(d["train_indices"], dtype=np.int64)]
-            for system, d in zip(systems, recorded, strict=True)]
+    key = {"train": "train_indices", "val": "val_indices"}[split]
+    return [system[np.asarray(d[key], dtype=np.int64)]
+            for system, d in zip(systems, recorded, strict=True) if len(d[key])]
 
 
 def make_trainer(config: TrainingConfig, run_dir: str | os.PathLike,

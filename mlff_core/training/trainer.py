@@ -1,11 +1,14 @@
 """The trainer: energy + force fitting with Adam, plateau LR schedule, EMA, early stopping,
-gradient clipping, per-sample weights, extra loss terms, warm starts, and resumable checkpoints.
+gradient clipping, per-sample weights, metric-guided force losses, extra loss terms, warm starts,
+and resumable checkpoints.
 
 A run directory holds:
     run.json        configuration, species, data provenance (files, hashes, levels, sizes)
     checkpoint.pt   full state after the last finished epoch (resume from here)
     best.pt         EMA weights of the epoch with the lowest validation loss (exported)
     log.csv         one row per epoch
+    clusters.json   the training frames' conformation clusters (for cluster losses, or as
+                    given, e.g. by fine-tuning; `export_run` reuses them)
 Checkpoints hold only tensors and plain values, and are read with `weights_only=True`.
 """
 
@@ -27,11 +30,12 @@ from torch_geometric.data import Batch
 from mlff_core.data.frames import Frames
 from mlff_core.errors import MLFFError
 from mlff_core.fileio import atomic_output
+from mlff_core.metrics.clusters import ConformationClusters
 from mlff_core.models import build_potential, hyperparameters
 from mlff_core.models.potential import Potential
 from mlff_core.training.ema import ExponentialMovingAverage
 from mlff_core.training.graphs import batches, frame_graphs
-from mlff_core.training.losses import LossTerm, Predictions, energy_force_loss
+from mlff_core.training.losses import CompositeLoss, LossTerm, Predictions, parse_loss
 
 LOG_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_energy_mae", "val_force_mae",
               "val_force_rmse", "seconds")
@@ -46,7 +50,10 @@ class TrainingConfig:
     """Everything that defines a training run (stored in run.json and every checkpoint).
 
     Units: learning rates per step; energy_weight ρ multiplies squared energy errors in eV²
-    against mean squared force errors in eV²/Å².
+    against mean squared force errors in eV²/Å² (absolute errors, eV, with metric-guided
+    force losses; see `mlff_core.training.losses`). `loss` maps force terms to weights;
+    `n_clusters` is the number of conformation clusters per system for cluster losses (None:
+    chosen by silhouette score).
     """
 
     architecture: str = "painn"
@@ -65,9 +72,15 @@ class TrainingConfig:
     dtype: str = "float32"
     device: str = "cpu"
     max_minutes: float | None = None
+    loss: dict[str, float] = field(default_factory=lambda: {"mse": 1.0})
+    n_clusters: int | None = None
 
     def __post_init__(self) -> None:
         self.hyperparameters = hyperparameters(self.architecture, **self.hyperparameters)
+        try:
+            self.loss = parse_loss(self.loss)
+        except MLFFError as exc:
+            raise TrainingError(str(exc)) from None
         if self.dtype not in ("float32", "float64"):
             raise TrainingError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.epochs < 1 or self.batch_size < 1:
@@ -133,6 +146,8 @@ class Trainer:
         init_potential: warm start (fine-tuning) from these weights; its species, reference
             energies and scale are kept.
         sample_weights: per system, [F] weights for the training frames (indexed by frame).
+        clusters: per training system, fitted conformation clusters for cluster losses
+            (default: fitted on the training frames with `config.n_clusters`).
         extra_losses: (weight, term) pairs added to the energy + force loss.
         provenance: data provenance written to run.json (and later to the model file).
     """
@@ -140,6 +155,7 @@ class Trainer:
     def __init__(self, config: TrainingConfig, train: Sequence[Frames], val: Sequence[Frames],
                  run_dir: str | os.PathLike, *, init_potential: Potential | None = None,
                  sample_weights: Sequence[np.ndarray] | None = None,
+                 clusters: Sequence[ConformationClusters] | None = None,
                  extra_losses: Sequence[tuple[float, LossTerm]] = (),
                  provenance: dict[str, Any] | None = None):
         self.config = config
@@ -173,13 +189,27 @@ class Trainer:
         self.potential.to(device=self.device, dtype=config.torch_dtype)
         self.species = [int(z) for z in self.potential.species.tolist()]
 
+        self.loss_function = CompositeLoss(config.loss, config.energy_weight)
+        self.clusters = list(clusters) if clusters is not None else None
+        train_clusters: list[np.ndarray | None] = [None] * len(train)
+        val_clusters: list[np.ndarray | None] = [None] * len(val)
+        if self.loss_function.needs_clusters:
+            if self.clusters is None:
+                self.clusters = [ConformationClusters(n_clusters=config.n_clusters,
+                                                      random_state=config.seed).fit(part)
+                                 for part in train]
+            train_clusters = self._cluster_ids(train)
+            val_clusters = self._cluster_ids(val)
+
         cutoff = self.potential.cutoff
         weights = list(sample_weights) if sample_weights is not None else [None] * len(train)
         self.train_graphs = [g for k, part in enumerate(train)
                              for g in frame_graphs(part, cutoff, config.torch_dtype,
-                                                   weights=weights[k], system=k)]
+                                                   weights=weights[k], system=k,
+                                                   clusters=train_clusters[k])]
         self.val_graphs = [g for k, part in enumerate(val)
-                           for g in frame_graphs(part, cutoff, config.torch_dtype, system=k)]
+                           for g in frame_graphs(part, cutoff, config.torch_dtype, system=k,
+                                                 clusters=val_clusters[k])]
 
         self.optimizer = torch.optim.Adam(self.potential.parameters(), lr=config.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -192,6 +222,22 @@ class Trainer:
         self.best_epoch = 0
         self.epochs_without_improvement = 0
         self.stop_reason = ""
+
+    def _cluster_ids(self, systems: Sequence[Frames]) -> list[np.ndarray]:
+        """Per system, [F] the nearest training cluster of each frame, numbered across systems
+        (system 0's clusters first)."""
+        assert self.clusters is not None
+        offsets = np.cumsum([0] + [c.n_clusters_ for c in self.clusters])
+        ids = []
+        for part in systems:
+            match = [k for k, c in enumerate(self.clusters)
+                     if np.array_equal(c.atomic_numbers_, part.atomic_numbers)]
+            if not match:
+                raise TrainingError(f"{part.source or part.formula}: no conformation clusters "
+                                    "for this system (the cluster loss needs them)")
+            nearest, _ = self.clusters[match[0]].classify(part)
+            ids.append(nearest + offsets[match[0]])
+        return ids
 
     # ---------------------------------------------------------------------------- persistence
     @property
@@ -217,6 +263,9 @@ class Trainer:
         }
         with atomic_output(self.run_dir / "run.json", "w") as fh:
             json.dump(document, fh, indent=2, default=str)
+        if self.clusters is not None:
+            with atomic_output(self.run_dir / "clusters.json", "w") as fh:
+                json.dump([c.to_dict() for c in self.clusters], fh)
 
     def _save(self, path: Path, state: dict[str, Any]) -> None:
         with atomic_output(path) as fh:
@@ -280,7 +329,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- training
     def _loss(self, batch: Batch, predictions: Predictions) -> torch.Tensor:
-        loss = energy_force_loss(batch, predictions, self.config.energy_weight)
+        loss = self.loss_function(batch, predictions)
         for weight, term in self.extra_losses:
             loss = loss + weight * term(batch, predictions)
         return loss

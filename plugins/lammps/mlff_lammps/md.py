@@ -39,7 +39,8 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
     """Langevin MD (fix nve + fix langevin) with pair_style mlff and fix mlff/monitor.
 
     Writes to `output_dir`: start.data, in.md (the deck that ran), log.lammps,
-    trajectory.lammpstrj (with element names), monitor.log, flagged.xyz, summary.json.
+    trajectory.lammpstrj (element names, unwrapped coordinates), monitor.log, flagged.xyz,
+    summary.json.
     `action` concerns collapse: 'stop' halts on the first collapsed frame, 'flag' only records,
     'raise' stops and then raises; unexplored frames are always only flagged.
     """
@@ -64,7 +65,7 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
                f"threshold {bond_threshold} explore yes stop {stop} stop_unexplored no "
                f"file {out / 'monitor.log'} frames {out / 'flagged.xyz'}")
     dump = (f"dump trajectory all custom {report_interval} {out / 'trajectory.lammpstrj'} "
-            "id type element x y z fx fy fz")
+            "id type element xu yu zu fx fy fz")
     deck = "\n".join([
         "units metal",
         "atom_style atomic",
@@ -115,7 +116,8 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
         last_good = _write_last_good(out, int(flagged_lines[0][0]), report_interval, elements)
     summary = {
         "engine": "lammps", "model": str(model), "structure": str(structure),
-        "atoms": len(start.atoms), "temperature_K": temperature, "timestep_fs": timestep,
+        "atoms": len(start.atoms), "trajectory": str(out / "trajectory.lammpstrj"),
+        "topology": None, "temperature_K": temperature, "timestep_fs": timestep,
         "steps_requested": steps, "steps_run": done, "stopped": stopped, "reason": reason,
         "last_good": last_good, "seconds": seconds,
         "ns_per_day": done * timestep * 1e-6 / (seconds / 86400.0) if seconds else None,

@@ -1,0 +1,157 @@
+"""Metric-guided losses: each equals its force-metric definition (hand-computed cases and
+`force_metrics`), has finite gradients, and trains inside the Trainer."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mlff_core.data.frames import Frames
+from mlff_core.errors import MLFFError
+from mlff_core.metrics.force import force_metrics
+from mlff_core.training import Trainer, TrainingConfig
+from mlff_core.training.graphs import batches, frame_graphs
+from mlff_core.training.losses import CompositeLoss, ForceMetricLoss, Predictions, parse_loss
+
+WATER = np.array([[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0], [-0.24, 0.927, 0.0]])
+U_O, U_H = 15.999, 1.008  # ASE's relative atomic masses
+
+
+def _frames(n_frames: int, atomic_numbers, base, seed: int) -> Frames:
+    rng = np.random.default_rng(seed)
+    positions = base + 0.05 * rng.standard_normal((n_frames, *np.shape(base)))
+    return Frames(positions=positions, atomic_numbers=atomic_numbers,
+                  energies=rng.normal(size=n_frames),
+                  forces=rng.normal(size=(n_frames, len(atomic_numbers), 3)))
+
+
+def _batch(frames: Frames, clusters=None, weights=None, system=0):
+    graphs = frame_graphs(frames, 3.0, torch.float64, clusters=clusters, weights=weights,
+                          system=system)
+    (batch,) = batches(graphs, 64, shuffle=False, seed=0)
+    return batch
+
+
+def _predictions(batch, errors: np.ndarray, energy_errors=None) -> Predictions:
+    """Predictions = labels + the given per-atom errors [N, 3]."""
+    forces = (batch.forces + torch.as_tensor(errors.reshape(-1, 3))).requires_grad_(True)
+    energy = batch.energy + (0.0 if energy_errors is None else torch.as_tensor(energy_errors))
+    return Predictions(energy, forces)
+
+
+def test_hand_computed_water_case():
+    """Two water frames; frame 1's largest error sits on a hydrogen."""
+    frames = _frames(2, [8, 1, 1], WATER, 0)
+    errors = np.array([[[0.3, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],     # frame 0
+                       [[0.0, 0.1, 0.0], [0.0, 0.0, -0.2], [0.0, 0.0, 0.0]]])   # frame 1
+    batch = _batch(frames, clusters=np.array([0, 1]))
+    prediction = _predictions(batch, errors)
+    value = {kind: float(ForceMetricLoss(kind)(batch, prediction).detach()) for kind in
+             ("global", "cluster", "element", "fnm", "maxerr", "cluster-fnm", "element-fnm")}
+    # per-frame F_mae: 0.3/9 and 0.3/9; F_max: 0.3 and 0.2
+    assert value["global"] == pytest.approx(0.3 / 9)
+    assert value["cluster"] == pytest.approx(0.3 / 9)  # two one-frame clusters, equal errors
+    assert value["maxerr"] == pytest.approx((0.3 + 0.2) / 2)
+    # O: frames 0.3/3 and 0.1/3; H: frames 0 and 0.2/6
+    assert value["element"] == pytest.approx(((0.3 / 3 + 0.1 / 3) / 2 + (0.2 / 6) / 2) / 2)
+    fnm = ((0.3 / U_O) / 9 + (0.1 / U_O + 0.2 / U_H) / 9) / 2
+    assert value["fnm"] == pytest.approx(fnm, rel=1e-4)
+    assert value["cluster-fnm"] == pytest.approx(fnm, rel=1e-4)
+    element_fnm = ((0.3 / U_O / 3 + 0.1 / U_O / 3) / 2 + (0.2 / U_H / 6) / 2) / 2
+    assert value["element-fnm"] == pytest.approx(element_fnm, rel=1e-4)
+
+
+def test_losses_equal_force_metrics_on_random_errors():
+    frames = _frames(12, [6, 8, 1, 1, 1], np.vstack([WATER, [[1.5, 1.0, 0.0], [2.0, -0.5, 0.3]]]),
+                     1)
+    rng = np.random.default_rng(2)
+    labels = np.array([0] * 8 + [1] * 3 + [2])  # a majority cluster and two minority ones
+    errors = rng.normal(scale=0.1, size=(12, 5, 3))
+    batch = _batch(frames, clusters=labels)
+    prediction = _predictions(batch, errors)
+    metrics = force_metrics(frames, frames.forces + errors, cluster_labels=labels, unit="eV/A")
+    per_cluster = metrics["per_cluster"]
+
+    def loss(kind):
+        return float(ForceMetricLoss(kind)(batch, prediction).detach())
+
+    assert loss("global") == pytest.approx(metrics["global"]["F_mae"], rel=1e-10)
+    assert loss("fnm") == pytest.approx(metrics["global"]["FNM_mae"], rel=1e-4)
+    assert loss("maxerr") == pytest.approx(metrics["global"]["F_max_err"], rel=1e-10)
+    assert loss("cluster") == pytest.approx(
+        np.mean([c["F_mae"] for c in per_cluster.values()]), rel=1e-10)
+    assert loss("cluster-fnm") == pytest.approx(
+        np.mean([c["FNM_mae"] for c in per_cluster.values()]), rel=1e-4)
+    assert loss("element") == pytest.approx(
+        np.mean([e["F_mae"] for e in metrics["per_element"].values()]), rel=1e-10)
+    assert loss("element-fnm") == pytest.approx(
+        np.mean([e["FNM_mae"] for e in metrics["per_element"].values()]), rel=1e-4)
+    # the cluster loss weighs the one-frame cluster as much as the eight-frame one
+    assert loss("cluster") != pytest.approx(loss("global"), rel=1e-3)
+
+
+def test_element_loss_across_systems_and_sample_weights():
+    water = _frames(2, [8, 1, 1], WATER, 3)
+    h2 = _frames(1, [1, 1], WATER[:2] * 0.8, 4)
+    graphs = frame_graphs(water, 3.0, torch.float64, weights=np.array([1.0, 3.0])) + \
+        frame_graphs(h2, 3.0, torch.float64, system=1)
+    (batch,) = batches(graphs, 8, shuffle=False, seed=0)
+    errors = np.zeros((8, 3))
+    errors[0, 0] = 0.6   # water frame 0, O
+    errors[4, 1] = 0.3   # water frame 1, H
+    errors[6, 2] = 0.9   # H2, first H
+    prediction = _predictions(batch, errors)
+    # O: frame 0 only holds an error: (1 * 0.2 + 3 * 0) / 4 = 0.05;
+    # H: water frames 0, 0.1/2 (weights 1, 3) and H2 0.3/2 (weight 1): (0 + 3*0.05 + 0.15) / 5
+    expected = (0.05 + (3 * 0.05 + 0.15) / 5) / 2
+    assert float(ForceMetricLoss("element")(batch, prediction).detach()) == pytest.approx(expected)
+    # weighted global F_mae: frames 0.6/9, 0.3/9, 0.9/6 with weights 1, 3, 1
+    expected_global = (0.6 / 9 + 3 * 0.3 / 9 + 0.9 / 6) / 5
+    value = float(ForceMetricLoss("global")(batch, prediction).detach())
+    assert value == pytest.approx(expected_global)
+
+
+@pytest.mark.parametrize("kind", ["global", "cluster", "element", "fnm", "maxerr", "element-fnm"])
+def test_gradients_are_finite(kind):
+    frames = _frames(4, [8, 1, 1], WATER, 5)
+    batch = _batch(frames, clusters=np.array([0, 0, 1, 1]))
+    errors = np.zeros((4, 3, 3))
+    errors[1, 2] = [0.1, 0.1, 0.1]  # ties in the max, zeros in |e|: subgradients must stay finite
+    prediction = _predictions(batch, errors)
+    (gradient,) = torch.autograd.grad(ForceMetricLoss(kind)(batch, prediction),
+                                      prediction.forces)
+    assert torch.isfinite(gradient).all() and gradient.abs().sum() > 0
+
+
+def test_composite_energy_term_follows_force_terms():
+    frames = _frames(2, [8, 1, 1], WATER, 6)
+    batch = _batch(frames)
+    prediction = _predictions(batch, np.zeros((2, 3, 3)), energy_errors=np.array([0.2, -0.4]))
+    assert float(CompositeLoss({"mse": 1.0}, 0.5)(batch, prediction)) == \
+        pytest.approx(0.5 * (0.04 + 0.16) / 2)
+    assert float(CompositeLoss({"global": 1.0, "maxerr": 2.0}, 0.5)(batch, prediction)) == \
+        pytest.approx(0.5 * (0.2 + 0.4) / 2)
+
+
+def test_parse_loss():
+    assert parse_loss("cluster") == {"cluster": 1.0}
+    assert parse_loss("cluster=1, maxerr=0.1") == {"cluster": 1.0, "maxerr": 0.1}
+    for bad in ("clusters", "cluster=x", "cluster=-1", "global=0", ""):
+        with pytest.raises(MLFFError):
+            parse_loss(bad)
+
+
+def test_trainer_with_cluster_loss_fits_and_stores_clusters(tmp_path):
+    frames = _frames(16, [8, 1, 1], WATER, 7)
+    config = TrainingConfig(architecture="schnet", epochs=2, batch_size=4, seed=0,
+                            dtype="float64", loss={"cluster": 1.0, "maxerr": 0.1}, n_clusters=3,
+                            hyperparameters={"hidden": 16, "num_interactions": 1,
+                                             "cutoff": 3.0})
+    trainer = Trainer(config, [frames[:12]], [frames[12:]], tmp_path)
+    ids = {int(g.cluster) for g in trainer.train_graphs}
+    assert ids == {0, 1, 2}
+    record = trainer.fit()
+    assert np.isfinite(record.train_loss) and np.isfinite(record.val_loss)
+    stored = json.loads((tmp_path / "clusters.json").read_text())
+    assert stored[0]["n_clusters"] == 3
