@@ -84,17 +84,25 @@ def active_learn(model_path, structures, engine, level, rounds, data, runs_per_s
         engine_options={"platform": platform} if platform else {})
     summary = run_active_learning(model_path, structures, output_dir, settings, data=data,
                                   progress=progress_bar)
-    scale = force_conversion("kcal/mol/A")
-    click.echo("model  median frames before collapse  collapsed  unexplored  added  "
-               "val F_mae (kcal/mol/Å)")
-    for r in summary["rounds"]:
-        click.echo(f"M{r['round'] - 1:<5} {r['median_frames_before_collapse']:>29.1f}  "
-                   f"{r['collapsed_runs']:>4}/{len(r['runs']):<4} {r['unexplored_ratio']:>10.3f}"
-                   f"  {r['new_frames']:>5}  {r['val_F_mae'] * scale:.3f} (after round)")
-    final = summary.get("final")
-    if final:
-        click.echo(f"M{len(summary['rounds']):<5} {final['median_frames_before_collapse']:>29.1f}"
-                   f"  {final['collapsed_runs']:>4}/{len(final['runs']):<4} "
-                   f"{final['unexplored_ratio']:>10.3f}")
+    click.echo(format_rounds(summary))
     click.echo(f"final model: {summary['final_model']}")
     click.echo(f"report: {output_dir}/report.html")
+
+
+def format_rounds(summary: dict) -> str:
+    """The per-round table of a continued-learning summary, as text."""
+    scale = force_conversion("kcal/mol/A")
+    lines = ["model  median frames before collapse  collapsed  unexplored  added  "
+             "val F_mae after (kcal/mol/Å)"]
+    for r in summary["rounds"]:
+        lines.append(f"M{r['round'] - 1:<5} {r['median_frames_before_collapse']:>29.1f}  "
+                     f"{r['collapsed_runs']:>4}/{len(r['runs']):<4} "
+                     f"{r['unexplored_ratio']:>10.3f}  {r['new_frames']:>5}  "
+                     f"{r['val_F_mae'] * scale:.3f}")
+    final = summary.get("final")
+    if final:
+        lines.append(f"M{len(summary['rounds']):<5} "
+                     f"{final['median_frames_before_collapse']:>29.1f}  "
+                     f"{final['collapsed_runs']:>4}/{len(final['runs']):<4} "
+                     f"{final['unexplored_ratio']:>10.3f}")
+    return "\n".join(lines)

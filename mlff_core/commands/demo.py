@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from mlff_core.commands.active_learn import format_rounds
 from mlff_core.commands.data import format_summary
 from mlff_core.commands.report import format_comparison
 from mlff_core.data.formats import write_frames
@@ -24,6 +25,7 @@ from mlff_core.progress import progress_bar
 from mlff_core.report.build import build_report
 from mlff_core.report.html import render_html
 from mlff_core.training import TrainingConfig, make_trainer
+from mlff_core.training.active import ActiveLearningSettings, active_learn
 
 
 @click.command()
@@ -50,6 +52,8 @@ def demo(output_dir, n_frames, epochs, train_minutes, md_steps, seed) -> None:
       5. 1 ps of OpenMM Langevin MD (TorchForce) with the collapse/exploration/force reporters
       6. 1 ps of LAMMPS Langevin MD (the plugin, built on first use) with fix mlff/monitor
       7. a report (HTML + JSON) on held-out frames and the three MD trajectories
+      8. one short round of continued learning at 700 K: MD, GFN2-xTB labels for the
+         unexplored and pre-collapse frames, more training, MD again (its own report page)
 
     \b
     Example:
@@ -124,4 +128,16 @@ def demo(output_dir, n_frames, epochs, train_minutes, md_steps, seed) -> None:
         fh.write(render_html(report, "mlff-plugins demo: aspirin at 500 K"))
     click.echo(format_comparison(report.document))
     click.echo(f"report: {(out / 'report.html').resolve()}")
+
+    click.echo("\n== 8. continued learning: one round at 700 K (ASE), GFN2-xTB labels")
+    al_dir = out / "active_learning"
+    shutil.rmtree(al_dir, ignore_errors=True)
+    settings = ActiveLearningSettings(
+        engine="ase", level="gfn2", rounds=1, runs_per_structure=2, temperature=700.0,
+        steps=max(md_steps // 2, 20), report_interval=20, max_new_frames=40, epochs=10,
+        learning_rate=2e-4, batch_size=8, max_minutes=1.0, seed=seed)
+    summary = active_learn(model_path, start, al_dir, settings, data=[data_path],
+                           progress=progress_bar)
+    click.echo(format_rounds(summary))
+    click.echo(f"report: {(al_dir / 'report.html').resolve()}")
     click.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s; files in {out}/")

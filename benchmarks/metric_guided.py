@@ -1,0 +1,233 @@
+"""Metric-guided training, RBP fine-tuning and continued learning on generated aspirin data: the
+qualitative findings of JCP 159, 035101 (section III) reproduced with this package.
+
+Data: the 1,200-frame 500 K GFN2-xTB aspirin trajectory of `train_aspirin.py`, cut into K
+conformation clusters (PCA + K-means). A quarter of every cluster is held out for testing; the
+training set takes `--train` frames of the rest but only `--minority` frames of the smallest
+cluster, so that cluster is under-represented.
+
+(a) PaiNN trained with the global loss (F_mae) and with the cluster loss (mean over clusters of
+    F_mae), same budget: per-cluster test F_mae, worst cluster.
+(b) The global model fine-tuned with RBP reweighting and, as the control, with uniform weights
+    (same epochs): RBP per cluster on the training frames, its spread (max − min, std).
+(c) Continued learning from the global model: `--md-runs` ASE runs per pass at `--temperature`,
+    unexplored + pre-collapse frames labelled with GFN2-xTB, `--rounds` rounds; frames before
+    collapse per model (violin plot in benchmarks/figures/).
+
+    python benchmarks/metric_guided.py [--minutes 6] [--md-runs 10] [--rounds 2] [--json out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_aspirin import dataset  # noqa: E402
+
+from mlff_core import units  # noqa: E402
+from mlff_core.data.formats import write_frames  # noqa: E402
+from mlff_core.export import export_run, load_model  # noqa: E402
+from mlff_core.metrics.clusters import ConformationClusters  # noqa: E402
+from mlff_core.metrics.force import force_metrics  # noqa: E402
+from mlff_core.metrics.predict import predict_with_model  # noqa: E402
+from mlff_core.progress import progress_bar  # noqa: E402
+from mlff_core.report.plots import png_base64, stability_violins  # noqa: E402
+from mlff_core.training import Trainer, TrainingConfig  # noqa: E402
+from mlff_core.training.active import ActiveLearningSettings, active_learn  # noqa: E402
+from mlff_core.training.finetune import finetune  # noqa: E402
+
+CACHE = Path(__file__).parent / ".cache" / "metric_guided"
+FIGURES = Path(__file__).parent / "figures"
+KCAL = 1.0 / units.KCAL_PER_MOL  # eV/Å → kcal/mol/Å
+HYPER = {"hidden": 64, "num_interactions": 3}
+
+
+def build_sets(args) -> dict:
+    frames = dataset(1200, 0)
+    clusters = ConformationClusters(n_clusters=args.clusters, random_state=0).fit(frames)
+    labels = clusters.labels_
+    rng = np.random.default_rng(0)
+    sizes = np.bincount(labels, minlength=args.clusters)
+    minority = int(np.argmin(sizes))
+    test, pool = [], []
+    for k in range(args.clusters):
+        members = rng.permutation(np.flatnonzero(labels == k))
+        cut = len(members) // 4
+        test += members[:cut].tolist()
+        pool += members[cut:].tolist() if k != minority else \
+            members[cut:cut + args.minority].tolist()
+    pool = rng.permutation(np.array(pool))
+    majority = [i for i in pool if labels[i] != minority]
+    rare = [i for i in pool if labels[i] == minority]
+    n_val = 30
+    val = majority[:n_val]
+    train = np.array(majority[n_val:n_val + args.train - len(rare)] + rare)
+    return {"frames": frames, "clusters": clusters, "labels": labels, "minority": minority,
+            "sizes": sizes.tolist(), "train": train, "val": np.array(val),
+            "test": np.array(sorted(test))}
+
+
+def per_cluster(model_path: Path, frames, labels) -> dict:
+    model = load_model(model_path)
+    energies, forces = predict_with_model(model, frames)
+    metrics = force_metrics(frames, forces, energies, cluster_labels=labels, unit="kcal/mol/A")
+    return {"global_F_mae": metrics["global"]["F_mae"],
+            "clusters": {int(k): {"F_mae": v["F_mae"], "RBP": v["RBP"], "frames": v["n_frames"]}
+                         for k, v in metrics["per_cluster"].items()}}
+
+
+def train_model(name: str, loss: dict, sets: dict, minutes: float) -> Path:
+    out = CACHE / name
+    model_path = out / "model.pt"
+    if model_path.exists():
+        return model_path
+    frames = sets["frames"]
+    config = TrainingConfig(architecture="painn", hyperparameters=HYPER, epochs=10_000,
+                            batch_size=16, learning_rate=1e-3, lr_patience=10,
+                            early_stopping_patience=10_000, loss=loss, max_minutes=minutes)
+    trainer = Trainer(config, [frames[sets["train"]]], [frames[sets["val"]]], out / "run",
+                      clusters=[sets["clusters"]])
+    with progress_bar(f"training ({name})", int(minutes * 60)) as advance:
+        started = time.monotonic()
+
+        def tick(_record):
+            advance(int(time.monotonic() - started) - tick.done)
+            tick.done = int(time.monotonic() - started)
+        tick.done = 0
+        trainer.fit(tick)
+    return export_run(out / "run", model_path)
+
+
+def part_a(sets: dict, minutes: float) -> dict:
+    frames, labels = sets["frames"], sets["labels"]
+    test = frames[sets["test"]]
+    result = {}
+    for name, loss in (("global", {"global": 1.0}), ("cluster", {"cluster": 1.0})):
+        model = train_model(name, loss, sets, minutes)
+        table = per_cluster(model, test, labels[sets["test"]])
+        worst = max(table["clusters"], key=lambda k: table["clusters"][k]["F_mae"])
+        result[name] = {**table, "worst_cluster": worst,
+                        "worst_F_mae": table["clusters"][worst]["F_mae"],
+                        "minority_F_mae": table["clusters"][sets["minority"]]["F_mae"]}
+    return result
+
+
+def part_b(sets: dict, epochs: int) -> dict:
+    frames, labels = sets["frames"], sets["labels"]
+    train_file = write_frames(frames[sets["train"]], CACHE / "train.npz")
+    val_file = write_frames(frames[sets["val"]], CACHE / "val.npz")
+    base = CACHE / "global" / "model.pt"
+    result = {"before": per_cluster(base, frames[sets["train"]], labels[sets["train"]])}
+    for reweight in ("rbp", "none"):
+        out = CACHE / f"finetune_{reweight}"
+        if not (out / "model.pt").exists():
+            config = TrainingConfig(epochs=epochs, batch_size=16, learning_rate=2e-4,
+                                    early_stopping_patience=10_000, loss={"global": 1.0})
+            with progress_bar(f"fine-tuning ({reweight})", epochs) as advance:
+                finetune(base, [train_file], out, config, val_data=[val_file],
+                         reweight=reweight, on_epoch=lambda _r: advance(1))
+        result[reweight] = per_cluster(out / "model.pt", frames[sets["train"]],
+                                       labels[sets["train"]])
+        result[f"{reweight}_test"] = per_cluster(out / "model.pt", frames[sets["test"]],
+                                                 labels[sets["test"]])
+    for key in ("before", "rbp", "none"):
+        rbp = [c["RBP"] for c in result[key]["clusters"].values()]
+        result[key]["RBP_spread"] = float(np.ptp(rbp))
+        result[key]["RBP_std"] = float(np.std(rbp))
+    return result
+
+
+def part_c(sets: dict, args) -> dict:
+    frames = sets["frames"]
+    out = CACHE / f"active_{args.temperature:g}K"
+    if not (out / "summary.json").exists():
+        rng = np.random.default_rng(1)
+        starts = frames[rng.choice(sets["test"], args.md_runs, replace=False)]
+        start_file = write_frames(starts, CACHE / "starts.xyz")
+        data_file = write_frames(frames[np.concatenate([sets["train"], sets["val"]])],
+                                 CACHE / "train_val.npz")
+        settings = ActiveLearningSettings(
+            engine="ase", level="gfn2", rounds=args.rounds, runs_per_structure=1,
+            temperature=args.temperature, steps=args.steps, report_interval=20,
+            max_new_frames=args.new_frames, epochs=args.al_epochs, learning_rate=2e-4,
+            n_val=len(sets["val"]), seed=0)
+        active_learn(CACHE / "global" / "model.pt", start_file, out, settings,
+                     data=[data_file], progress=progress_bar)
+    summary = json.loads((out / "summary.json").read_text())
+    passes = {f"M{r['round'] - 1}": r["frames_before_collapse"] for r in summary["rounds"]}
+    passes[f"M{len(summary['rounds'])}"] = summary["final"]["frames_before_collapse"]
+    FIGURES.mkdir(exist_ok=True)
+    figure = stability_violins(passes)
+    figure.axes[0].set_title(f"Continued learning: aspirin, {args.temperature:g} K, ASE")
+    import base64
+    (FIGURES / "metric_guided_stability.png").write_bytes(base64.b64decode(png_base64(figure)))
+    return {"frames_before_collapse": passes,
+            "median": {k: float(np.median(v)) for k, v in passes.items()},
+            "unexplored_ratio": [r["unexplored_ratio"] for r in summary["rounds"]] +
+                                [summary["final"]["unexplored_ratio"]],
+            "new_frames": [r["new_frames"] for r in summary["rounds"]],
+            "val_F_mae": [r["val_F_mae"] * KCAL for r in summary["rounds"]],
+            "frames_per_run": args.steps // 20 + 1}
+
+
+def main() -> None:
+    global CACHE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clusters", type=int, default=4)
+    parser.add_argument("--train", type=int, default=300)
+    parser.add_argument("--minority", type=int, default=10)
+    parser.add_argument("--minutes", type=float, default=6.0, help="training budget per model")
+    parser.add_argument("--finetune-epochs", type=int, default=30)
+    parser.add_argument("--md-runs", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--temperature", type=float, default=800.0)
+    parser.add_argument("--new-frames", type=int, default=100)
+    parser.add_argument("--al-epochs", type=int, default=40)
+    parser.add_argument("--parts", default="abc")
+    parser.add_argument("--cache", type=Path, default=CACHE,
+                        help="where models and runs are kept (reused when present)")
+    parser.add_argument("--json", type=Path, help="results file (default: in --cache)")
+    args = parser.parse_args()
+    CACHE = args.cache
+    CACHE.mkdir(parents=True, exist_ok=True)
+    args.json = args.json or CACHE / "results.json"
+    sets = build_sets(args)
+    results = {"clusters": args.clusters, "cluster_sizes": sets["sizes"],
+               "minority": sets["minority"], "train": len(sets["train"]),
+               "test": len(sets["test"])}
+    print(f"clusters {sets['sizes']}, minority cluster {sets['minority']}; train "
+          f"{len(sets['train'])} frames ({args.minority} of the minority), test "
+          f"{len(sets['test'])}")
+    if "a" in args.parts:
+        results["a"] = part_a(sets, args.minutes)
+        for name in ("global", "cluster"):
+            r = results["a"][name]
+            print(f"(a) {name:7s} test F_mae {r['global_F_mae']:.3f}; worst cluster "
+                  f"{r['worst_cluster']} {r['worst_F_mae']:.3f}; minority "
+                  f"{r['minority_F_mae']:.3f} kcal/mol/Å")
+    if "b" in args.parts:
+        results["b"] = part_b(sets, args.finetune_epochs)
+        for key in ("before", "rbp", "none"):
+            r = results["b"][key]
+            rbp = {k: round(v["RBP"], 3) for k, v in r["clusters"].items()}
+            print(f"(b) {key:6s} RBP {rbp} spread {r['RBP_spread']:.3f} std "
+                  f"{r['RBP_std']:.3f}; train F_mae {r['global_F_mae']:.3f}")
+    if "c" in args.parts:
+        results["c"] = part_c(sets, args)
+        print(f"(c) median frames before collapse {results['c']['median']} "
+              f"(of {results['c']['frames_per_run']}); unexplored "
+              f"{results['c']['unexplored_ratio']}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2, default=str))
+    print(f"results: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
