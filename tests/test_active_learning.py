@@ -18,6 +18,7 @@ from mlff_core.export import export_run, load_model
 from mlff_core.labels import get_level
 from mlff_core.metrics.simulation import stability
 from mlff_core.monitors.detectors import ExplorationDetector
+from mlff_core.report.build import build_report
 from mlff_core.training import TrainingConfig, make_trainer
 from mlff_core.training.active import select_candidates
 
@@ -131,7 +132,7 @@ def test_refuses_mixed_levels_and_existing_output(weak_model, tmp_path):
 def test_round_with_other_engines(weak_model, tmp_path, engine):
     """The trajectory each engine writes (DCD + PDB, LAMMPS dump with a box around the
     molecule) is read back as the molecule and analysed like ASE's."""
-    _, model, starts = weak_model
+    data, model, starts = weak_model
     command = _al_command(model, starts, tmp_path / "al", "--no-final-md")
     command[command.index("ase")] = engine
     result = run_mlff(*command)
@@ -147,5 +148,10 @@ def test_round_with_other_engines(weak_model, tmp_path, engine):
     bonds = covalent_bonds(start.to_atoms(0))
     lengths = np.linalg.norm(positions[:, bonds[:, 0]] - positions[:, bonds[:, 1]], axis=-1)
     assert lengths.max() < 3.0
+    # the offline report reads the same trajectory as the same molecule
+    report = build_report([model], data, [f"{engine}={md['trajectory']}"],
+                          topology=md["topology"])
+    (entry,) = report.document["trajectories"]
+    assert entry["frames"] == trajectory.n_frames and "hr_mae" in entry
     assert round_["new_frames"] == read_frames(tmp_path / "al" / "round_1" /
                                                "new_frames.npz").n_frames

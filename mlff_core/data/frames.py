@@ -262,6 +262,12 @@ class Frames:
         for i in range(self.n_frames):
             yield self[i]
 
+    def without_cell(self) -> Frames:
+        """The same frames as an isolated system (no cell, no periodicity): for a molecule that
+        an engine simulated in a box (positions must be unwrapped, molecules whole)."""
+        return replace(self, cell=None, pbc=np.zeros(3, dtype=bool),
+                       provenance=copy.deepcopy(self.provenance))
+
     def with_labels(self, energies: np.ndarray, forces: np.ndarray, level: str) -> Frames:
         """Copy of these frames with new labels (eV, eV/Å) from one level of theory."""
         return replace(

@@ -172,6 +172,8 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
     for argument in trajectories:
         label, path = parse_trajectory_argument(argument)
         run = read_trajectory(path, topology, type_map)
+        if run.is_periodic and not reference.is_periodic:  # a molecule in an engine's box
+            run = run.without_cell()
         if run.n_atoms != reference.n_atoms or not np.array_equal(run.atomic_numbers,
                                                                   reference.atomic_numbers):
             raise DataError(f"trajectory has {run.n_atoms} atoms ({run.formula}) but the "

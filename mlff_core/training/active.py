@@ -140,14 +140,6 @@ class RunAnalysis:
                 "steps_run": self.summary.get("steps_run")}
 
 
-def _as_molecule(frames: Frames, periodic: bool) -> Frames:
-    """Trajectory frames of a molecule without the box an engine may have put around it."""
-    if periodic or not frames.is_periodic:
-        return frames
-    return Frames(positions=frames.positions, atomic_numbers=frames.atomic_numbers,
-                  source=frames.source, provenance=frames.provenance)
-
-
 def analyse_run(name: str, summary: dict[str, Any], start: Frames, detector: ExplorationDetector,
                 settings: ActiveLearningSettings) -> RunAnalysis:
     """Stability, exploration and labelling candidates of one finished MD run."""
@@ -156,7 +148,8 @@ def analyse_run(name: str, summary: dict[str, Any], start: Frames, detector: Exp
             not np.array_equal(frames.atomic_numbers, start.atomic_numbers):
         raise DataError(f"the trajectory of {name} does not hold the starting structure's atoms",
                         summary["trajectory"])
-    frames = _as_molecule(frames, start.is_periodic)
+    if frames.is_periodic and not start.is_periodic:  # a molecule in an engine's box
+        frames = frames.without_cell()
     bonds = covalent_bonds(start.to_atoms(0))
     stable = stability(frames, settings.bond_threshold, bonds=bonds, reference=start)
     before = stable["frames_before_collapse"]
