@@ -37,7 +37,7 @@ from mlff_core.metrics.clusters import ConformationClusters  # noqa: E402
 from mlff_core.metrics.force import force_metrics  # noqa: E402
 from mlff_core.metrics.predict import predict_with_model  # noqa: E402
 from mlff_core.progress import progress_bar  # noqa: E402
-from mlff_core.report.plots import png_base64, stability_violins  # noqa: E402
+from mlff_core.report.plots import plt, stability_violins  # noqa: E402
 from mlff_core.training import Trainer, TrainingConfig  # noqa: E402
 from mlff_core.training.active import ActiveLearningSettings, active_learn  # noqa: E402
 from mlff_core.training.finetune import finetune  # noqa: E402
@@ -162,11 +162,11 @@ def part_c(sets: dict, args) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     passes = {f"M{r['round'] - 1}": r["frames_before_collapse"] for r in summary["rounds"]}
     passes[f"M{len(summary['rounds'])}"] = summary["final"]["frames_before_collapse"]
-    FIGURES.mkdir(exist_ok=True)
     figure = stability_violins(passes)
     figure.axes[0].set_title(f"Continued learning: aspirin, {args.temperature:g} K, ASE")
-    import base64
-    (FIGURES / "metric_guided_stability.png").write_bytes(base64.b64decode(png_base64(figure)))
+    args.figure.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.figure, dpi=110, bbox_inches="tight")
+    plt.close(figure)
     return {"frames_before_collapse": passes,
             "median": {k: float(np.median(v)) for k, v in passes.items()},
             "unexplored_ratio": [r["unexplored_ratio"] for r in summary["rounds"]] +
@@ -194,6 +194,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=CACHE,
                         help="where models and runs are kept (reused when present)")
     parser.add_argument("--json", type=Path, help="results file (default: in --cache)")
+    parser.add_argument("--figure", type=Path, default=FIGURES / "metric_guided_stability.png",
+                        help="violin plot of part (c)")
     args = parser.parse_args()
     CACHE = args.cache
     CACHE.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from browser import CHROMIUM, inspect_page
 from conftest import assert_clean_error, run_mlff
 
 from mlff_core.data.formats import read_frames, write_frames
+from mlff_core.data.frames import Frames
 from mlff_core.data.generate import LangevinSampling, generate_frames
 from mlff_core.data.molecules import covalent_bonds, named_molecule
 from mlff_core.data.trajectories import read_trajectory
@@ -20,7 +21,6 @@ from mlff_core.metrics.simulation import stability
 from mlff_core.monitors.detectors import ExplorationDetector
 from mlff_core.report.build import build_report
 from mlff_core.training import TrainingConfig, make_trainer
-from mlff_core.training.active import select_candidates
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,8 @@ def test_one_round_end_to_end(weak_model, tmp_path):
     expected = [a for a in analysed if a is not None]
     assert expected, "the weak model neither collapsed nor left its clusters: no test"
     new = read_frames(out / "round_1" / "new_frames.npz")
-    pool = select_candidates_from(expected)
+    pool = Frames.concatenate(expected)
+    assert pool.n_frames <= 100  # below the per-round limit: every candidate is labelled
     np.testing.assert_allclose(new.positions, pool.positions, atol=1e-10)
     assert round_["new_frames"] == new.n_frames == pool.n_frames
     assert set(new.levels.tolist()) == {"MMFF94"}
@@ -109,14 +110,6 @@ def test_one_round_end_to_end(weak_model, tmp_path):
         page = inspect_page((out / "report.html").as_uri())
         assert page["console_errors"] == [] and page["exceptions"] == []
         assert all(ok for _, ok in page["images"]), page["images"]
-
-
-def select_candidates_from(frames):
-    """`select_candidates` applied to plain candidate frames (limit 100, as the default)."""
-    class _Run:
-        def __init__(self, f):
-            self.frames, self.candidates = f, np.arange(f.n_frames)
-    return select_candidates([_Run(f) for f in frames], 100)
 
 
 def test_refuses_mixed_levels_and_existing_output(weak_model, tmp_path):

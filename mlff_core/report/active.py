@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mlff_core.fileio import atomic_output
-from mlff_core.report.html import html_page, html_table
+from mlff_core.report.html import html_figure, html_page, html_table
 from mlff_core.report.plots import curves, png_base64, stability_violins
 from mlff_core.units import force_conversion
 
@@ -94,10 +94,8 @@ def render_active_learning(summary: dict[str, Any]) -> str:
                              "F_mae on them (before)", "validation F_mae after",
                              "training frames after"], rows))
     figures = active_learning_figures(summary)
-    parts.append("<div>" + "".join(
-        f'<figure id="fig-{name}"><img alt="{name}" src="data:image/png;base64,{png}">'
-        f"<figcaption>{html.escape(_CAPTIONS[name])}</figcaption></figure>"
-        for name, png in figures.items()) + "</div>")
+    parts.append("<div>" + "".join(html_figure(name, png, _CAPTIONS[name])
+                                   for name, png in figures.items()) + "</div>")
     parts.append("<h2>Runs</h2>")
     for name, p in _passes(summary).items():
         parts.append(f"<h3>{name}</h3>")

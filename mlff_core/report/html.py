@@ -68,13 +68,17 @@ def html_table(header: list[str], rows: list[list[Any]]) -> str:
             f"<tbody>{body}</tbody></table></div>")
 
 
+def html_figure(name: str, png_base64: str, caption: str) -> str:
+    """An embedded PNG figure with id `fig-<name>` and an (escaped) caption."""
+    return (f'<figure id="fig-{name}"><img alt="{name}" '
+            f'src="data:image/png;base64,{png_base64}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
 def _figure(report: Report, name: str) -> str:
     if name not in report.figures:
         return ""
-    caption = html.escape(_CAPTIONS.get(name, ""))
-    return (f'<figure id="fig-{name}"><img alt="{name}" '
-            f'src="data:image/png;base64,{report.figures[name]}">'
-            f"<figcaption>{caption}</figcaption></figure>")
+    return html_figure(name, report.figures[name], _CAPTIONS.get(name, ""))
 
 
 def render_html(report: Report, title: str = "mlff-plugins report") -> str:

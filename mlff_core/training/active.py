@@ -221,12 +221,12 @@ def _force_mae(model: LoadedModel, frames: Sequence[Frames]) -> float:
     return float(np.concatenate(errors).mean()) if errors else float("nan")
 
 
-def _run_md_pass(model_path: Path, starts: list[Frames], out: Path,
+def _run_md_pass(model_path: Path, model: LoadedModel, starts: list[Frames], out: Path,
                  settings: ActiveLearningSettings, seed_base: int,
                  progress: ProgressFactory) -> list[RunAnalysis]:
-    """Every MD run of one pass, analysed with the model's exploration model."""
+    """Every MD run of one pass with the model file (`model`: it loaded), analysed with its
+    exploration model."""
     engine = get_engine(settings.engine)
-    model = load_model(model_path)
     detector = ExplorationDetector(model)
     out.mkdir(parents=True, exist_ok=True)
     runs = []
@@ -288,10 +288,10 @@ def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
 
     rounds: list[dict[str, Any]] = []
-    current = model_path
+    current, loaded = model_path, model  # the model file of this round, and it loaded
     for r in range(1, settings.rounds + 1):
         round_dir = out / f"round_{r}"
-        runs = _run_md_pass(current, starts, round_dir / "md", settings,
+        runs = _run_md_pass(current, loaded, starts, round_dir / "md", settings,
                             settings.seed + 100_000 * r, progress)
         record = {"round": r, "model": str(current), **_pass_statistics(runs)}
         selected = select_candidates(runs, settings.max_new_frames)
@@ -306,7 +306,6 @@ def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
             with progress(f"labelling ({level.tag}, round {r})", selected.n_frames) as advance:
                 labelled = relabel_frames(selected, level, advance)
             write_frames(labelled, round_dir / "new_frames.npz")
-            loaded = load_model(current)
             record["new_frames_F_mae_before"] = _force_mae(loaded, [labelled])
             train = _add_frames(train, labelled)
             config = TrainingConfig(
@@ -328,9 +327,9 @@ def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
                 trainer.fit(lambda _record: advance(1))
             current = export_run(round_dir / "train", round_dir / "model.pt",
                                  cluster_data=train)
-            tuned = load_model(current)
-            record["new_frames_F_mae_after"] = _force_mae(tuned, [labelled])
-        record["val_F_mae"] = _force_mae(load_model(current), val)
+            loaded = load_model(current)
+            record["new_frames_F_mae_after"] = _force_mae(loaded, [labelled])
+        record["val_F_mae"] = _force_mae(loaded, val)
         record["model_after"] = str(current)
         record["training_frames"] = int(sum(p.n_frames for p in train))
         rounds.append(record)
@@ -338,7 +337,7 @@ def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
 
     final = None
     if settings.final_md:
-        runs = _run_md_pass(current, starts, out / "final" / "md", settings,
+        runs = _run_md_pass(current, loaded, starts, out / "final" / "md", settings,
                             settings.seed + 100_000 * (settings.rounds + 1), progress)
         final = {"model": str(current), **_pass_statistics(runs)}
     summary = _write_summary(out, model_path, structures, settings, rounds, final)

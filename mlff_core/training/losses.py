@@ -104,8 +104,7 @@ def per_frame_errors(batch: Batch, predictions: Predictions) -> tuple[Tensor, Te
 
 def energy_force_loss(batch: Batch, predictions: Predictions, energy_weight: float) -> Tensor:
     """The weighted energy + force (MSE) loss above (a scalar)."""
-    energy_se, force_mse = per_frame_errors(batch, predictions)
-    return _weighted_mean(energy_weight * energy_se + force_mse, batch.weight)
+    return CompositeLoss({"mse": 1.0}, energy_weight)(batch, predictions)
 
 
 def _weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
