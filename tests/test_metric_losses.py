@@ -12,7 +12,13 @@ from mlff_core.errors import MLFFError
 from mlff_core.metrics.force import force_metrics
 from mlff_core.training import Trainer, TrainingConfig
 from mlff_core.training.graphs import batches, frame_graphs
-from mlff_core.training.losses import CompositeLoss, ForceMetricLoss, Predictions, parse_loss
+from mlff_core.training.losses import (
+    CompositeLoss,
+    ForceMetricLoss,
+    Predictions,
+    cluster_balance,
+    parse_loss,
+)
 
 WATER = np.array([[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0], [-0.24, 0.927, 0.0]])
 U_O, U_H = 15.999, 1.008  # ASE's relative atomic masses
@@ -91,6 +97,28 @@ def test_losses_equal_force_metrics_on_random_errors():
     assert loss("cluster") != pytest.approx(loss("global"), rel=1e-3)
 
 
+def test_balanced_cluster_loss_averages_to_the_cluster_metric_over_an_epoch():
+    frames = _frames(12, [6, 8, 1, 1, 1], np.vstack([WATER, [[1.5, 1.0, 0.0], [2.0, -0.5, 0.3]]]),
+                     1)
+    labels = np.array([0] * 8 + [1] * 3 + [2])
+    errors = np.random.default_rng(5).normal(scale=0.1, size=(12, 5, 3))
+    balance = cluster_balance(labels)
+    # hand-computed: 12 frames, 3 clusters of 8, 3 and 1 frames
+    assert balance == pytest.approx([12 / 24] * 8 + [12 / 9] * 3 + [12 / 3])
+    graphs = frame_graphs(frames, 3.0, torch.float64, clusters=labels)
+    for graph, b in zip(graphs, balance):
+        graph.cluster_balance = torch.tensor([b], dtype=torch.float64)
+    per_cluster = force_metrics(frames, frames.forces + errors, cluster_labels=labels,
+                                unit="eV/A")["per_cluster"]
+    expected = np.mean([c["F_mae"] for c in per_cluster.values()])
+    term = ForceMetricLoss("cluster")
+    epoch = []
+    for batch in batches(graphs, 4, shuffle=True, seed=3):  # three batches of four frames
+        rows = batch.frame.numpy()
+        epoch.append(float(term(batch, _predictions(batch, errors[rows])).detach()))
+    assert np.mean(epoch) == pytest.approx(expected, rel=1e-10)
+
+
 def test_element_loss_across_systems_and_sample_weights():
     water = _frames(2, [8, 1, 1], WATER, 3)
     h2 = _frames(1, [1, 1], WATER[:2] * 0.8, 4)
@@ -152,6 +180,10 @@ def test_trainer_with_cluster_loss_fits_and_stores_clusters(tmp_path):
     trainer = Trainer(config, [frames[:12]], [frames[12:]], tmp_path)
     ids = {int(g.cluster) for g in trainer.train_graphs}
     assert ids == {0, 1, 2}
+    labels = np.array([int(g.cluster) for g in trainer.train_graphs])
+    balance = np.array([float(g.cluster_balance) for g in trainer.train_graphs])
+    counts = np.bincount(labels)
+    assert balance == pytest.approx(12 / (3 * counts[labels]))
     record = trainer.fit()
     assert np.isfinite(record.train_loss) and np.isfinite(record.val_loss)
     stored = json.loads((tmp_path / "clusters.json").read_text())

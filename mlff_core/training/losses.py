@@ -12,8 +12,14 @@ computed on the batch, so minimising one minimises that metric. With e_iα = F̂
 frame weights w_f (1 unless reweighted) and relative atomic masses u_i:
 
     global   F_mae   = Σ_f w_f mean_{i,α}|e_iα| / Σ_f w_f
-    cluster  mean over the conformation clusters k in the batch of F_mae over k's frames, so a
-             minority cluster weighs as much as the majority
+    cluster  mean over the conformation clusters k of F_mae over k's frames, so a minority
+             cluster weighs as much as the majority. The trainer gives every training frame the
+             balance weight b_f = N / (K n_k) (N training frames, K clusters, n_k frames in the
+             frame's cluster), and the batch term is Σ_f w_f b_f mean_{i,α}|e_iα| / Σ_f w_f: an
+             unbiased estimate of the mean over the training set's clusters, exact on the whole
+             set, so a rare cluster is up-weighted in every batch that holds one of its frames
+             (not only relative to the clusters that happen to share its batch). Batches without
+             balance weights (validation) take the mean over the clusters present in the batch.
     element  mean over the elements S in the batch of F_mae^(S), the inner mean running over
              the atoms of element S only
     fnm      F_mae with |e_iα| / u_i (mass-normalised: a light atom's error counts more)
@@ -32,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 from ase.data import atomic_masses
 from torch import Tensor
@@ -123,6 +130,13 @@ def _frame_max(per_atom: Tensor, batch: Batch) -> Tensor:
     return out.scatter_reduce(0, batch.batch, per_atom, reduce="amax", include_self=True)
 
 
+def cluster_balance(clusters: np.ndarray) -> np.ndarray:
+    """[F] balance weights N / (K n_k) of frames with conformation clusters `clusters` [F]
+    (mean 1; the weighted mean of a per-frame value is the mean over clusters of its means)."""
+    _, inverse, counts = np.unique(clusters, return_inverse=True, return_counts=True)
+    return len(clusters) / (len(counts) * counts[inverse])
+
+
 def _group_mean(values: Tensor, groups: Tensor, weights: Tensor) -> Tensor:
     """Mean over the distinct `groups` [G] of each group's weighted mean of `values` [G]."""
     _, inverse = torch.unique(groups, return_inverse=True)
@@ -172,6 +186,9 @@ class ForceMetricLoss:
             if clusters is None or bool((clusters < 0).any()):
                 raise MLFFError("the cluster loss needs the conformation cluster of every "
                                 "training frame")
+            balance = getattr(batch, "cluster_balance", None)
+            if balance is not None:
+                return (weights * balance * frame_mae).sum() / weights.sum().clamp_min(1e-12)
             return _group_mean(frame_mae, clusters, weights)
         return _weighted_mean(frame_mae, weights)
 

@@ -35,7 +35,13 @@ from mlff_core.models import build_potential, hyperparameters
 from mlff_core.models.potential import Potential
 from mlff_core.training.ema import ExponentialMovingAverage
 from mlff_core.training.graphs import batches, frame_graphs
-from mlff_core.training.losses import CompositeLoss, LossTerm, Predictions, parse_loss
+from mlff_core.training.losses import (
+    CompositeLoss,
+    LossTerm,
+    Predictions,
+    cluster_balance,
+    parse_loss,
+)
 
 LOG_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_energy_mae", "val_force_mae",
               "val_force_rmse", "seconds")
@@ -210,6 +216,10 @@ class Trainer:
         self.val_graphs = [g for k, part in enumerate(val)
                            for g in frame_graphs(part, cutoff, config.torch_dtype, system=k,
                                                  clusters=val_clusters[k])]
+        if self.loss_function.needs_clusters:
+            balance = cluster_balance(np.concatenate(train_clusters))
+            for graph, b in zip(self.train_graphs, balance):
+                graph.cluster_balance = torch.tensor([b], dtype=config.torch_dtype)
 
         self.optimizer = torch.optim.Adam(self.potential.parameters(), lr=config.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
