@@ -106,7 +106,7 @@ def test_balanced_cluster_loss_averages_to_the_cluster_metric_over_an_epoch():
     # hand-computed: 12 frames, 3 clusters of 8, 3 and 1 frames
     assert balance == pytest.approx([12 / 24] * 8 + [12 / 9] * 3 + [12 / 3])
     graphs = frame_graphs(frames, 3.0, torch.float64, clusters=labels)
-    for graph, b in zip(graphs, balance):
+    for graph, b in zip(graphs, balance, strict=True):
         graph.cluster_balance = torch.tensor([b], dtype=torch.float64)
     per_cluster = force_metrics(frames, frames.forces + errors, cluster_labels=labels,
                                 unit="eV/A")["per_cluster"]

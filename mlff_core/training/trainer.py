@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -131,6 +131,27 @@ def force_scale(frames: Sequence[Frames]) -> float:
     return float(np.sqrt(squares.mean())) or 1.0
 
 
+def initial_potential(config: TrainingConfig, species: Sequence[int],
+                      labelled: Sequence[Frames]) -> Potential:
+    """A freshly initialised potential (seeded by the caller) for `species`, with reference
+    energies and force scale fitted on `labelled` frames."""
+    potential = build_potential(config.architecture, list(species),
+                                **config.hyperparameters).to(config.torch_dtype)
+    references = fit_reference_energies(labelled, list(species))
+    potential.atomic_reference.copy_(torch.as_tensor(references))
+    potential.energy_scale.fill_(force_scale(labelled))
+    return potential
+
+
+class Objective(Protocol):
+    """A training objective that needs the potential itself (e.g. score matching): a scalar
+    from a batch; `needs_labels` False lets it train on unlabeled frames."""
+
+    needs_labels: bool
+
+    def __call__(self, potential: Potential, batch: Batch) -> torch.Tensor: ...
+
+
 def predict(potential: Potential, batch: Batch, create_graph: bool = False) -> Predictions:
     """Energies [G] and forces −∂E/∂x [N, 3] of a batch of training graphs."""
     positions = batch.pos.detach().requires_grad_(True)
@@ -155,6 +176,9 @@ class Trainer:
         clusters: per training system, fitted conformation clusters for cluster losses
             (default: fitted on the training frames with `config.n_clusters`).
         extra_losses: (weight, term) pairs added to the energy + force loss.
+        objective: replaces the energy + force loss (e.g. `ScoreMatching`); frames may be
+            unlabeled when it needs no labels (then `init_potential` is required), and the
+            validation loss is the objective on the validation frames.
         provenance: data provenance written to run.json (and later to the model file).
     """
 
@@ -163,12 +187,15 @@ class Trainer:
                  sample_weights: Sequence[np.ndarray] | None = None,
                  clusters: Sequence[ConformationClusters] | None = None,
                  extra_losses: Sequence[tuple[float, LossTerm]] = (),
+                 objective: Objective | None = None,
                  provenance: dict[str, Any] | None = None):
         self.config = config
         self.run_dir = Path(run_dir)
         self.extra_losses = list(extra_losses)
         self.provenance = provenance or {}
-        for part in (*train, *val):
+        self.objective = objective
+        labelled = objective is None or objective.needs_labels
+        for part in (*train, *val) if labelled else ():
             if not part.has_labels:
                 raise TrainingError(f"{part.source or part.formula}: training needs energies "
                                     "and forces")
@@ -185,12 +212,11 @@ class Trainer:
                     f"{sorted(set(species) - known)} of the data"
                 )
             self.potential = init_potential
+        elif not labelled:
+            raise TrainingError("training on unlabeled frames needs an initial model (its "
+                                "species, reference energies and force scale)")
         else:
-            self.potential = build_potential(config.architecture, species,
-                                             **config.hyperparameters).to(config.torch_dtype)
-            references = fit_reference_energies(train, species)
-            self.potential.atomic_reference.copy_(torch.as_tensor(references))
-            self.potential.energy_scale.fill_(force_scale(train))
+            self.potential = initial_potential(config, species, train)
         self.device = torch.device(config.device)
         self.potential.to(device=self.device, dtype=config.torch_dtype)
         self.species = [int(z) for z in self.potential.species.tolist()]
@@ -218,7 +244,7 @@ class Trainer:
                                                  clusters=val_clusters[k])]
         if self.loss_function.needs_clusters:
             balance = cluster_balance(np.concatenate(train_clusters))
-            for graph, b in zip(self.train_graphs, balance):
+            for graph, b in zip(self.train_graphs, balance, strict=True):
                 graph.cluster_balance = torch.tensor([b], dtype=config.torch_dtype)
 
         self.optimizer = torch.optim.Adam(self.potential.parameters(), lr=config.learning_rate)
@@ -350,8 +376,10 @@ class Trainer:
         seed = self.config.seed * 1_000_003 + self.epoch
         for batch in batches(self.train_graphs, self.config.batch_size, True, seed):
             batch = batch.to(self.device)
-            predictions = predict(self.potential, batch, create_graph=True)
-            loss = self._loss(batch, predictions)
+            if self.objective is not None:
+                loss = self.objective(self.potential, batch)
+            else:
+                loss = self._loss(batch, predict(self.potential, batch, create_graph=True))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.gradient_clip > 0:
@@ -364,25 +392,34 @@ class Trainer:
         return total / max(count, 1)
 
     def evaluate(self, graphs: Sequence) -> dict[str, float]:
-        """Loss and errors of the current weights on `graphs` (energy eV, forces eV/Å)."""
+        """Loss and errors of the current weights on `graphs` (energy eV, forces eV/Å; errors
+        are NaN on unlabeled graphs)."""
         self.potential.eval()
-        loss_sum, e_abs, f_abs, f_sq, n_graphs, n_components = 0.0, 0.0, 0.0, 0.0, 0, 0
+        loss_sum, e_abs, f_abs, f_sq = 0.0, 0.0, 0.0, 0.0
+        n_graphs, n_labelled, n_components = 0, 0, 0
         for batch in batches(graphs, max(self.config.batch_size, 32), False, 0):
             batch = batch.to(self.device)
+            n_graphs += batch.num_graphs
+            if self.objective is not None:
+                loss_sum += float(self.objective(self.potential, batch).detach()) * \
+                    batch.num_graphs
+            if getattr(batch, "forces", None) is None:
+                continue
             raw = predict(self.potential, batch)
             predictions = Predictions(raw.energy.detach(), raw.forces.detach())
-            loss_sum += float(self._loss(batch, predictions)) * batch.num_graphs
+            if self.objective is None:
+                loss_sum += float(self._loss(batch, predictions)) * batch.num_graphs
             e_abs += float((predictions.energy - batch.energy).abs().sum())
             difference = predictions.forces - batch.forces
             f_abs += float(difference.abs().sum())
             f_sq += float(difference.pow(2).sum())
-            n_graphs += batch.num_graphs
+            n_labelled += batch.num_graphs
             n_components += difference.numel()
-        if n_graphs == 0:
-            return {"loss": float("nan"), "energy_mae": float("nan"),
-                    "force_mae": float("nan"), "force_rmse": float("nan")}
-        return {"loss": loss_sum / n_graphs, "energy_mae": e_abs / n_graphs,
-                "force_mae": f_abs / n_components, "force_rmse": (f_sq / n_components) ** 0.5}
+        nan = float("nan")
+        return {"loss": loss_sum / n_graphs if n_graphs else nan,
+                "energy_mae": e_abs / n_labelled if n_labelled else nan,
+                "force_mae": f_abs / n_components if n_components else nan,
+                "force_rmse": (f_sq / n_components) ** 0.5 if n_components else nan}
 
     def fit(self, on_epoch: Callable[[EpochRecord], None] | None = None) -> EpochRecord | None:
         """Train until the epoch limit, early stopping, the LR floor or the time budget.
