@@ -12,6 +12,7 @@ import click
 
 from mlff_core import __version__
 from mlff_core.commands.active_learn import active_learn
+from mlff_core.commands.asteroid import asteroid
 from mlff_core.commands.data import data
 from mlff_core.commands.demo import demo
 from mlff_core.commands.evaluate import evaluate
@@ -66,6 +67,7 @@ cli.add_command(data)
 cli.add_command(train)
 cli.add_command(finetune)
 cli.add_command(active_learn)
+cli.add_command(asteroid)
 cli.add_command(export)
 cli.add_command(evaluate)
 cli.add_command(report)

@@ -22,7 +22,8 @@ CLUSTER_METHOD = ("PCA + K-means on inverse pairwise distances (molecules) or el
 
 def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
                dtype: str | None = None, clusters: bool = True, n_clusters: int | None = None,
-               cluster_data: Sequence[Frames] | None = None) -> Path:
+               cluster_data: Sequence[Frames] | None = None,
+               training_extra: dict | None = None) -> Path:
     """Write the best (EMA) weights of a run as a model file.
 
     Args:
@@ -37,6 +38,8 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
             loss stored its clusters (clusters.json); they are used when neither this nor
             `n_clusters` is given, so the model file flags against the clusters it was
             trained on.
+        training_extra: entries added to the model file's `training` metadata (e.g. the
+            stages of an ASTEROID run).
     """
     run_dir = Path(run_dir)
     run_json, best = run_dir / "run.json", run_dir / "best.pt"
@@ -63,6 +66,7 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
         "val_metrics": state.get("val_metrics"),
         "config": {k: v for k, v in config.items() if k != "hyperparameters"},
         "run_dir": str(run_dir.resolve()),
+        **(training_extra or {}),
     }
     exploration_state, exploration = None, None
     stored_clusters = run_dir / "clusters.json"

@@ -173,6 +173,8 @@ class Trainer:
         init_potential: warm start (fine-tuning) from these weights; its species, reference
             energies and scale are kept.
         sample_weights: per system, [F] weights for the training frames (indexed by frame).
+        val_sample_weights: the same for the validation frames (the validation loss is then
+            weighted like the training loss).
         clusters: per training system, fitted conformation clusters for cluster losses
             (default: fitted on the training frames with `config.n_clusters`).
         extra_losses: (weight, term) pairs added to the energy + force loss.
@@ -185,6 +187,7 @@ class Trainer:
     def __init__(self, config: TrainingConfig, train: Sequence[Frames], val: Sequence[Frames],
                  run_dir: str | os.PathLike, *, init_potential: Potential | None = None,
                  sample_weights: Sequence[np.ndarray] | None = None,
+                 val_sample_weights: Sequence[np.ndarray] | None = None,
                  clusters: Sequence[ConformationClusters] | None = None,
                  extra_losses: Sequence[tuple[float, LossTerm]] = (),
                  objective: Objective | None = None,
@@ -239,8 +242,11 @@ class Trainer:
                              for g in frame_graphs(part, cutoff, config.torch_dtype,
                                                    weights=weights[k], system=k,
                                                    clusters=train_clusters[k])]
+        val_weights = list(val_sample_weights) if val_sample_weights is not None else \
+            [None] * len(val)
         self.val_graphs = [g for k, part in enumerate(val)
                            for g in frame_graphs(part, cutoff, config.torch_dtype, system=k,
+                                                 weights=val_weights[k],
                                                  clusters=val_clusters[k])]
         if self.loss_function.needs_clusters:
             balance = cluster_balance(np.concatenate(train_clusters))

@@ -1,0 +1,450 @@
+"""ASTEROID (ICML 2023, "Machine Learning Force Fields with Data Cost Aware Training"): train on
+many cheap, biased labels and few accurate ones.
+
+Labelled variant (accurate set A, cheap set C):
+    1. bias identification: train θ_A on A (from scratch); for every cheap frame
+       B(x) = ‖F_θA(x) − f_cheap(x)‖₁ (sum over atoms and components, eV/Å);
+    2. bias-aware training from scratch on C with per-frame weights (eq. 2)
+       w(x) = exp(−B(x) / (γ · median_C B)),
+       i.e. γ is measured in units of the cheap set's median bias, so γ = 1 gives the median
+       frame the weight e⁻¹ whatever the molecule's size or the force unit (the paper's raw
+       B/γ depends on both);
+    3. fine-tuning on A from stage 2's weights (eq. 1, the energy + force loss). The per-element
+       reference energies are refitted on A first: levels of theory have unrelated energy zeros.
+    γ comes from a grid (default 0.1, 0.5, 1, 2): stages 2–3 run for each value, and the one with
+    the lowest stage-3 validation loss (accurate validation frames) is kept.
+
+Unlabeled variant (accurate set A, unlabeled configurations U sampled at temperature T): score
+matching on U (`mlff_core.training.score_matching`, sliced by default) from scratch replaces
+stages 1–2, then stage 3 fine-tunes on A.
+
+Label budget: one accurate label costs `cost_ratio` cheap ones (measured by labelling a few
+cheap frames with both levels, or given); the run's budget in accurate-label equivalents is
+|A| + |C| / cost_ratio. Unlabeled configurations cost no labels (their sampling is not counted).
+
+Run directory:
+    stage1_bias/             training run on A; model.pt; bias.npz (B per cheap frame)
+    stage2_gamma<γ>/         bias-aware run on C, weights.npz (w per cheap frame); or
+                             stage2_uniform/ (no bias weights), stage2_score/ (score matching)
+    stage3_gamma<γ>/         fine-tuning run on A (or stage3_score/)
+    asteroid.json            settings, budget, bias statistics, every stage's validation figures
+    model.pt                 the chosen stage 3, with `training.asteroid` in its metadata
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlff_core.data.frames import Frames
+from mlff_core.errors import LevelOfTheoryError, MLFFError
+from mlff_core.export.from_run import export_run
+from mlff_core.export.loading import load_model
+from mlff_core.fileio import atomic_output
+from mlff_core.labels.levels import LevelOfTheory, get_level
+from mlff_core.metrics.predict import predict_with_model
+from mlff_core.models import build_potential
+from mlff_core.models.potential import Potential
+from mlff_core.progress import Advance, no_progress
+from mlff_core.training.graphs import batches, frame_graphs
+from mlff_core.training.run import prepare_data, read_systems_from_files
+from mlff_core.training.score_matching import ScoreMatching
+from mlff_core.training.trainer import (
+    EpochRecord,
+    Trainer,
+    TrainingConfig,
+    initial_potential,
+)
+
+#: γ grid, in units of the cheap set's median bias.
+GAMMA_GRID = (0.1, 0.5, 1.0, 2.0)
+
+Progress = Callable[[str, int], contextlib.AbstractContextManager[Advance]]
+
+
+@contextlib.contextmanager
+def _silent(_description: str, _total: int) -> Iterator[Advance]:
+    yield no_progress
+
+
+@dataclass
+class AsteroidSettings:
+    """Settings of an ASTEROID run.
+
+    `config` sets the architecture, optimiser, epochs and time budget of stages 1 and 2;
+    stage 3 uses it with `finetune_epochs`, `finetune_learning_rate`, `finetune_minutes`.
+    `gammas`: the grid (γ in units of the median bias; one value = fixed). `bias_weights`
+    False trains stage 2 with uniform weights and `finetune` False keeps stage 2 as the final
+    model (after refitting the reference energies): the paper's ablations. Score matching:
+    `temperature` (K) of the unlabeled configurations, `score_method`, `n_projections`,
+    `noise` (Å, denoising). `cost_ratio`: accurate/cheap cost per label (None: measured on
+    `cost_frames` cheap frames).
+    """
+
+    config: TrainingConfig = field(default_factory=TrainingConfig)
+    finetune_epochs: int = 100
+    finetune_learning_rate: float = 2e-4
+    finetune_minutes: float | None = None
+    gammas: tuple[float, ...] = GAMMA_GRID
+    bias_weights: bool = True
+    finetune: bool = True
+    n_val: int | float = 0.1
+    temperature: float | None = None
+    score_method: str = "sliced"
+    n_projections: int = 1
+    noise: float = 0.05
+    cost_ratio: float | None = None
+    cost_frames: int = 5
+
+    def __post_init__(self) -> None:
+        self.gammas = tuple(float(g) for g in self.gammas)
+        if not self.gammas or any(not (g > 0.0 and math.isfinite(g)) for g in self.gammas):
+            raise MLFFError(f"γ values must be positive and finite, got {self.gammas}")
+        if self.cost_ratio is not None and not self.cost_ratio > 0.0:
+            raise MLFFError(f"the cost ratio must be positive, got {self.cost_ratio}")
+        if self.finetune_epochs < 1:
+            raise MLFFError("fine-tuning needs at least one epoch")
+
+
+# ------------------------------------------------------------------------------ bias weights
+def bias_weights(bias: np.ndarray, gamma: float, scale: float | None = None) -> np.ndarray:
+    """[F] ASTEROID's weights exp(−B / (γ · scale)) of frames with biases `bias` [F] (eV/Å);
+    `scale` defaults to the median bias."""
+    bias = np.asarray(bias, dtype=float)
+    scale = float(np.median(bias)) if scale is None else float(scale)
+    if not scale > 0.0:
+        raise MLFFError("the bias scale must be positive (are the cheap labels identical to "
+                        "the accurate model's forces?)")
+    return np.exp(-bias / (gamma * scale))
+
+
+def frame_bias(model_path: str | os.PathLike, cheap: Frames) -> np.ndarray:
+    """[F] B(x) = ‖F_model(x) − f_cheap(x)‖₁ over all atoms and components, eV/Å."""
+    _, forces = predict_with_model(load_model(model_path), cheap)
+    return np.abs(forces - cheap.forces).sum(axis=(1, 2))
+
+
+# ------------------------------------------------------------------------------- label costs
+def level_of(frames: Frames) -> LevelOfTheory:
+    """The level of theory that labelled `frames` (from its recorded tag)."""
+    tags = sorted(set(frames.levels.tolist())) if frames.levels is not None else []
+    if len(tags) != 1:
+        raise LevelOfTheoryError(f"{frames.source or frames.formula}: frames record "
+                                 f"{len(tags) or 'no'} levels of theory; give --cost-ratio")
+    tag = tags[0]
+    name = "dft:" + tag[4:] if tag.startswith("DFT ") else tag
+    try:
+        return get_level(name)
+    except LevelOfTheoryError:
+        raise LevelOfTheoryError(f"{frames.source or frames.formula}: level {tag!r} is not one "
+                                 "this package can run; give --cost-ratio") from None
+
+
+def seconds_per_label(frames: Frames, level: LevelOfTheory) -> float:
+    """Median wall time of one energy + forces call of `level` on each of `frames`, s (one
+    calculator, set up by a warm-up call first, as in a labelling run)."""
+    system = frames.provenance.get("system", {})
+    calculator = level.calculator(smiles=system.get("smiles"),
+                                  charge=int(system.get("charge", 0)))
+    times = []
+    for i in [0, *range(frames.n_frames)]:
+        atoms = frames.to_atoms(i)
+        atoms.calc = calculator
+        started = time.perf_counter()
+        atoms.get_potential_energy()
+        atoms.get_forces()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times[1:]))
+
+
+def measure_cost_ratio(accurate: Frames, cheap: Frames, n_frames: int = 5) -> dict[str, Any]:
+    """Cost of one accurate label over one cheap label, timed on the first cheap frames."""
+    accurate_level, cheap_level = level_of(accurate), level_of(cheap)
+    sample = cheap[: min(n_frames, cheap.n_frames)]
+    accurate_s = seconds_per_label(sample, accurate_level)
+    cheap_s = seconds_per_label(sample, cheap_level)
+    return {"cost_ratio": accurate_s / cheap_s, "source": "measured",
+            "accurate_level": accurate_level.tag, "cheap_level": cheap_level.tag,
+            "accurate_s_per_label": accurate_s, "cheap_s_per_label": cheap_s,
+            "frames_timed": sample.n_frames}
+
+
+def label_budget(n_accurate: int, n_cheap: int, cost: dict[str, Any] | None,
+                 n_unlabeled: int = 0) -> dict[str, Any]:
+    """The run's labels and their cost in accurate-label equivalents."""
+    budget: dict[str, Any] = {"accurate_labels": n_accurate, "cheap_labels": n_cheap,
+                              "unlabeled_frames": n_unlabeled}
+    if cost is not None:
+        budget.update(cost)
+        budget["accurate_label_equivalents"] = n_accurate + n_cheap / cost["cost_ratio"]
+    else:
+        budget["accurate_label_equivalents"] = float(n_accurate)
+    return budget
+
+
+# ---------------------------------------------------------------------------- stage helpers
+def refit_reference_energies(potential: Potential, frames: Sequence[Frames]) -> np.ndarray:
+    """Shift the per-element reference energies so the model's energies fit `frames` (least
+    squares; the network is untouched). Returns the shift [S], eV."""
+    species = potential.species.tolist()
+    dtype = potential.atomic_reference.dtype
+    rows, residuals = [], []
+    with torch.no_grad():
+        for part in frames:
+            graphs = frame_graphs(part, potential.cutoff, dtype)
+            for batch in batches(graphs, 64, False, 0):
+                vectors = batch.pos[batch.edge_index[1]] - batch.pos[batch.edge_index[0]] + \
+                    batch.shift
+                energy = potential.batch_energies(batch.z, batch.edge_index, vectors,
+                                                  batch.batch, batch.num_graphs)
+                residuals.append((batch.energy - energy).double().numpy())
+            counts = np.array([(part.atomic_numbers == z).sum() for z in species], dtype=float)
+            rows.append(np.repeat(counts[None], part.n_frames, axis=0))
+    shift, *_ = np.linalg.lstsq(np.concatenate(rows), np.concatenate(residuals), rcond=None)
+    potential.atomic_reference.add_(torch.as_tensor(shift, dtype=dtype))
+    return shift
+
+
+def best_potential(run_dir: Path) -> Potential:
+    """The best (EMA) weights of a training run, as a `Potential` in its training dtype."""
+    run = json.loads((run_dir / "run.json").read_text())
+    config = run["config"]
+    state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    potential = build_potential(config["architecture"], run["species"],
+                                **config["hyperparameters"]).to(getattr(torch, config["dtype"]))
+    potential.load_state_dict(state["model"])
+    return potential
+
+
+def _gamma_name(gamma: float | None) -> str:
+    return "uniform" if gamma is None else f"gamma{gamma:g}"
+
+
+@dataclass
+class StageResult:
+    """One stage's run: where it is, its best validation loss and force MAE (eV/Å)."""
+
+    name: str
+    run_dir: str
+    best_epoch: int
+    epochs: int
+    val_loss: float
+    val_force_mae: float
+    stop_reason: str
+    seconds: float
+
+
+def _run_stage(name: str, make_trainer: Callable[[], Trainer], run_dir: Path, epochs: int,
+               progress: Progress) -> StageResult:
+    """Train one stage, or read its result when an earlier run finished it (stage.json); an
+    interrupted stage continues from its checkpoint."""
+    done = run_dir / "stage.json"
+    if done.exists():
+        return StageResult(**json.loads(done.read_text()))
+    started = time.monotonic()
+    trainer = make_trainer()
+    if trainer.checkpoint_path.exists():
+        trainer.resume()
+    with progress(name, max(epochs - trainer.epoch, 0)) as advance:
+        trainer.fit(lambda _record: advance(1))
+    best = torch.load(trainer.best_path, map_location="cpu", weights_only=True)
+    result = StageResult(name, str(run_dir), trainer.best_epoch, trainer.epoch,
+                         trainer.best_val_loss, float(best["val_metrics"]["force_mae"]),
+                         trainer.stop_reason, time.monotonic() - started)
+    with atomic_output(done, "w") as fh:
+        json.dump(asdict(result), fh, indent=2)
+    return result
+
+
+# ------------------------------------------------------------------------------------ driver
+def asteroid(accurate: Sequence[str | os.PathLike], run_dir: str | os.PathLike,
+             settings: AsteroidSettings, *, cheap: Sequence[str | os.PathLike] = (),
+             unlabeled: Sequence[str | os.PathLike] = (),
+             progress: Progress = _silent,
+             on_epoch: Callable[[EpochRecord], None] | None = None) -> dict[str, Any]:
+    """Run ASTEROID; returns the summary also written to `run_dir/asteroid.json`.
+
+    Exactly one of `cheap` (labelled, biased) and `unlabeled` (configurations sampled at
+    `settings.temperature`) is given. A run directory left by an interrupted run is continued
+    stage by stage (finished stages are kept).
+    """
+    if bool(cheap) == bool(unlabeled):
+        raise MLFFError("give either cheap labelled frames or unlabeled configurations "
+                        "(not both, not neither)")
+    if unlabeled and settings.temperature is None:
+        raise MLFFError("score matching on unlabeled configurations needs their sampling "
+                        "temperature (--temperature)")
+    run_dir = Path(run_dir)
+    config = settings.config
+    acc_train, acc_val, acc_provenance = prepare_data(accurate, (), None, settings.n_val,
+                                                      config.seed)
+    if len(acc_train) != 1:
+        raise MLFFError("ASTEROID here trains one system at a time; the accurate files hold "
+                        f"{len(acc_train)} different systems")
+    extra = read_systems_from_files(cheap or unlabeled)
+    if unlabeled:  # whatever labels the files carry are not used
+        extra = [Frames(positions=part.positions, atomic_numbers=part.atomic_numbers,
+                        cell=part.cell, pbc=part.pbc, masses=part.masses, source=part.source)
+                 for part in extra]
+    if len(extra) != 1 or not np.array_equal(extra[0].atomic_numbers,
+                                             acc_train[0].atomic_numbers):
+        raise MLFFError("the cheap/unlabeled frames must hold the accurate set's system "
+                        "(same atoms in the same order)")
+    if cheap and not extra[0].has_labels:
+        raise MLFFError(f"{', '.join(map(str, cheap))}: cheap frames need energies and forces")
+    n_extra = extra[0].n_frames
+    val_count = max(1, round(settings.n_val * n_extra)) if isinstance(settings.n_val, float) \
+        else settings.n_val
+    order = np.random.default_rng(config.seed).permutation(n_extra)
+    extra_train, extra_val = extra[0][np.sort(order[val_count:])], \
+        extra[0][np.sort(order[:val_count])]
+    n_accurate = acc_train[0].n_frames + acc_val[0].n_frames
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    summary: dict[str, Any] = {
+        "variant": "cheap labels" if cheap else "score matching",
+        "accurate_files": [str(p) for p in accurate],
+        "extra_files": [str(p) for p in (cheap or unlabeled)],
+        "frames": {"accurate_train": acc_train[0].n_frames, "accurate_val": acc_val[0].n_frames,
+                   "extra_train": extra_train.n_frames, "extra_val": extra_val.n_frames},
+        "settings": {k: v for k, v in asdict(settings).items() if k != "config"},
+        "config": asdict(config),
+        "stages": {},
+    }
+    finetune_config = replace(config, epochs=settings.finetune_epochs,
+                              learning_rate=settings.finetune_learning_rate,
+                              max_minutes=settings.finetune_minutes)
+    candidates: list[tuple[str, dict[str, Any]]] = []
+
+    if cheap:
+        cost = {"cost_ratio": settings.cost_ratio, "source": "given"} \
+            if settings.cost_ratio is not None else \
+            measure_cost_ratio(acc_train[0], extra_train, settings.cost_frames)
+        summary["budget"] = label_budget(n_accurate, n_extra, cost)
+        # stage 1: bias identification
+        stage1_dir = run_dir / "stage1_bias"
+        torch.manual_seed(config.seed)
+        stage1 = _run_stage("stage 1 · bias identification (accurate labels)",
+                            partial(Trainer, config, acc_train, acc_val, stage1_dir,
+                                            provenance=acc_provenance),
+                            stage1_dir, config.epochs, progress)
+        stage1_model = export_run(stage1_dir, stage1_dir / "model.pt", clusters=False)
+        bias_train = frame_bias(stage1_model, extra_train)
+        bias_val = frame_bias(stage1_model, extra_val)
+        scale = float(np.median(bias_train))
+        with atomic_output(stage1_dir / "bias.npz") as fh:
+            np.savez(fh, train=bias_train, val=bias_val, median=scale)
+        summary["stages"]["stage1"] = asdict(stage1)
+        n_components = 3 * extra_train.atomic_numbers.size
+        summary["bias"] = {"unit": "eV/A (L1 over all components)", "median": scale,
+                           "mean": float(bias_train.mean()), "max": float(bias_train.max()),
+                           "median_per_component": scale / n_components}
+        gammas: list[float | None] = list(settings.gammas) if settings.bias_weights else [None]
+        for gamma in gammas:
+            name = _gamma_name(gamma)
+            if gamma is None:
+                w_train, w_val = np.ones(extra_train.n_frames), np.ones(extra_val.n_frames)
+            else:
+                w_train = bias_weights(bias_train, gamma, scale)
+                w_val = bias_weights(bias_val, gamma, scale)
+            torch.manual_seed(config.seed)  # from scratch: the same initial weights for every γ
+            provenance = {"files": [str(p) for p in cheap], "level_of_theory":
+                          sorted(set(extra_train.levels.tolist())), "asteroid_stage": 2,
+                          "gamma": gamma}
+            stage2_dir = run_dir / f"stage2_{name}"
+            stage2_dir.mkdir(exist_ok=True)
+            with atomic_output(stage2_dir / "weights.npz") as fh:
+                np.savez(fh, train=w_train, val=w_val)
+            stage2 = _run_stage(f"stage 2 · bias-aware training on cheap labels ({name})",
+                                partial(Trainer, config, [extra_train], [extra_val], stage2_dir,
+                                                sample_weights=[w_train],
+                                                val_sample_weights=[w_val],
+                                                provenance=provenance),
+                                stage2_dir, config.epochs, progress)
+            weights_summary = {"mean": float(w_train.mean()), "min": float(w_train.min()),
+                               "effective_frames": float(w_train.sum() ** 2 /
+                                                         (w_train ** 2).sum())}
+            summary["stages"][f"stage2_{name}"] = {**asdict(stage2), "gamma": gamma,
+                                                   "weights": weights_summary}
+            candidates.append((name, {"gamma": gamma, "stage2": stage2_dir}))
+    else:
+        summary["budget"] = label_budget(n_accurate, 0, None, n_extra)
+        objective = ScoreMatching(settings.temperature, settings.score_method,
+                                  settings.n_projections, noise=settings.noise)
+        torch.manual_seed(config.seed)
+        species = sorted({int(z) for z in acc_train[0].atomic_numbers})
+        start = initial_potential(config, species, acc_train)
+        provenance = {"files": [str(p) for p in unlabeled], "asteroid_stage": 2,
+                      "score_matching": objective.describe()}
+        stage2_dir = run_dir / "stage2_score"
+        stage2 = _run_stage(f"stage 2 · {objective.name} on unlabeled configurations",
+                            partial(Trainer, config, [extra_train], [extra_val], stage2_dir,
+                                            init_potential=start, objective=objective,
+                                            provenance=provenance),
+                            stage2_dir, config.epochs, progress)
+        summary["stages"]["stage2_score"] = {**asdict(stage2), **objective.describe()}
+        candidates.append(("score", {"gamma": None, "stage2": stage2_dir}))
+
+    # stage 3: fine-tuning on the accurate labels, for every candidate
+    for name, candidate in candidates:
+        stage3_dir = run_dir / f"stage3_{name}"
+        start = best_potential(candidate["stage2"])
+        shift = refit_reference_energies(start, acc_train)
+        provenance = {**acc_provenance, "asteroid_stage": 3,
+                      "init_run": str(candidate["stage2"]), "reference_shift": shift.tolist()}
+        if settings.finetune:
+            torch.manual_seed(config.seed)
+            stage3 = _run_stage(f"stage 3 · fine-tuning on accurate labels ({name})",
+                                partial(Trainer, finetune_config, acc_train, acc_val, stage3_dir,
+                                                init_potential=start, provenance=provenance),
+                                stage3_dir, settings.finetune_epochs, progress)
+        else:
+            stage3 = _evaluate_only(finetune_config, acc_train, acc_val, stage3_dir, start,
+                                    provenance)
+        candidate["stage3"] = stage3
+        summary["stages"][f"stage3_{name}"] = asdict(stage3)
+
+    chosen_name, chosen = min(candidates, key=lambda item: item[1]["stage3"].val_loss)
+    summary["gamma"] = chosen["gamma"]
+    summary["chosen"] = chosen_name
+    summary["gamma_selection"] = {name: c["stage3"].val_loss for name, c in candidates}
+    record = {"variant": summary["variant"], "gamma": chosen["gamma"],
+              "gamma_unit": "median bias of the cheap set",
+              "gamma_selection": summary["gamma_selection"], "budget": summary["budget"],
+              "stages": {key: {k: v for k, v in stage.items() if k != "run_dir"}
+                         for key, stage in summary["stages"].items()
+                         if key == "stage1" or key.endswith(chosen_name)}}
+    output = export_run(chosen["stage3"].run_dir, run_dir / "model.pt",
+                        training_extra={"asteroid": record})
+    summary["model"] = str(output)
+    with atomic_output(run_dir / "asteroid.json", "w") as fh:
+        json.dump(summary, fh, indent=2, default=str)
+    return summary
+
+
+def _evaluate_only(config: TrainingConfig, train: Sequence[Frames], val: Sequence[Frames],
+                   run_dir: Path, potential: Potential, provenance: dict[str, Any]
+                   ) -> StageResult:
+    """No fine-tuning (ablation): stage 2's weights with refitted reference energies, saved as
+    a one-epoch run at learning rate 0 so it exports like any other."""
+    frozen = replace(config, epochs=1, learning_rate=0.0, max_minutes=None)
+    trainer = Trainer(frozen, train, val, run_dir, init_potential=potential,
+                      provenance={**provenance, "finetuned": False})
+    started = time.monotonic()
+    if not trainer.best_path.exists():
+        trainer.fit()
+    best = torch.load(trainer.best_path, map_location="cpu", weights_only=True)
+    return StageResult("stage 3 · skipped (no fine-tuning)", str(run_dir), 0, 0,
+                       float(best["val_metrics"]["loss"]), float(best["val_metrics"]["force_mae"]),
+                       "no fine-tuning", time.monotonic() - started)

@@ -1,0 +1,179 @@
+"""ASTEROID: the weight formula, the stage wiring, budgets and errors, with real MMFF94 / GFN2-xTB
+labels of ethanol."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_clean_error, run_mlff
+
+from mlff_core.data.formats import read_frames, write_frames
+from mlff_core.data.generate import LangevinSampling, generate_frames, relabel_frames
+from mlff_core.data.molecules import named_molecule
+from mlff_core.errors import MLFFError
+from mlff_core.export import load_model
+from mlff_core.labels.levels import get_level
+from mlff_core.training import TrainingConfig
+from mlff_core.training.asteroid import (
+    AsteroidSettings,
+    asteroid,
+    best_potential,
+    bias_weights,
+    label_budget,
+    measure_cost_ratio,
+)
+
+TINY = {"hidden": 8, "num_interactions": 1, "cutoff": 4.0}
+
+
+@pytest.fixture(scope="module")
+def ethanol_sets(tmp_path_factory):
+    """24 GFN2-labelled and 40 MMFF94-labelled ethanol frames (MMFF94 Langevin, 500 K)."""
+    root = tmp_path_factory.mktemp("asteroid_data")
+    structure = named_molecule("ethanol")
+    sampling = LangevinSampling(stride=5, equilibration=50, seed=0)
+    frames = generate_frames(structure, get_level("mmff94"), 64, sampling)
+    accurate = relabel_frames(frames[:24], get_level("gfn2"))
+    paths = {"accurate": write_frames(accurate, root / "acc.npz"),
+             "cheap": write_frames(frames[24:], root / "cheap.npz"),
+             "accurate_b": write_frames(relabel_frames(frames[40:64], get_level("gfn2")),
+                                        root / "acc_b.npz")}
+    return paths
+
+
+def _forces(model_file, frames) -> np.ndarray:
+    """[F, N, 3] forces of the scripted model, frame by frame, by autograd (eV/Å)."""
+    module = model_file.module
+    out = []
+    for positions in frames.positions:
+        x = torch.tensor(positions, dtype=torch.float64, requires_grad=True)
+        energy = module(x, torch.as_tensor(frames.atomic_numbers), torch.zeros(3, 3,
+                        dtype=torch.float64), torch.zeros(3, dtype=torch.bool))
+        (gradient,) = torch.autograd.grad(energy, x)
+        out.append(-gradient.numpy())
+    return np.array(out)
+
+
+def test_bias_weight_formula():
+    bias = np.array([1.0, 2.0, 4.0, 3.0])  # median 2.5
+    assert bias_weights(bias, 0.5) == pytest.approx(np.exp(-bias / 1.25))
+    assert bias_weights(bias, 2.0, scale=1.0) == pytest.approx(np.exp([-0.5, -1.0, -2.0, -1.5]))
+    assert bias_weights(bias, 1.0)[2] < bias_weights(bias, 1.0)[0]  # larger bias, smaller weight
+    with pytest.raises(MLFFError, match="bias scale"):
+        bias_weights(np.zeros(3), 1.0)
+    budget = label_budget(200, 3000, {"cost_ratio": 30.0, "source": "given"})
+    assert budget["accurate_label_equivalents"] == pytest.approx(300.0)
+    with pytest.raises(MLFFError):
+        AsteroidSettings(gammas=(0.0,))
+
+
+def test_stage_wiring(ethanol_sets, tmp_path):
+    """Stage 2 starts from scratch (it does not see stage 1's weights, only its bias through the
+    weights); stage 3 starts from stage 2's weights (at learning rate 0 it ends there)."""
+    config = TrainingConfig(architecture="schnet", hyperparameters=TINY, epochs=3, batch_size=8,
+                            learning_rate=2e-3, dtype="float64", seed=3)
+    settings = AsteroidSettings(config=config, finetune_epochs=1, finetune_learning_rate=0.0,
+                                gammas=(0.5,), cost_ratio=10.0, n_val=4)
+    summary = asteroid([ethanol_sets["accurate"]], tmp_path / "a", settings,
+                       cheap=[ethanol_sets["cheap"]])
+    run = tmp_path / "a"
+    # the weights of stage 2 are exp(−B/(γ·median B)) with B from the stage-1 model file
+    cheap = read_frames(ethanol_sets["cheap"])
+    bias_file = np.load(run / "stage1_bias" / "bias.npz")
+    forces = _forces(load_model(run / "stage1_bias" / "model.pt"), cheap)
+    bias_all = np.abs(forces - cheap.forces).sum(axis=(1, 2))
+    stored = np.sort(np.concatenate([bias_file["train"], bias_file["val"]]))
+    assert stored == pytest.approx(np.sort(bias_all), rel=1e-8)
+    weights = np.load(run / "stage2_gamma0.5" / "weights.npz")
+    expected = np.exp(-bias_file["train"] / (0.5 * np.median(bias_file["train"])))
+    assert weights["train"] == pytest.approx(expected, rel=1e-12)
+
+    # stage 3 at learning rate 0 keeps stage 2's network; only the reference energies moved
+    stage2 = best_potential(run / "stage2_gamma0.5").state_dict()
+    final = load_model(run / "model.pt").to_potential().state_dict()
+    for key, value in stage2.items():
+        if key == "atomic_reference":
+            assert not torch.allclose(final[key], value)
+        else:
+            assert torch.allclose(final[key].to(value.dtype), value, rtol=0, atol=1e-12), key
+    # the refitted reference energies put the mean energy residual on the accurate training
+    # frames at zero (least squares over one composition)
+    model = load_model(run / "model.pt")
+    train = read_frames(ethanol_sets["accurate"])[
+        np.array(model.metadata["training"]["systems"][0]["train_indices"])]
+    energies = np.array([float(model.module(torch.tensor(p), torch.as_tensor(
+        train.atomic_numbers), torch.zeros(3, 3, dtype=torch.float64),
+        torch.zeros(3, dtype=torch.bool)).detach()) for p in train.positions])
+    assert abs((train.energies - energies).mean()) < 1e-8
+
+    # stage 2 from scratch: a run whose stage 1 saw other accurate frames (uniform weights, so
+    # stage 1 cannot reach stage 2 through the weights) gives the same stage-2 weights
+    uniform = AsteroidSettings(config=config, finetune_epochs=1, finetune_learning_rate=0.0,
+                               bias_weights=False, cost_ratio=10.0, n_val=4)
+    asteroid([ethanol_sets["accurate"]], tmp_path / "b", uniform, cheap=[ethanol_sets["cheap"]])
+    asteroid([ethanol_sets["accurate_b"]], tmp_path / "c", uniform,
+             cheap=[ethanol_sets["cheap"]])
+    stage1_b = best_potential(tmp_path / "b" / "stage1_bias").state_dict()
+    stage1_c = best_potential(tmp_path / "c" / "stage1_bias").state_dict()
+    assert not torch.allclose(stage1_b["representation.embedding.weight"],
+                              stage1_c["representation.embedding.weight"])
+    b = best_potential(tmp_path / "b" / "stage2_uniform").state_dict()
+    c = best_potential(tmp_path / "c" / "stage2_uniform").state_dict()
+    for key in b:
+        assert torch.allclose(b[key], c[key], rtol=1e-9, atol=1e-12), key
+
+    # the model file records the stages, γ and the budget
+    record = model.metadata["training"]["asteroid"]
+    assert record["gamma"] == 0.5 and summary["gamma"] == 0.5
+    assert record["budget"]["accurate_label_equivalents"] == pytest.approx(24 + 40 / 10.0)
+    assert set(record["stages"]) == {"stage1", "stage2_gamma0.5", "stage3_gamma0.5"}
+
+
+def test_measured_cost_ratio_and_errors(ethanol_sets, tmp_path):
+    accurate, cheap = read_frames(ethanol_sets["accurate"]), read_frames(ethanol_sets["cheap"])
+    cost = measure_cost_ratio(accurate, cheap, 3)
+    assert cost["accurate_level"] == "GFN2-xTB" and cost["cheap_level"] == "MMFF94"
+    assert cost["cost_ratio"] == pytest.approx(cost["accurate_s_per_label"] /
+                                               cost["cheap_s_per_label"])
+    assert cost["cost_ratio"] > 1.0  # GFN2-xTB costs more than MMFF94
+    settings = AsteroidSettings(config=TrainingConfig(architecture="schnet",
+                                                      hyperparameters=TINY, epochs=1))
+    with pytest.raises(MLFFError, match="not both"):
+        asteroid([ethanol_sets["accurate"]], tmp_path / "x", settings,
+                 cheap=[ethanol_sets["cheap"]], unlabeled=[ethanol_sets["cheap"]])
+    with pytest.raises(MLFFError, match="temperature"):
+        asteroid([ethanol_sets["accurate"]], tmp_path / "x", settings,
+                 unlabeled=[ethanol_sets["cheap"]])
+    water = tmp_path / "water.npz"
+    write_frames(relabel_frames(generate_frames(named_molecule("water"), get_level("mmff94"), 3,
+                                                LangevinSampling(equilibration=0)),
+                                get_level("mmff94")), water)
+    with pytest.raises(MLFFError, match="same atoms"):
+        asteroid([ethanol_sets["accurate"]], tmp_path / "x", settings, cheap=[water])
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_score_matching_variant(ethanol_sets, tmp_path):
+    out = tmp_path / "sm"
+    result = run_mlff("asteroid", "--accurate", ethanol_sets["accurate"], "--unlabeled",
+                      ethanol_sets["cheap"], "--temperature", "500", "--model", "schnet",
+                      "--hidden", "8", "--layers", "1", "--epochs", "2", "--finetune-epochs",
+                      "2", "--n-val", "4", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "chosen: score matching" in result.stdout
+    summary = json.loads((out / "asteroid.json").read_text())
+    assert summary["variant"] == "score matching"
+    assert summary["budget"]["cheap_labels"] == 0
+    log = (out / "stage2_score" / "log.csv").read_text().splitlines()
+    assert len(log) == 3 and "nan" in log[1]  # unlabeled: no force errors in stage 2
+    metadata = load_model(out / "model.pt").metadata["training"]["asteroid"]
+    assert metadata["stages"]["stage2_score"]["method"] == "sliced"
+    again = run_mlff("asteroid", "--accurate", ethanol_sets["accurate"], "--cheap",
+                     ethanol_sets["cheap"], "-o", out)
+    assert_clean_error(again, "not empty")
+    missing = run_mlff("asteroid", "--accurate", ethanol_sets["accurate"], "--unlabeled",
+                       ethanol_sets["cheap"], "-o", tmp_path / "t")
+    assert_clean_error(missing, "--temperature")
