@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -21,11 +22,14 @@ from mlff_core.engines import get_engine
 from mlff_core.export import export_run, load_model
 from mlff_core.fileio import atomic_output
 from mlff_core.labels.levels import get_level
+from mlff_core.metrics.predict import predict_with_model
 from mlff_core.progress import progress_bar
 from mlff_core.report.build import build_report
 from mlff_core.report.html import render_html
 from mlff_core.training import TrainingConfig, make_trainer
 from mlff_core.training.active import ActiveLearningSettings, active_learn
+from mlff_core.training.asteroid import AsteroidSettings, asteroid
+from mlff_core.units import force_conversion
 
 
 @click.command()
@@ -54,6 +58,8 @@ def demo(output_dir, n_frames, epochs, train_minutes, md_steps, seed) -> None:
       7. a report (HTML + JSON) on held-out frames and the three MD trajectories
       8. one short round of continued learning at 700 K: MD, GFN2-xTB labels for the
          unexplored and pre-collapse frames, more training, MD again (its own report page)
+      9. ASTEROID next to standard training on the same label budget: 40 GFN2-xTB frames +
+         the other frames' MMFF94 labels, against GFN2-xTB frames costing as much
 
     \b
     Example:
@@ -140,4 +146,44 @@ def demo(output_dir, n_frames, epochs, train_minutes, md_steps, seed) -> None:
                            progress=progress_bar)
     click.echo(format_rounds(summary))
     click.echo(f"report: {(al_dir / 'report.html').resolve()}")
+
+    click.echo("\n== 9. ASTEROID: 40 GFN2-xTB labels + MMFF94 labels vs GFN2-xTB labels only, "
+               "same label budget")
+    asteroid_demo(out, accurate, cheap, test, seed)
     click.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s; files in {out}/")
+
+
+def asteroid_demo(out: Path, accurate: Frames, cheap: Frames, test: Frames, seed: int,
+                  n_accurate: int = 40, minutes: float = 0.35) -> None:
+    """Step 9: a small ASTEROID run (γ = 1) and standard training on GFN2-xTB frames of the
+    same label cost (measured), each stage and the standard run given `minutes`-based budgets;
+    both scored on the held-out test frames."""
+    root = out / "asteroid"
+    shutil.rmtree(root, ignore_errors=True)
+    acc_path = write_frames(accurate[:n_accurate], root / "accurate.npz")
+    cheap_path = write_frames(cheap[n_accurate:], root / "cheap.npz")
+    config = TrainingConfig(architecture="painn", hyperparameters={"hidden": 32,
+                            "num_interactions": 2}, epochs=1000, batch_size=8,
+                            learning_rate=1e-3, lr_patience=8, seed=seed, max_minutes=minutes)
+    settings = AsteroidSettings(config=config, gammas=(1.0,), finetune_epochs=1000,
+                                finetune_learning_rate=5e-4, finetune_minutes=minutes)
+    summary = asteroid([acc_path], root / "run", settings, cheap=[cheap_path],
+                       progress=progress_bar)
+    budget = summary["budget"]
+    n_standard = min(accurate.n_frames, round(budget["accurate_label_equivalents"]))
+    standard_path = write_frames(accurate[:n_standard], root / "standard.npz")
+    standard_dir = root / "standard"
+    standard_config = replace(config, max_minutes=3 * minutes)  # the three stages' time
+    trainer = make_trainer(standard_config, standard_dir, [standard_path])
+    with progress_bar("standard training (GFN2-xTB only)", standard_config.epochs) as advance:
+        trainer.fit(lambda record: advance(1))
+    standard_model = export_run(standard_dir, root / "standard.pt", clusters=False)
+    kcal = force_conversion("kcal/mol/A")
+    click.echo(f"label budget: {budget['accurate_labels']} GFN2-xTB + {budget['cheap_labels']} "
+               f"MMFF94 labels; one GFN2-xTB label costs {budget['cost_ratio']:.0f} MMFF94 "
+               f"labels (measured) → {budget['accurate_label_equivalents']:.1f} GFN2-xTB "
+               f"label equivalents; standard training gets {n_standard} GFN2-xTB frames")
+    for name, path in (("ASTEROID", summary["model"]), ("standard", standard_model)):
+        energies, forces = predict_with_model(load_model(path), test)
+        f_mae = float(np.abs(forces - test.forces).mean()) * kcal
+        click.echo(f"{name:>9}: test F_mae {f_mae:.3f} kcal/mol/Å ({path})")

@@ -1,0 +1,233 @@
+"""ASTEROID on generated data: the shape of the paper's Table 1 (test F_mae, standard training vs
+ASTEROID on the same label budget, improvement in %), the ablations, γ sensitivity, the
+score-matching variant and MD stability versus time step (Fig. 6b).
+
+Per molecule: configurations from GFN2-xTB Langevin MD at 500 K (`--pool` frames, seed 0; the
+test set is another trajectory, seed 1). Accurate labels: GFN2-xTB; cheap labels: MMFF94 on
+other configurations of the same trajectory. The cost ratio r (GFN2-xTB / MMFF94 per label) is
+measured. ASTEROID gets `--accurate` GFN2-xTB frames plus `--cheap` MMFF94 frames; standard
+training gets accurate + round(cheap / r) GFN2-xTB frames (the same label cost) and the wall time
+of one ASTEROID path (stage 1 + stage 2 + stage 3).
+
+    ASTEROID           γ chosen on the grid by the accurate validation loss
+    γ sensitivity      test F_mae of stage 3 for every γ of the grid
+    without bias w     stage 2 with uniform weights, then stage 3
+    without fine-tune  stage 2 (chosen γ) alone
+    score matching     sliced score matching on the cheap frames' configurations (no labels),
+                       then stage 3
+    MD stability       ASE Langevin at 500 K, `--md-runs` runs per time step, frames before
+                       collapse of the standard and the ASTEROID model (last molecule)
+
+    python benchmarks/asteroid.py [--molecules ethanol,malonaldehyde,aspirin] [--minutes 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from mlff_core import units
+from mlff_core.data.formats import read_frames, write_frames
+from mlff_core.data.frames import Frames
+from mlff_core.data.generate import LangevinSampling, generate_frames, relabel_frames
+from mlff_core.data.molecules import named_molecule
+from mlff_core.engines import get_engine
+from mlff_core.export import export_run, load_model
+from mlff_core.labels.levels import get_level
+from mlff_core.metrics.predict import predict_with_model
+from mlff_core.progress import progress_bar
+from mlff_core.report.plots import plt
+from mlff_core.training import Trainer, TrainingConfig
+from mlff_core.training.asteroid import AsteroidSettings, asteroid, measure_cost_ratio
+
+CACHE = Path(__file__).parent / ".cache" / "asteroid"
+FIGURES = Path(__file__).parent / "figures"
+KCAL = 1.0 / units.KCAL_PER_MOL
+
+
+def gfn2_trajectory(molecule: str, n_frames: int, seed: int) -> Frames:
+    path = CACHE / molecule / f"gfn2_{n_frames}_seed{seed}.npz"
+    if not path.exists():
+        sampling = LangevinSampling(temperature=500.0, stride=10, equilibration=200, seed=seed)
+        with progress_bar(f"{molecule} · GFN2-xTB MD (seed {seed})",
+                          sampling.total_steps(n_frames)) as advance:
+            frames = generate_frames(named_molecule(molecule), get_level("gfn2"), n_frames,
+                                     sampling, advance=advance)
+        write_frames(frames, path)
+    return read_frames(path)
+
+
+def test_f_mae(model_path, test: Frames) -> float:
+    """Force MAE on the test frames, kcal/mol/Å."""
+    _, forces = predict_with_model(load_model(model_path), test)
+    return float(np.abs(forces - test.forces).mean()) * KCAL
+
+
+def model_of(run_dir: Path) -> Path:
+    path = run_dir / "model.pt"
+    return path if path.exists() else export_run(run_dir, path, clusters=False)
+
+
+def molecule_benchmark(molecule: str, args) -> dict:
+    root = CACHE / molecule
+    pool = gfn2_trajectory(molecule, args.pool, 0)
+    test = gfn2_trajectory(molecule, args.test, 1)
+    accurate = pool[: args.accurate]
+    cheap_path = root / f"mmff_{args.cheap}.npz"
+    if not cheap_path.exists():
+        with progress_bar(f"{molecule} · MMFF94 labels", args.cheap) as advance:
+            write_frames(relabel_frames(pool[args.accurate: args.accurate + args.cheap],
+                                        get_level("mmff94"), advance), cheap_path)
+    cheap = read_frames(cheap_path)
+    acc_path = write_frames(accurate, root / f"accurate_{args.accurate}.npz")
+    cost = measure_cost_ratio(accurate, cheap, 10)
+    n_standard = args.accurate + round(args.cheap / cost["cost_ratio"])
+    if n_standard > args.pool:
+        raise SystemExit(f"--pool {args.pool} is too small for {n_standard} standard frames")
+
+    config = TrainingConfig(architecture="painn", hyperparameters=HYPER, epochs=100_000,
+                            batch_size=16, learning_rate=1e-3, lr_patience=10,
+                            early_stopping_patience=40, seed=0, max_minutes=args.minutes)
+    settings = AsteroidSettings(config=config, finetune_epochs=100_000,
+                                finetune_learning_rate=3e-4, finetune_minutes=args.minutes / 2,
+                                gammas=args.gammas, cost_ratio=cost["cost_ratio"])
+    run = root / "asteroid"
+    summary = asteroid([acc_path], run, settings, cheap=[cheap_path], progress=progress_bar)
+    chosen = summary["chosen"]
+    result = {"molecule": molecule, "cost": cost, "budget": summary["budget"],
+              "n_standard": n_standard, "gamma": summary["gamma"],
+              "bias_median_per_component_kcal": summary["bias"]["median_per_component"] * KCAL,
+              "asteroid": test_f_mae(summary["model"], test),
+              "gamma_sensitivity": {}, "val_loss": summary["gamma_selection"]}
+    for gamma in args.gammas:
+        name = f"gamma{gamma:g}"
+        result["gamma_sensitivity"][f"{gamma:g}"] = test_f_mae(model_of(run / f"stage3_{name}"),
+                                                               test)
+    result["no_finetune"] = test_f_mae(model_of(run / f"stage2_{chosen}"), test)
+
+    # ablation: uniform weights (stage 1 shared through a link)
+    uniform = root / "asteroid_uniform"
+    uniform.mkdir(exist_ok=True)
+    if not (uniform / "stage1_bias").exists():
+        (uniform / "stage1_bias").symlink_to(run / "stage1_bias", target_is_directory=True)
+    ablation = asteroid([acc_path], uniform, AsteroidSettings(**{**asdict(settings),
+                        "config": config, "bias_weights": False}), cheap=[cheap_path],
+                        progress=progress_bar)
+    result["no_bias_weights"] = test_f_mae(ablation["model"], test)
+
+    # score matching on the cheap frames' configurations, labels dropped
+    unlabeled = Frames(positions=cheap.positions, atomic_numbers=cheap.atomic_numbers)
+    unl_path = write_frames(unlabeled, root / f"unlabeled_{args.cheap}.npz")
+    sm = asteroid([acc_path], root / "asteroid_score", AsteroidSettings(
+        **{**asdict(settings), "config": config, "temperature": 500.0}),
+        unlabeled=[unl_path], progress=progress_bar)
+    result["score_matching"] = test_f_mae(sm["model"], test)
+
+    # standard training on the same label budget and the wall time of one ASTEROID path
+    standard_dir = root / "standard"
+    if not (standard_dir / "model.pt").exists():
+        standard_config = TrainingConfig(**{**asdict(config),
+                                            "max_minutes": 2.5 * args.minutes})
+        n_val = max(1, round(0.1 * n_standard))
+        frames = pool[:n_standard]
+        order = np.random.default_rng(0).permutation(n_standard)
+        trainer = Trainer(standard_config, [frames[np.sort(order[n_val:])]],
+                          [frames[np.sort(order[:n_val])]], standard_dir)
+        with progress_bar(f"{molecule} · standard training", 1) as advance:
+            trainer.fit()
+            advance(1)
+        export_run(standard_dir, standard_dir / "model.pt", clusters=False)
+    result["standard"] = test_f_mae(standard_dir / "model.pt", test)
+    result["improvement_percent"] = 100.0 * (result["standard"] - result["asteroid"]) / \
+        result["standard"]
+    result["models"] = {"standard": str(standard_dir / "model.pt"),
+                        "asteroid": summary["model"]}
+    return result
+
+
+def md_stability(result: dict, args) -> dict:
+    """Frames before collapse vs time step for the standard and the ASTEROID model."""
+    runner = get_engine("ase")
+    molecule = result["molecule"]
+    start = write_frames(gfn2_trajectory(molecule, args.test, 1)[:1], CACHE / molecule /
+                         "start.xyz")
+    stability: dict[str, dict[str, list[int]]] = {}
+    for name, model in result["models"].items():
+        stability[name] = {}
+        for timestep in args.timesteps:
+            frames = []
+            for seed in range(args.md_runs):
+                out = CACHE / molecule / "md" / f"{name}_{timestep:g}fs_{seed}"
+                summary_file = out / "summary.json"
+                if not summary_file.exists():
+                    steps = int(round(args.md_time / timestep))
+                    with progress_bar(f"MD {name} {timestep:g} fs #{seed}", steps) as advance:
+                        runner(model, start, str(out), temperature=500.0, timestep=timestep,
+                               steps=steps, report_interval=max(1, int(round(5 / timestep))),
+                               seed=seed, advance=advance)
+                summary = json.loads(summary_file.read_text())
+                frames.append(summary["steps_run"] * timestep)  # simulated fs before stop
+            stability[name][f"{timestep:g}"] = frames
+    return stability
+
+
+HYPER = {"hidden": 64, "num_interactions": 3}
+
+
+def main() -> None:
+    global CACHE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--molecules", default="ethanol,malonaldehyde,aspirin")
+    parser.add_argument("--pool", type=int, default=1500, help="GFN2-xTB frames per molecule")
+    parser.add_argument("--test", type=int, default=200)
+    parser.add_argument("--accurate", type=int, default=200)
+    parser.add_argument("--cheap", type=int, default=1000)
+    parser.add_argument("--minutes", type=float, default=2.0,
+                        help="time budget of stages 1 and 2 (stage 3: half)")
+    parser.add_argument("--gammas", default="0.1,0.5,1,2")
+    parser.add_argument("--timesteps", default="0.5,1,1.5,2", help="fs, MD stability")
+    parser.add_argument("--md-runs", type=int, default=5)
+    parser.add_argument("--md-time", type=float, default=2000.0, help="fs per MD run")
+    parser.add_argument("--cache", type=Path, default=CACHE)
+    parser.add_argument("--json", type=Path, help="results file (default: in --cache)")
+    args = parser.parse_args()
+    CACHE = args.cache
+    args.gammas = tuple(float(g) for g in args.gammas.split(","))
+    args.timesteps = [float(t) for t in args.timesteps.split(",")] if args.timesteps else []
+    results = {"settings": {k: (str(v) if isinstance(v, Path) else v)
+                            for k, v in vars(args).items()}, "molecules": []}
+    started = time.monotonic()
+    for molecule in args.molecules.split(","):
+        result = molecule_benchmark(molecule, args)
+        results["molecules"].append(result)
+        print(json.dumps({k: v for k, v in result.items() if k != "cost"}, indent=1))
+    if args.timesteps:
+        last = results["molecules"][-1]
+        stability = md_stability(last, args)
+        results["md_stability"] = {"molecule": last["molecule"], "fs_before_collapse": stability}
+        figure, axis = plt.subplots(figsize=(5.0, 3.4))
+        for name, per_step in stability.items():
+            steps = [float(t) for t in per_step]
+            axis.plot(steps, [np.median(v) for v in per_step.values()], "o-", label=name)
+        axis.set_xlabel("time step (fs)")
+        axis.set_ylabel("median fs before collapse")
+        axis.set_title(f"MD stability, {last['molecule']}, 500 K")
+        axis.legend()
+        FIGURES.mkdir(exist_ok=True)
+        figure.savefig(FIGURES / "asteroid_md_stability.png", dpi=110, bbox_inches="tight")
+        plt.close(figure)
+    results["seconds"] = time.monotonic() - started
+    out = args.json or CACHE / "results.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
