@@ -186,8 +186,9 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=30)
     parser.add_argument("--md-runs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=4000)
-    parser.add_argument("--temperature", type=float, default=800.0)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--temperature", type=float, default=1200.0,
+                        help="K; hot enough that the 6-minute global model collapses in most runs")
     parser.add_argument("--new-frames", type=int, default=100)
     parser.add_argument("--al-epochs", type=int, default=40)
     parser.add_argument("--parts", default="abc")

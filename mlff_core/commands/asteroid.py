@@ -145,10 +145,12 @@ def asteroid(accurate, cheap, unlabeled, temperature, gamma, cost_ratio, score_m
     if "bias" in summary:
         median = summary["bias"]["median_per_component"] * scale
         click.echo(f"bias of the cheap labels: median {median:.2f} kcal/mol/Å per component")
-    click.echo("stage                           best epoch  val F_mae (kcal/mol/Å)  val loss")
+    click.echo("stage                 validated on   best epoch  F_mae (kcal/mol/Å)  loss")
     for name, stage in summary["stages"].items():
-        click.echo(f"{name:<32}{stage['best_epoch']:>10}  {stage['val_force_mae'] * scale:>22.3f}"
-                   f"  {stage['val_loss']:.4g}")
+        validated_on = "accurate" if not name.startswith("stage2") else \
+            ("cheap" if "bias" in summary else "unlabeled")
+        click.echo(f"{name:<22}{validated_on:<15}{stage['best_epoch']:>10}"
+                   f"  {stage['val_force_mae'] * scale:>18.3f}  {stage['val_loss']:.4g}")
     chosen = "uniform weights" if summary["gamma"] is None and "bias" in summary else \
         (f"γ = {summary['gamma']:g}" if summary["gamma"] is not None else "score matching")
     click.echo(f"chosen: {chosen}; model file: {summary['model']}")
