@@ -13,27 +13,18 @@ import argparse
 import json
 import os
 import platform
-import time
 
 import numpy as np
 
 from mlff_core.data.generate import LangevinSampling, sample_langevin
 from mlff_core.data.molecules import named_molecule
 from mlff_core.labels import get_level
+from mlff_core.labels.timing import label_seconds
 
 
 def time_level(name: str, frames, n: int) -> dict:
     level = get_level(name)
-    system = frames.provenance["system"]
-    calc = level.calculator(smiles=system["smiles"])
-    times = []
-    for i in range(n):
-        atoms = frames.to_atoms(i)
-        atoms.calc = calc
-        start = time.perf_counter()
-        atoms.get_potential_energy()
-        atoms.get_forces()
-        times.append(time.perf_counter() - start)
+    times = label_seconds(frames, level, n)
     steady = times[1:] if len(times) > 1 else times  # the first call includes set-up
     return {
         "level": level.tag,

@@ -104,11 +104,12 @@ def train_model(name: str, loss: dict, sets: dict, minutes: float) -> Path:
     return export_run(out / "run", model_path)
 
 
-def part_a(sets: dict, minutes: float) -> dict:
+def part_a(sets: dict, minutes: float, losses: list[str]) -> dict:
     frames, labels = sets["frames"], sets["labels"]
     test = frames[sets["test"]]
     result = {}
-    for name, loss in (("global", {"global": 1.0}), ("cluster", {"cluster": 1.0})):
+    for name in losses:
+        loss = {name: 1.0}
         model = train_model(name, loss, sets, minutes)
         table = per_cluster(model, test, labels[sets["test"]])
         worst = max(table["clusters"], key=lambda k: table["clusters"][k]["F_mae"])
@@ -192,6 +193,8 @@ def main() -> None:
     parser.add_argument("--new-frames", type=int, default=100)
     parser.add_argument("--al-epochs", type=int, default=40)
     parser.add_argument("--parts", default="abc")
+    parser.add_argument("--losses", default="global,cluster",
+                        help="part (a)'s models (one per process trains them side by side)")
     parser.add_argument("--cache", type=Path, default=CACHE,
                         help="where models and runs are kept (reused when present)")
     parser.add_argument("--json", type=Path, help="results file (default: in --cache)")
@@ -209,8 +212,8 @@ def main() -> None:
           f"{len(sets['train'])} frames ({args.minority} of the minority), test "
           f"{len(sets['test'])}")
     if "a" in args.parts:
-        results["a"] = part_a(sets, args.minutes)
-        for name in ("global", "cluster"):
+        results["a"] = part_a(sets, args.minutes, args.losses.split(","))
+        for name in results["a"]:
             r = results["a"][name]
             print(f"(a) {name:7s} test F_mae {r['global_F_mae']:.3f}; worst cluster "
                   f"{r['worst_cluster']} {r['worst_F_mae']:.3f}; minority "

@@ -10,8 +10,18 @@ from collections.abc import Callable, Iterator
 Advance = Callable[[int], None]
 
 
+#: Opens a progress bar: (description, total) -> context manager yielding `advance`.
+ProgressFactory = Callable[[str, int], contextlib.AbstractContextManager[Advance]]
+
+
 def no_progress(_: int = 1) -> None:
     """An `Advance` that does nothing (the default for library calls)."""
+
+
+@contextlib.contextmanager
+def silent_progress(_description: str, _total: int) -> Iterator[Advance]:
+    """A `ProgressFactory` that draws nothing (the default for library calls)."""
+    yield no_progress
 
 
 @contextlib.contextmanager

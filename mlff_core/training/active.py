@@ -26,10 +26,9 @@ Output directory:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,17 +49,9 @@ from mlff_core.labels import get_level
 from mlff_core.metrics.predict import predict_with_model
 from mlff_core.metrics.simulation import stability
 from mlff_core.monitors.detectors import ExplorationDetector
-from mlff_core.progress import Advance, no_progress
+from mlff_core.progress import ProgressFactory, silent_progress
 from mlff_core.training.run import prepare_data, training_frames
 from mlff_core.training.trainer import Trainer, TrainingConfig
-
-#: Opens a progress bar: (description, total) -> context manager yielding `advance`.
-ProgressFactory = Callable[[str, int], contextlib.AbstractContextManager[Advance]]
-
-
-@contextlib.contextmanager
-def _silent(_description: str, _total: int) -> Iterator[Advance]:
-    yield no_progress
 
 
 @dataclass
@@ -262,7 +253,7 @@ def _pass_statistics(runs: Sequence[RunAnalysis]) -> dict[str, Any]:
 def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
                  output_dir: str | os.PathLike, settings: ActiveLearningSettings, *,
                  data: Sequence[str | os.PathLike] = (),
-                 progress: ProgressFactory = _silent) -> dict[str, Any]:
+                 progress: ProgressFactory = silent_progress) -> dict[str, Any]:
     """Run the rounds described in the module docstring; returns the summary (also written to
     summary.json, with report.html beside it)."""
     from mlff_core.report.active import write_active_learning_report

@@ -33,12 +33,11 @@ Run directory:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -53,15 +52,15 @@ from mlff_core.export.from_run import export_run
 from mlff_core.export.loading import load_model
 from mlff_core.fileio import atomic_output
 from mlff_core.labels.levels import LevelOfTheory, get_level
+from mlff_core.labels.timing import label_seconds
 from mlff_core.metrics.predict import predict_with_model
 from mlff_core.models import build_potential
 from mlff_core.models.potential import Potential
-from mlff_core.progress import Advance, no_progress
+from mlff_core.progress import ProgressFactory, silent_progress
 from mlff_core.training.graphs import batches, frame_graphs
 from mlff_core.training.run import prepare_data, read_systems_from_files
 from mlff_core.training.score_matching import ScoreMatching
 from mlff_core.training.trainer import (
-    EpochRecord,
     Trainer,
     TrainingConfig,
     initial_potential,
@@ -70,12 +69,7 @@ from mlff_core.training.trainer import (
 #: γ grid, in units of the cheap set's median bias.
 GAMMA_GRID = (0.1, 0.5, 1.0, 2.0)
 
-Progress = Callable[[str, int], contextlib.AbstractContextManager[Advance]]
 
-
-@contextlib.contextmanager
-def _silent(_description: str, _total: int) -> Iterator[Advance]:
-    yield no_progress
 
 
 @dataclass
@@ -152,20 +146,9 @@ def level_of(frames: Frames) -> LevelOfTheory:
 
 
 def seconds_per_label(frames: Frames, level: LevelOfTheory) -> float:
-    """Median wall time of one energy + forces call of `level` on each of `frames`, s (one
-    calculator, set up by a warm-up call first, as in a labelling run)."""
-    system = frames.provenance.get("system", {})
-    calculator = level.calculator(smiles=system.get("smiles"),
-                                  charge=int(system.get("charge", 0)))
-    times = []
-    for i in [0, *range(frames.n_frames)]:
-        atoms = frames.to_atoms(i)
-        atoms.calc = calculator
-        started = time.perf_counter()
-        atoms.get_potential_energy()
-        atoms.get_forces()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times[1:]))
+    """Median wall time of labelling one of `frames` with `level` once its calculator is set
+    up (the first frame is labelled twice: set-up, then timed), s."""
+    return float(np.median(label_seconds(frames[[0, *range(frames.n_frames)]], level)[1:]))
 
 
 def measure_cost_ratio(accurate: Frames, cheap: Frames, n_frames: int = 5) -> dict[str, Any]:
@@ -246,7 +229,7 @@ class StageResult:
 
 
 def _run_stage(name: str, make_trainer: Callable[[], Trainer], run_dir: Path, epochs: int,
-               progress: Progress) -> StageResult:
+               progress: ProgressFactory) -> StageResult:
     """Train one stage, or read its result when an earlier run finished it (stage.json); an
     interrupted stage continues from its checkpoint."""
     done = run_dir / "stage.json"
@@ -268,16 +251,154 @@ def _run_stage(name: str, make_trainer: Callable[[], Trainer], run_dir: Path, ep
 
 
 # ------------------------------------------------------------------------------------ driver
+@dataclass
+class _Sets:
+    """The frames of a run: accurate train/val (one system) and the cheap or unlabeled ones."""
+
+    acc_train: list[Frames]
+    acc_val: list[Frames]
+    acc_provenance: dict[str, Any]
+    extra_train: Frames
+    extra_val: Frames
+
+    @property
+    def n_accurate(self) -> int:
+        return self.acc_train[0].n_frames + self.acc_val[0].n_frames
+
+    @property
+    def n_extra(self) -> int:
+        return self.extra_train.n_frames + self.extra_val.n_frames
+
+
+def _read_sets(accurate: Sequence[str | os.PathLike], extra_files: Sequence[str | os.PathLike],
+               labelled: bool, settings: AsteroidSettings) -> _Sets:
+    seed = settings.config.seed
+    acc_train, acc_val, acc_provenance = prepare_data(accurate, (), None, settings.n_val, seed)
+    if len(acc_train) != 1:
+        raise MLFFError("ASTEROID here trains one system at a time; the accurate files hold "
+                        f"{len(acc_train)} different systems")
+    extra = read_systems_from_files(extra_files)
+    if len(extra) != 1 or not np.array_equal(extra[0].atomic_numbers,
+                                             acc_train[0].atomic_numbers):
+        raise MLFFError("the cheap/unlabeled frames must hold the accurate set's system "
+                        "(same atoms in the same order)")
+    frames = extra[0]
+    if labelled and not frames.has_labels:
+        raise MLFFError(f"{', '.join(map(str, extra_files))}: cheap frames need energies and "
+                        "forces")
+    if not labelled:  # whatever labels the files carry are not used
+        frames = Frames(positions=frames.positions, atomic_numbers=frames.atomic_numbers,
+                        cell=frames.cell, pbc=frames.pbc, masses=frames.masses,
+                        source=frames.source)
+    n_val = settings.n_val if not isinstance(settings.n_val, float) else \
+        max(1, round(settings.n_val * frames.n_frames))
+    order = np.random.default_rng(seed).permutation(frames.n_frames)
+    return _Sets(acc_train, acc_val, acc_provenance, frames[np.sort(order[n_val:])],
+                 frames[np.sort(order[:n_val])])
+
+
+def _bias_aware_stages(sets: _Sets, cheap: Sequence[str | os.PathLike], run_dir: Path,
+                       settings: AsteroidSettings, progress: ProgressFactory,
+                       summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Stages 1 and 2 (one stage 2 per γ); returns the stage-2 candidates."""
+    config = settings.config
+    stage1_dir = run_dir / "stage1_bias"
+    torch.manual_seed(config.seed)
+    stage1 = _run_stage("stage 1 · bias identification (accurate labels)",
+                        partial(Trainer, config, sets.acc_train, sets.acc_val, stage1_dir,
+                                provenance=sets.acc_provenance),
+                        stage1_dir, config.epochs, progress)
+    stage1_model = export_run(stage1_dir, stage1_dir / "model.pt", clusters=False)
+    bias_train = frame_bias(stage1_model, sets.extra_train)
+    bias_val = frame_bias(stage1_model, sets.extra_val)
+    scale = float(np.median(bias_train))
+    with atomic_output(stage1_dir / "bias.npz") as fh:
+        np.savez(fh, train=bias_train, val=bias_val, median=scale)
+    summary["stages"]["stage1"] = asdict(stage1)
+    summary["bias"] = {"unit": "eV/A (L1 over all components)", "median": scale,
+                       "mean": float(bias_train.mean()), "max": float(bias_train.max()),
+                       "median_per_component": scale / (3 * sets.extra_train.atomic_numbers.size)}
+    candidates = []
+    for gamma in list(settings.gammas) if settings.bias_weights else [None]:
+        name = _gamma_name(gamma)
+        if gamma is None:
+            w_train, w_val = np.ones(sets.extra_train.n_frames), np.ones(sets.extra_val.n_frames)
+        else:
+            w_train = bias_weights(bias_train, gamma, scale)
+            w_val = bias_weights(bias_val, gamma, scale)
+        stage2_dir = run_dir / f"stage2_{name}"
+        stage2_dir.mkdir(exist_ok=True)
+        with atomic_output(stage2_dir / "weights.npz") as fh:
+            np.savez(fh, train=w_train, val=w_val)
+        provenance = {"files": [str(p) for p in cheap], "asteroid_stage": 2, "gamma": gamma,
+                      "level_of_theory": sorted(set(sets.extra_train.levels.tolist()))}
+        torch.manual_seed(config.seed)  # from scratch: the same initial weights for every γ
+        stage2 = _run_stage(f"stage 2 · bias-aware training on cheap labels ({name})",
+                            partial(Trainer, config, [sets.extra_train], [sets.extra_val],
+                                    stage2_dir, sample_weights=[w_train],
+                                    val_sample_weights=[w_val], provenance=provenance),
+                            stage2_dir, config.epochs, progress)
+        effective = float(w_train.sum() ** 2 / (w_train ** 2).sum())
+        summary["stages"][f"stage2_{name}"] = {
+            **asdict(stage2), "gamma": gamma,
+            "weights": {"mean": float(w_train.mean()), "min": float(w_train.min()),
+                        "effective_frames": effective}}
+        candidates.append({"name": name, "gamma": gamma, "stage2": stage2_dir})
+    return candidates
+
+
+def _score_stage(sets: _Sets, unlabeled: Sequence[str | os.PathLike], run_dir: Path,
+                 settings: AsteroidSettings, progress: ProgressFactory,
+                 summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Score matching from scratch on the unlabeled configurations (replaces stages 1–2)."""
+    config = settings.config
+    objective = ScoreMatching(settings.temperature, settings.score_method,
+                              settings.n_projections, noise=settings.noise)
+    torch.manual_seed(config.seed)
+    species = sorted({int(z) for z in sets.acc_train[0].atomic_numbers})
+    start = initial_potential(config, species, sets.acc_train)
+    provenance = {"files": [str(p) for p in unlabeled], "asteroid_stage": 2,
+                  "score_matching": objective.describe()}
+    stage2_dir = run_dir / "stage2_score"
+    stage2 = _run_stage(f"stage 2 · {objective.name} on unlabeled configurations",
+                        partial(Trainer, config, [sets.extra_train], [sets.extra_val],
+                                stage2_dir, init_potential=start, objective=objective,
+                                provenance=provenance),
+                        stage2_dir, config.epochs, progress)
+    summary["stages"]["stage2_score"] = {**asdict(stage2), **objective.describe()}
+    return [{"name": "score", "gamma": None, "stage2": stage2_dir}]
+
+
+def _finetune_stage(candidate: dict[str, Any], sets: _Sets, run_dir: Path,
+                    settings: AsteroidSettings, progress: ProgressFactory) -> StageResult:
+    """Stage 3 from a stage-2 run: reference energies refitted, then fine-tuned on A."""
+    config = replace(settings.config, epochs=settings.finetune_epochs,
+                     learning_rate=settings.finetune_learning_rate,
+                     max_minutes=settings.finetune_minutes)
+    stage3_dir = run_dir / f"stage3_{candidate['name']}"
+    start = best_potential(candidate["stage2"])
+    shift = refit_reference_energies(start, sets.acc_train)
+    provenance = {**sets.acc_provenance, "asteroid_stage": 3,
+                  "init_run": str(candidate["stage2"]), "reference_shift": shift.tolist()}
+    if not settings.finetune:
+        return _evaluate_only(config, sets.acc_train, sets.acc_val, stage3_dir, start,
+                              provenance)
+    torch.manual_seed(config.seed)
+    return _run_stage(f"stage 3 · fine-tuning on accurate labels ({candidate['name']})",
+                      partial(Trainer, config, sets.acc_train, sets.acc_val, stage3_dir,
+                              init_potential=start, provenance=provenance),
+                      stage3_dir, settings.finetune_epochs, progress)
+
+
 def asteroid(accurate: Sequence[str | os.PathLike], run_dir: str | os.PathLike,
              settings: AsteroidSettings, *, cheap: Sequence[str | os.PathLike] = (),
              unlabeled: Sequence[str | os.PathLike] = (),
-             progress: Progress = _silent,
-             on_epoch: Callable[[EpochRecord], None] | None = None) -> dict[str, Any]:
+             progress: ProgressFactory = silent_progress) -> dict[str, Any]:
     """Run ASTEROID; returns the summary also written to `run_dir/asteroid.json`.
 
     Exactly one of `cheap` (labelled, biased) and `unlabeled` (configurations sampled at
     `settings.temperature`) is given. A run directory left by an interrupted run is continued
-    stage by stage (finished stages are kept).
+    stage by stage (finished stages are kept). Bad input raises before anything is written.
     """
     if bool(cheap) == bool(unlabeled):
         raise MLFFError("give either cheap labelled frames or unlabeled configurations "
@@ -286,145 +407,47 @@ def asteroid(accurate: Sequence[str | os.PathLike], run_dir: str | os.PathLike,
         raise MLFFError("score matching on unlabeled configurations needs their sampling "
                         "temperature (--temperature)")
     run_dir = Path(run_dir)
-    config = settings.config
-    acc_train, acc_val, acc_provenance = prepare_data(accurate, (), None, settings.n_val,
-                                                      config.seed)
-    if len(acc_train) != 1:
-        raise MLFFError("ASTEROID here trains one system at a time; the accurate files hold "
-                        f"{len(acc_train)} different systems")
-    extra = read_systems_from_files(cheap or unlabeled)
-    if unlabeled:  # whatever labels the files carry are not used
-        extra = [Frames(positions=part.positions, atomic_numbers=part.atomic_numbers,
-                        cell=part.cell, pbc=part.pbc, masses=part.masses, source=part.source)
-                 for part in extra]
-    if len(extra) != 1 or not np.array_equal(extra[0].atomic_numbers,
-                                             acc_train[0].atomic_numbers):
-        raise MLFFError("the cheap/unlabeled frames must hold the accurate set's system "
-                        "(same atoms in the same order)")
-    if cheap and not extra[0].has_labels:
-        raise MLFFError(f"{', '.join(map(str, cheap))}: cheap frames need energies and forces")
-    n_extra = extra[0].n_frames
-    val_count = max(1, round(settings.n_val * n_extra)) if isinstance(settings.n_val, float) \
-        else settings.n_val
-    order = np.random.default_rng(config.seed).permutation(n_extra)
-    extra_train, extra_val = extra[0][np.sort(order[val_count:])], \
-        extra[0][np.sort(order[:val_count])]
-    n_accurate = acc_train[0].n_frames + acc_val[0].n_frames
+    sets = _read_sets(accurate, cheap or unlabeled, bool(cheap), settings)
+    if cheap:
+        cost = {"cost_ratio": settings.cost_ratio, "source": "given"} \
+            if settings.cost_ratio is not None else \
+            measure_cost_ratio(sets.acc_train[0], sets.extra_train, settings.cost_frames)
+        budget = label_budget(sets.n_accurate, sets.n_extra, cost)
+    else:
+        budget = label_budget(sets.n_accurate, 0, None, sets.n_extra)
     run_dir.mkdir(parents=True, exist_ok=True)
-
     summary: dict[str, Any] = {
         "variant": "cheap labels" if cheap else "score matching",
         "accurate_files": [str(p) for p in accurate],
         "extra_files": [str(p) for p in (cheap or unlabeled)],
-        "frames": {"accurate_train": acc_train[0].n_frames, "accurate_val": acc_val[0].n_frames,
-                   "extra_train": extra_train.n_frames, "extra_val": extra_val.n_frames},
+        "frames": {"accurate_train": sets.acc_train[0].n_frames,
+                   "accurate_val": sets.acc_val[0].n_frames,
+                   "extra_train": sets.extra_train.n_frames,
+                   "extra_val": sets.extra_val.n_frames},
         "settings": {k: v for k, v in asdict(settings).items() if k != "config"},
-        "config": asdict(config),
+        "config": asdict(settings.config),
+        "budget": budget,
         "stages": {},
     }
-    finetune_config = replace(config, epochs=settings.finetune_epochs,
-                              learning_rate=settings.finetune_learning_rate,
-                              max_minutes=settings.finetune_minutes)
-    candidates: list[tuple[str, dict[str, Any]]] = []
-
     if cheap:
-        cost = {"cost_ratio": settings.cost_ratio, "source": "given"} \
-            if settings.cost_ratio is not None else \
-            measure_cost_ratio(acc_train[0], extra_train, settings.cost_frames)
-        summary["budget"] = label_budget(n_accurate, n_extra, cost)
-        # stage 1: bias identification
-        stage1_dir = run_dir / "stage1_bias"
-        torch.manual_seed(config.seed)
-        stage1 = _run_stage("stage 1 · bias identification (accurate labels)",
-                            partial(Trainer, config, acc_train, acc_val, stage1_dir,
-                                            provenance=acc_provenance),
-                            stage1_dir, config.epochs, progress)
-        stage1_model = export_run(stage1_dir, stage1_dir / "model.pt", clusters=False)
-        bias_train = frame_bias(stage1_model, extra_train)
-        bias_val = frame_bias(stage1_model, extra_val)
-        scale = float(np.median(bias_train))
-        with atomic_output(stage1_dir / "bias.npz") as fh:
-            np.savez(fh, train=bias_train, val=bias_val, median=scale)
-        summary["stages"]["stage1"] = asdict(stage1)
-        n_components = 3 * extra_train.atomic_numbers.size
-        summary["bias"] = {"unit": "eV/A (L1 over all components)", "median": scale,
-                           "mean": float(bias_train.mean()), "max": float(bias_train.max()),
-                           "median_per_component": scale / n_components}
-        gammas: list[float | None] = list(settings.gammas) if settings.bias_weights else [None]
-        for gamma in gammas:
-            name = _gamma_name(gamma)
-            if gamma is None:
-                w_train, w_val = np.ones(extra_train.n_frames), np.ones(extra_val.n_frames)
-            else:
-                w_train = bias_weights(bias_train, gamma, scale)
-                w_val = bias_weights(bias_val, gamma, scale)
-            torch.manual_seed(config.seed)  # from scratch: the same initial weights for every γ
-            provenance = {"files": [str(p) for p in cheap], "level_of_theory":
-                          sorted(set(extra_train.levels.tolist())), "asteroid_stage": 2,
-                          "gamma": gamma}
-            stage2_dir = run_dir / f"stage2_{name}"
-            stage2_dir.mkdir(exist_ok=True)
-            with atomic_output(stage2_dir / "weights.npz") as fh:
-                np.savez(fh, train=w_train, val=w_val)
-            stage2 = _run_stage(f"stage 2 · bias-aware training on cheap labels ({name})",
-                                partial(Trainer, config, [extra_train], [extra_val], stage2_dir,
-                                                sample_weights=[w_train],
-                                                val_sample_weights=[w_val],
-                                                provenance=provenance),
-                                stage2_dir, config.epochs, progress)
-            weights_summary = {"mean": float(w_train.mean()), "min": float(w_train.min()),
-                               "effective_frames": float(w_train.sum() ** 2 /
-                                                         (w_train ** 2).sum())}
-            summary["stages"][f"stage2_{name}"] = {**asdict(stage2), "gamma": gamma,
-                                                   "weights": weights_summary}
-            candidates.append((name, {"gamma": gamma, "stage2": stage2_dir}))
+        candidates = _bias_aware_stages(sets, cheap, run_dir, settings, progress, summary)
     else:
-        summary["budget"] = label_budget(n_accurate, 0, None, n_extra)
-        objective = ScoreMatching(settings.temperature, settings.score_method,
-                                  settings.n_projections, noise=settings.noise)
-        torch.manual_seed(config.seed)
-        species = sorted({int(z) for z in acc_train[0].atomic_numbers})
-        start = initial_potential(config, species, acc_train)
-        provenance = {"files": [str(p) for p in unlabeled], "asteroid_stage": 2,
-                      "score_matching": objective.describe()}
-        stage2_dir = run_dir / "stage2_score"
-        stage2 = _run_stage(f"stage 2 · {objective.name} on unlabeled configurations",
-                            partial(Trainer, config, [extra_train], [extra_val], stage2_dir,
-                                            init_potential=start, objective=objective,
-                                            provenance=provenance),
-                            stage2_dir, config.epochs, progress)
-        summary["stages"]["stage2_score"] = {**asdict(stage2), **objective.describe()}
-        candidates.append(("score", {"gamma": None, "stage2": stage2_dir}))
+        candidates = _score_stage(sets, unlabeled, run_dir, settings, progress, summary)
+    for candidate in candidates:
+        candidate["stage3"] = _finetune_stage(candidate, sets, run_dir, settings, progress)
+        summary["stages"][f"stage3_{candidate['name']}"] = asdict(candidate["stage3"])
 
-    # stage 3: fine-tuning on the accurate labels, for every candidate
-    for name, candidate in candidates:
-        stage3_dir = run_dir / f"stage3_{name}"
-        start = best_potential(candidate["stage2"])
-        shift = refit_reference_energies(start, acc_train)
-        provenance = {**acc_provenance, "asteroid_stage": 3,
-                      "init_run": str(candidate["stage2"]), "reference_shift": shift.tolist()}
-        if settings.finetune:
-            torch.manual_seed(config.seed)
-            stage3 = _run_stage(f"stage 3 · fine-tuning on accurate labels ({name})",
-                                partial(Trainer, finetune_config, acc_train, acc_val, stage3_dir,
-                                                init_potential=start, provenance=provenance),
-                                stage3_dir, settings.finetune_epochs, progress)
-        else:
-            stage3 = _evaluate_only(finetune_config, acc_train, acc_val, stage3_dir, start,
-                                    provenance)
-        candidate["stage3"] = stage3
-        summary["stages"][f"stage3_{name}"] = asdict(stage3)
-
-    chosen_name, chosen = min(candidates, key=lambda item: item[1]["stage3"].val_loss)
+    chosen = min(candidates, key=lambda c: c["stage3"].val_loss)
     summary["gamma"] = chosen["gamma"]
-    summary["chosen"] = chosen_name
-    summary["gamma_selection"] = {name: c["stage3"].val_loss for name, c in candidates}
+    summary["chosen"] = chosen["name"]
+    summary["gamma_selection"] = {c["name"]: c["stage3"].val_loss for c in candidates}
     record = {"variant": summary["variant"], "gamma": chosen["gamma"],
               "gamma_unit": "median bias of the cheap set",
-              "gamma_selection": summary["gamma_selection"], "budget": summary["budget"],
+              "gamma_selection": summary["gamma_selection"], "budget": budget,
               "stages": {key: {k: v for k, v in stage.items() if k != "run_dir"}
                          for key, stage in summary["stages"].items()
-                         if key == "stage1" or key.endswith(chosen_name)}}
+                         if key in ("stage1", f"stage2_{chosen['name']}",
+                                    f"stage3_{chosen['name']}")}}
     output = export_run(chosen["stage3"].run_dir, run_dir / "model.pt",
                         training_extra={"asteroid": record})
     summary["model"] = str(output)
