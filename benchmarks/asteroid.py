@@ -220,7 +220,8 @@ def main() -> None:
         axis.set_title(f"MD stability, {last['molecule']}, 500 K")
         axis.legend()
         FIGURES.mkdir(exist_ok=True)
-        figure.savefig(FIGURES / "asteroid_md_stability.png", dpi=110, bbox_inches="tight")
+        figure.savefig(FIGURES / f"asteroid_md_stability_{last['molecule']}.png", dpi=110,
+                       bbox_inches="tight")
         plt.close(figure)
     results["seconds"] = time.monotonic() - started
     out = args.json or CACHE / "results.json"
