@@ -61,6 +61,7 @@ from mlff_core.training.graphs import batches, frame_graphs
 from mlff_core.training.run import prepare_data, read_systems_from_files
 from mlff_core.training.score_matching import ScoreMatching
 from mlff_core.training.trainer import (
+    EpochRecord,
     Trainer,
     TrainingConfig,
     initial_potential,
@@ -239,8 +240,22 @@ def _run_stage(name: str, make_trainer: Callable[[], Trainer], run_dir: Path, ep
     trainer = make_trainer()
     if trainer.checkpoint_path.exists():
         trainer.resume()
-    with progress(name, max(epochs - trainer.epoch, 0)) as advance:
-        trainer.fit(lambda _record: advance(1))
+    limit = trainer.config.max_minutes
+    if limit is None:
+        with progress(name, max(epochs - trainer.epoch, 0)) as advance:
+            trainer.fit(lambda _record: advance(1))
+    else:  # a time budget: the bar counts seconds (the epoch limit is usually not reached)
+        total = max(1, int(60 * limit))
+        with progress(f"{name}, {limit:g} min", total) as advance:
+            shown = [0]
+
+            def tick(_record: EpochRecord) -> None:
+                now = min(int(time.monotonic() - started), total)
+                advance(now - shown[0])
+                shown[0] = now
+
+            trainer.fit(tick)
+            advance(total - shown[0])
     best = torch.load(trainer.best_path, map_location="cpu", weights_only=True)
     result = StageResult(name, str(run_dir), trainer.best_epoch, trainer.epoch,
                          trainer.best_val_loss, float(best["val_metrics"]["force_mae"]),
