@@ -45,6 +45,7 @@ from mlff_core.progress import progress_bar
 from mlff_core.report.plots import plt
 from mlff_core.training import Trainer, TrainingConfig
 from mlff_core.training.asteroid import AsteroidSettings, asteroid, measure_cost_ratio
+from mlff_core.training.run import fit_with_progress
 
 CACHE = Path(__file__).parent / ".cache" / "asteroid"
 FIGURES = Path(__file__).parent / "figures"
@@ -139,9 +140,7 @@ def molecule_benchmark(molecule: str, args) -> dict:
         order = np.random.default_rng(0).permutation(n_standard)
         trainer = Trainer(standard_config, [frames[np.sort(order[n_val:])]],
                           [frames[np.sort(order[:n_val])]], standard_dir)
-        with progress_bar(f"{molecule} · standard training", 1) as advance:
-            trainer.fit()
-            advance(1)
+        fit_with_progress(trainer, f"{molecule} · standard training")
         export_run(standard_dir, standard_dir / "model.pt", clusters=False)
     result["standard"] = test_f_mae(standard_dir / "model.pt", test)
     result["improvement_percent"] = 100.0 * (result["standard"] - result["asteroid"]) / \

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +40,7 @@ from mlff_core.report.plots import plt, stability_violins  # noqa: E402
 from mlff_core.training import Trainer, TrainingConfig  # noqa: E402
 from mlff_core.training.active import ActiveLearningSettings, active_learn  # noqa: E402
 from mlff_core.training.finetune import finetune  # noqa: E402
+from mlff_core.training.run import fit_with_progress  # noqa: E402
 
 CACHE = Path(__file__).parent / ".cache" / "metric_guided"
 FIGURES = Path(__file__).parent / "figures"
@@ -82,6 +82,15 @@ def per_cluster(model_path: Path, frames, labels) -> dict:
                          for k, v in metrics["per_cluster"].items()}}
 
 
+def test_table(model_path: Path, sets: dict) -> dict:
+    """`per_cluster` on the test frames, with the worst and the minority cluster's F_mae."""
+    test = sets["test"]
+    table = per_cluster(model_path, sets["frames"][test], sets["labels"][test])
+    worst = max(table["clusters"], key=lambda k: table["clusters"][k]["F_mae"])
+    return {**table, "worst_cluster": worst, "worst_F_mae": table["clusters"][worst]["F_mae"],
+            "minority_F_mae": table["clusters"][sets["minority"]]["F_mae"]}
+
+
 def train_model(name: str, loss: dict, sets: dict, minutes: float) -> Path:
     out = CACHE / name
     model_path = out / "model.pt"
@@ -93,29 +102,16 @@ def train_model(name: str, loss: dict, sets: dict, minutes: float) -> Path:
                             early_stopping_patience=10_000, loss=loss, max_minutes=minutes)
     trainer = Trainer(config, [frames[sets["train"]]], [frames[sets["val"]]], out / "run",
                       clusters=[sets["clusters"]])
-    with progress_bar(f"training ({name})", int(minutes * 60)) as advance:
-        started = time.monotonic()
-
-        def tick(_record):
-            advance(int(time.monotonic() - started) - tick.done)
-            tick.done = int(time.monotonic() - started)
-        tick.done = 0
-        trainer.fit(tick)
+    fit_with_progress(trainer, f"training ({name})")
     return export_run(out / "run", model_path)
 
 
 def part_a(sets: dict, minutes: float, losses: list[str]) -> dict:
-    frames, labels = sets["frames"], sets["labels"]
-    test = frames[sets["test"]]
     result = {}
     for name in losses:
         loss = {name: 1.0}
         model = train_model(name, loss, sets, minutes)
-        table = per_cluster(model, test, labels[sets["test"]])
-        worst = max(table["clusters"], key=lambda k: table["clusters"][k]["F_mae"])
-        result[name] = {**table, "worst_cluster": worst,
-                        "worst_F_mae": table["clusters"][worst]["F_mae"],
-                        "minority_F_mae": table["clusters"][sets["minority"]]["F_mae"]}
+        result[name] = test_table(model, sets)
     return result
 
 
@@ -123,7 +119,7 @@ def part_a_finetune(sets: dict, epochs: int) -> dict:
     """(a') The losses compared as fine-tuning losses: the global model trained on for `epochs`
     more epochs (lr 2e-4) with the global loss and with the cluster loss (the benchmark's
     clusters), same start, same epochs; per-cluster test F_mae."""
-    frames, labels = sets["frames"], sets["labels"]
+    frames = sets["frames"]
     result = {}
     for name in ("global", "cluster"):
         out = CACHE / f"finetune_loss_{name}"
@@ -134,14 +130,9 @@ def part_a_finetune(sets: dict, epochs: int) -> dict:
             start = load_model(CACHE / "global" / "model.pt").to_potential()
             trainer = Trainer(config, [frames[sets["train"]]], [frames[sets["val"]]],
                               out / "run", init_potential=start, clusters=[sets["clusters"]])
-            with progress_bar(f"fine-tuning with the {name} loss", epochs) as advance:
-                trainer.fit(lambda _record: advance(1))
+            fit_with_progress(trainer, f"fine-tuning with the {name} loss")
             export_run(out / "run", out / "model.pt", clusters=False)
-        table = per_cluster(out / "model.pt", frames[sets["test"]], labels[sets["test"]])
-        worst = max(table["clusters"], key=lambda k: table["clusters"][k]["F_mae"])
-        result[name] = {**table, "worst_cluster": worst,
-                        "worst_F_mae": table["clusters"][worst]["F_mae"],
-                        "minority_F_mae": table["clusters"][sets["minority"]]["F_mae"]}
+        result[name] = test_table(out / "model.pt", sets)
     return result
 
 

@@ -15,12 +15,12 @@ from mlff_core.data.generate import LangevinSampling, generate_frames, relabel_f
 from mlff_core.data.molecules import named_molecule
 from mlff_core.errors import MLFFError
 from mlff_core.export import load_model
+from mlff_core.export.from_run import best_potential
 from mlff_core.labels.levels import get_level
 from mlff_core.training import TrainingConfig
 from mlff_core.training.asteroid import (
     AsteroidSettings,
     asteroid,
-    best_potential,
     bias_weights,
     label_budget,
     measure_cost_ratio,
@@ -92,7 +92,7 @@ def test_stage_wiring(ethanol_sets, tmp_path):
     assert weights["train"] == pytest.approx(expected, rel=1e-12)
 
     # stage 3 at learning rate 0 keeps stage 2's network; only the reference energies moved
-    stage2 = best_potential(run / "stage2_gamma0.5").state_dict()
+    stage2 = best_potential(run / "stage2_gamma0.5")[0].state_dict()
     final = load_model(run / "model.pt").to_potential().state_dict()
     for key, value in stage2.items():
         if key == "atomic_reference":
@@ -116,12 +116,12 @@ def test_stage_wiring(ethanol_sets, tmp_path):
     asteroid([ethanol_sets["accurate"]], tmp_path / "b", uniform, cheap=[ethanol_sets["cheap"]])
     asteroid([ethanol_sets["accurate_b"]], tmp_path / "c", uniform,
              cheap=[ethanol_sets["cheap"]])
-    stage1_b = best_potential(tmp_path / "b" / "stage1_bias").state_dict()
-    stage1_c = best_potential(tmp_path / "c" / "stage1_bias").state_dict()
+    stage1_b = best_potential(tmp_path / "b" / "stage1_bias")[0].state_dict()
+    stage1_c = best_potential(tmp_path / "c" / "stage1_bias")[0].state_dict()
     assert not torch.allclose(stage1_b["representation.embedding.weight"],
                               stage1_c["representation.embedding.weight"])
-    b = best_potential(tmp_path / "b" / "stage2_uniform").state_dict()
-    c = best_potential(tmp_path / "c" / "stage2_uniform").state_dict()
+    b = best_potential(tmp_path / "b" / "stage2_uniform")[0].state_dict()
+    c = best_potential(tmp_path / "c" / "stage2_uniform")[0].state_dict()
     for key in b:
         assert torch.allclose(b[key], c[key], rtol=1e-9, atol=1e-12), key
 

@@ -29,6 +29,7 @@ from mlff_core.report.html import render_html
 from mlff_core.training import TrainingConfig, make_trainer
 from mlff_core.training.active import ActiveLearningSettings, active_learn
 from mlff_core.training.asteroid import AsteroidSettings, asteroid
+from mlff_core.training.run import fit_with_progress
 from mlff_core.units import force_conversion
 
 
@@ -174,9 +175,8 @@ def asteroid_demo(out: Path, accurate: Frames, cheap: Frames, test: Frames, seed
     standard_path = write_frames(accurate[:n_standard], root / "standard.npz")
     standard_dir = root / "standard"
     standard_config = replace(config, max_minutes=3 * minutes)  # the three stages' time
-    trainer = make_trainer(standard_config, standard_dir, [standard_path])
-    with progress_bar("standard training (GFN2-xTB only)", standard_config.epochs) as advance:
-        trainer.fit(lambda record: advance(1))
+    fit_with_progress(make_trainer(standard_config, standard_dir, [standard_path]),
+                      "standard training (GFN2-xTB only)")
     standard_model = export_run(standard_dir, root / "standard.pt", clusters=False)
     kcal = force_conversion("kcal/mol/A")
     click.echo(f"label budget: {budget['accurate_labels']} GFN2-xTB + {budget['cheap_labels']} "

@@ -15,9 +15,23 @@ from mlff_core.export.exploration import ExplorationModel
 from mlff_core.export.model_file import model_metadata, save_model_file
 from mlff_core.metrics.clusters import ConformationClusters
 from mlff_core.models import build_potential
+from mlff_core.models.potential import Potential
 
 CLUSTER_METHOD = ("PCA + K-means on inverse pairwise distances (molecules) or element-pair RDF "
                   "histograms (periodic); radius = largest member distance")
+
+
+def best_potential(run_dir: str | os.PathLike) -> tuple[Potential, dict]:
+    """The best (EMA) weights of a training run as a `Potential` at the training precision
+    (loading into a float32 model would round float64 weights), and the best.pt state."""
+    run_dir = Path(run_dir)
+    run = json.loads((run_dir / "run.json").read_text())
+    config = run["config"]
+    state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    potential = build_potential(config["architecture"], run["species"],
+                                **config["hyperparameters"]).to(getattr(torch, config["dtype"]))
+    potential.load_state_dict(state["model"])
+    return potential, state
 
 
 def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
@@ -48,16 +62,10 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
             raise ModelFileError(f"{run_dir}: not a finished training run ({needed.name} missing)")
     run = json.loads(run_json.read_text())
     config = run["config"]
-    state = torch.load(best, map_location="cpu", weights_only=True)
     dtype = dtype or config["dtype"]
     if dtype not in ("float32", "float64"):
         raise ModelFileError(f"dtype must be float32 or float64, got {dtype!r}")
-    potential = build_potential(config["architecture"], run["species"],
-                                **config["hyperparameters"])
-    # Load at the training precision (loading into a float32 model would round float64
-    # weights), then convert.
-    potential = potential.to(getattr(torch, config["dtype"]))
-    potential.load_state_dict(state["model"])
+    potential, state = best_potential(run_dir)
     potential = potential.to(getattr(torch, dtype))
     training = {
         **run.get("data", {}),

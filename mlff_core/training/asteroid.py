@@ -48,22 +48,21 @@ import torch
 
 from mlff_core.data.frames import Frames
 from mlff_core.errors import LevelOfTheoryError, MLFFError
-from mlff_core.export.from_run import export_run
-from mlff_core.export.loading import load_model
+from mlff_core.export.from_run import best_potential, export_run
+from mlff_core.export.loading import LoadedModel, load_model
 from mlff_core.fileio import atomic_output
 from mlff_core.labels.levels import LevelOfTheory, get_level
 from mlff_core.labels.timing import label_seconds
 from mlff_core.metrics.predict import predict_with_model
-from mlff_core.models import build_potential
 from mlff_core.models.potential import Potential
 from mlff_core.progress import ProgressFactory, silent_progress
 from mlff_core.training.graphs import batches, frame_graphs
-from mlff_core.training.run import prepare_data, read_systems_from_files
+from mlff_core.training.run import fit_with_progress, prepare_data, read_systems_from_files
 from mlff_core.training.score_matching import ScoreMatching
 from mlff_core.training.trainer import (
-    EpochRecord,
     Trainer,
     TrainingConfig,
+    fit_reference_energies,
     initial_potential,
 )
 
@@ -124,9 +123,9 @@ def bias_weights(bias: np.ndarray, gamma: float, scale: float | None = None) -> 
     return np.exp(-bias / (gamma * scale))
 
 
-def frame_bias(model_path: str | os.PathLike, cheap: Frames) -> np.ndarray:
+def frame_bias(model: LoadedModel, cheap: Frames) -> np.ndarray:
     """[F] B(x) = ‖F_model(x) − f_cheap(x)‖₁ over all atoms and components, eV/Å."""
-    _, forces = predict_with_model(load_model(model_path), cheap)
+    _, forces = predict_with_model(model, cheap)
     return np.abs(forces - cheap.forces).sum(axis=(1, 2))
 
 
@@ -180,35 +179,24 @@ def label_budget(n_accurate: int, n_cheap: int, cost: dict[str, Any] | None,
 # ---------------------------------------------------------------------------- stage helpers
 def refit_reference_energies(potential: Potential, frames: Sequence[Frames]) -> np.ndarray:
     """Shift the per-element reference energies so the model's energies fit `frames` (least
-    squares; the network is untouched). Returns the shift [S], eV."""
-    species = potential.species.tolist()
+    squares on the residual energies, `fit_reference_energies`; the network is untouched).
+    Returns the shift [S], eV."""
     dtype = potential.atomic_reference.dtype
-    rows, residuals = [], []
+    residual_frames = []
     with torch.no_grad():
         for part in frames:
-            graphs = frame_graphs(part, potential.cutoff, dtype)
-            for batch in batches(graphs, 64, False, 0):
+            energies = []
+            for batch in batches(frame_graphs(part, potential.cutoff, dtype), 64, False, 0):
                 vectors = batch.pos[batch.edge_index[1]] - batch.pos[batch.edge_index[0]] + \
                     batch.shift
-                energy = potential.batch_energies(batch.z, batch.edge_index, vectors,
-                                                  batch.batch, batch.num_graphs)
-                residuals.append((batch.energy - energy).double().numpy())
-            counts = np.array([(part.atomic_numbers == z).sum() for z in species], dtype=float)
-            rows.append(np.repeat(counts[None], part.n_frames, axis=0))
-    shift, *_ = np.linalg.lstsq(np.concatenate(rows), np.concatenate(residuals), rcond=None)
+                energies.append(potential.batch_energies(batch.z, batch.edge_index, vectors,
+                                                         batch.batch, batch.num_graphs))
+            model = torch.cat(energies).double().numpy()
+            residual_frames.append(part.with_labels(part.energies - model, part.forces,
+                                                    "residual"))
+    shift = fit_reference_energies(residual_frames, potential.species.tolist())
     potential.atomic_reference.add_(torch.as_tensor(shift, dtype=dtype))
     return shift
-
-
-def best_potential(run_dir: Path) -> Potential:
-    """The best (EMA) weights of a training run, as a `Potential` in its training dtype."""
-    run = json.loads((run_dir / "run.json").read_text())
-    config = run["config"]
-    state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
-    potential = build_potential(config["architecture"], run["species"],
-                                **config["hyperparameters"]).to(getattr(torch, config["dtype"]))
-    potential.load_state_dict(state["model"])
-    return potential
 
 
 def _gamma_name(gamma: float | None) -> str:
@@ -229,7 +217,7 @@ class StageResult:
     seconds: float
 
 
-def _run_stage(name: str, make_trainer: Callable[[], Trainer], run_dir: Path, epochs: int,
+def _run_stage(name: str, make_trainer: Callable[[], Trainer], run_dir: Path,
                progress: ProgressFactory) -> StageResult:
     """Train one stage, or read its result when an earlier run finished it (stage.json); an
     interrupted stage continues from its checkpoint."""
@@ -240,22 +228,7 @@ def _run_stage(name: str, make_trainer: Callable[[], Trainer], run_dir: Path, ep
     trainer = make_trainer()
     if trainer.checkpoint_path.exists():
         trainer.resume()
-    limit = trainer.config.max_minutes
-    if limit is None:
-        with progress(name, max(epochs - trainer.epoch, 0)) as advance:
-            trainer.fit(lambda _record: advance(1))
-    else:  # a time budget: the bar counts seconds (the epoch limit is usually not reached)
-        total = max(1, int(60 * limit))
-        with progress(f"{name}, {limit:g} min", total) as advance:
-            shown = [0]
-
-            def tick(_record: EpochRecord) -> None:
-                now = min(int(time.monotonic() - started), total)
-                advance(now - shown[0])
-                shown[0] = now
-
-            trainer.fit(tick)
-            advance(total - shown[0])
+    fit_with_progress(trainer, name, progress)
     best = torch.load(trainer.best_path, map_location="cpu", weights_only=True)
     result = StageResult(name, str(run_dir), trainer.best_epoch, trainer.epoch,
                          trainer.best_val_loss, float(best["val_metrics"]["force_mae"]),
@@ -322,8 +295,8 @@ def _bias_aware_stages(sets: _Sets, cheap: Sequence[str | os.PathLike], run_dir:
     stage1 = _run_stage("stage 1 · bias identification (accurate labels)",
                         partial(Trainer, config, sets.acc_train, sets.acc_val, stage1_dir,
                                 provenance=sets.acc_provenance),
-                        stage1_dir, config.epochs, progress)
-    stage1_model = export_run(stage1_dir, stage1_dir / "model.pt", clusters=False)
+                        stage1_dir, progress)
+    stage1_model = load_model(export_run(stage1_dir, stage1_dir / "model.pt", clusters=False))
     bias_train = frame_bias(stage1_model, sets.extra_train)
     bias_val = frame_bias(stage1_model, sets.extra_val)
     scale = float(np.median(bias_train))
@@ -352,7 +325,7 @@ def _bias_aware_stages(sets: _Sets, cheap: Sequence[str | os.PathLike], run_dir:
                             partial(Trainer, config, [sets.extra_train], [sets.extra_val],
                                     stage2_dir, sample_weights=[w_train],
                                     val_sample_weights=[w_val], provenance=provenance),
-                            stage2_dir, config.epochs, progress)
+                            stage2_dir, progress)
         effective = float(w_train.sum() ** 2 / (w_train ** 2).sum())
         summary["stages"][f"stage2_{name}"] = {
             **asdict(stage2), "gamma": gamma,
@@ -379,7 +352,7 @@ def _score_stage(sets: _Sets, unlabeled: Sequence[str | os.PathLike], run_dir: P
                         partial(Trainer, config, [sets.extra_train], [sets.extra_val],
                                 stage2_dir, init_potential=start, objective=objective,
                                 provenance=provenance),
-                        stage2_dir, config.epochs, progress)
+                        stage2_dir, progress)
     summary["stages"]["stage2_score"] = {**asdict(stage2), **objective.describe()}
     return [{"name": "score", "gamma": None, "stage2": stage2_dir}]
 
@@ -391,7 +364,7 @@ def _finetune_stage(candidate: dict[str, Any], sets: _Sets, run_dir: Path,
                      learning_rate=settings.finetune_learning_rate,
                      max_minutes=settings.finetune_minutes)
     stage3_dir = run_dir / f"stage3_{candidate['name']}"
-    start = best_potential(candidate["stage2"])
+    start, _ = best_potential(candidate["stage2"])
     shift = refit_reference_energies(start, sets.acc_train)
     provenance = {**sets.acc_provenance, "asteroid_stage": 3,
                   "init_run": str(candidate["stage2"]), "reference_shift": shift.tolist()}
@@ -402,7 +375,7 @@ def _finetune_stage(candidate: dict[str, Any], sets: _Sets, run_dir: Path,
     return _run_stage(f"stage 3 · fine-tuning on accurate labels ({candidate['name']})",
                       partial(Trainer, config, sets.acc_train, sets.acc_val, stage3_dir,
                               init_potential=start, provenance=provenance),
-                      stage3_dir, settings.finetune_epochs, progress)
+                      stage3_dir, progress)
 
 
 def asteroid(accurate: Sequence[str | os.PathLike], run_dir: str | os.PathLike,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -16,6 +17,7 @@ from mlff_core.data.frames import Frames
 from mlff_core.data.splits import split_indices
 from mlff_core.errors import DataError
 from mlff_core.export.loading import load_model
+from mlff_core.progress import ProgressFactory, progress_bar
 from mlff_core.training.trainer import EpochRecord, Trainer, TrainingConfig, TrainingError
 
 
@@ -158,3 +160,26 @@ def train_from_files(config: TrainingConfig, run_dir: str | os.PathLike,
     trainer = make_trainer(config, run_dir, data, **options)
     trainer.fit(on_epoch)
     return trainer
+
+
+def fit_with_progress(trainer: Trainer, description: str,
+                      progress: ProgressFactory = progress_bar) -> EpochRecord | None:
+    """`trainer.fit()` under a progress bar: in epochs, or in seconds when the run has a time
+    budget (`max_minutes`; the epoch limit is then usually not what stops it)."""
+    limit = trainer.config.max_minutes
+    if limit is None:
+        with progress(description, max(trainer.config.epochs - trainer.epoch, 0)) as advance:
+            return trainer.fit(lambda _record: advance(1))
+    total = max(1, int(60 * limit))
+    started = time.monotonic()
+    with progress(f"{description}, {limit:g} min", total) as advance:
+        shown = [0]
+
+        def tick(_record: EpochRecord) -> None:
+            now = min(int(time.monotonic() - started), total)
+            advance(now - shown[0])
+            shown[0] = now
+
+        record = trainer.fit(tick)
+        advance(total - shown[0])
+    return record
