@@ -65,12 +65,25 @@ def build_sets(args) -> dict:
     pool = rng.permutation(np.array(pool))
     majority = [i for i in pool if labels[i] != minority]
     rare = [i for i in pool if labels[i] == minority]
-    n_val = 30
-    val = majority[:n_val]
-    train = np.array(majority[n_val:n_val + args.train - len(rare)] + rare)
+    if args.val_per_cluster:
+        # Stratified validation: `val_per_cluster` frames of every cluster, the minority's taken
+        # from its held-back frames (not from the training frames), so checkpoint selection and
+        # the learning-rate schedule see every cluster.
+        val = [i for k in range(args.clusters) if k != minority
+               for i in [j for j in majority if labels[j] == k][:args.val_per_cluster]]
+        used = set(test) | set(rare)
+        val += [int(i) for i in rng.permutation(np.flatnonzero(labels == minority))
+                if i not in used][:args.val_per_cluster]
+        majority = [i for i in majority if i not in set(val)]
+        train = np.array(majority[:args.train - len(rare)] + rare)
+    else:
+        n_val = 30
+        val = majority[:n_val]
+        train = np.array(majority[n_val:n_val + args.train - len(rare)] + rare)
     return {"frames": frames, "clusters": clusters, "labels": labels, "minority": minority,
             "sizes": sizes.tolist(), "train": train, "val": np.array(val),
-            "test": np.array(sorted(test))}
+            "test": np.array(sorted(test)),
+            "hyper": {"hidden": args.hidden, "num_interactions": args.interactions}}
 
 
 def per_cluster(model_path: Path, frames, labels) -> dict:
@@ -91,27 +104,36 @@ def test_table(model_path: Path, sets: dict) -> dict:
             "minority_F_mae": table["clusters"][sets["minority"]]["F_mae"]}
 
 
-def train_model(name: str, loss: dict, sets: dict, minutes: float) -> Path:
+def train_model(name: str, loss: dict, sets: dict, minutes: float, seed: int = 0,
+                sampling: str = "weights") -> Path:
     out = CACHE / name
     model_path = out / "model.pt"
     if model_path.exists():
         return model_path
     frames = sets["frames"]
-    config = TrainingConfig(architecture="painn", hyperparameters=HYPER, epochs=10_000,
+    config = TrainingConfig(architecture="painn", hyperparameters=sets["hyper"], epochs=10_000,
                             batch_size=16, learning_rate=1e-3, lr_patience=10,
-                            early_stopping_patience=10_000, loss=loss, max_minutes=minutes)
+                            early_stopping_patience=10_000, loss=loss, max_minutes=minutes,
+                            seed=seed, cluster_sampling=sampling)
     trainer = Trainer(config, [frames[sets["train"]]], [frames[sets["val"]]], out / "run",
                       clusters=[sets["clusters"]])
     fit_with_progress(trainer, f"training ({name})")
     return export_run(out / "run", model_path)
 
 
-def part_a(sets: dict, minutes: float, losses: list[str]) -> dict:
+def part_a(sets: dict, minutes: float, losses: list[str], seeds: list[int],
+           sampling: str) -> dict:
+    """Per-cluster test tables of one model per loss and seed; a loss `a+b` is the mix with
+    weights 1/2 each. Keys: the loss name, `_balanced` when a cluster loss is estimated by
+    balanced sampling, `@seed` for seeds other than 0."""
     result = {}
     for name in losses:
-        loss = {name: 1.0}
-        model = train_model(name, loss, sets, minutes)
-        result[name] = test_table(model, sets)
+        loss = {term: 1.0 / len(name.split("+")) for term in name.split("+")}
+        key = name + ("_balanced" if sampling == "balanced" and "cluster" in name else "")
+        for seed in seeds:
+            key_seed = key if seed == 0 else f"{key}@{seed}"
+            model = train_model(key_seed, loss, sets, minutes, seed, sampling)
+            result[key_seed] = test_table(model, sets)
     return result
 
 
@@ -124,7 +146,8 @@ def part_a_finetune(sets: dict, epochs: int) -> dict:
     for name in ("global", "cluster"):
         out = CACHE / f"finetune_loss_{name}"
         if not (out / "model.pt").exists():
-            config = TrainingConfig(architecture="painn", hyperparameters=HYPER, epochs=epochs,
+            config = TrainingConfig(architecture="painn", hyperparameters=sets["hyper"],
+                                    epochs=epochs,
                                     batch_size=16, learning_rate=2e-4,
                                     early_stopping_patience=10_000, loss={name: 1.0})
             start = load_model(CACHE / "global" / "model.pt").to_potential()
@@ -201,6 +224,9 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=300)
     parser.add_argument("--minority", type=int, default=10)
     parser.add_argument("--minutes", type=float, default=6.0, help="training budget per model")
+    parser.add_argument("--hidden", type=int, default=HYPER["hidden"], help="PaiNN width")
+    parser.add_argument("--interactions", type=int, default=HYPER["num_interactions"],
+                        help="PaiNN interaction blocks")
     parser.add_argument("--finetune-epochs", type=int, default=30)
     parser.add_argument("--md-runs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
@@ -212,7 +238,14 @@ def main() -> None:
     parser.add_argument("--parts", default="abc",
                         help="a, b, c; A = the losses compared as fine-tuning losses")
     parser.add_argument("--losses", default="global,cluster",
-                        help="part (a)'s models (one per process trains them side by side)")
+                        help="part (a)'s models (one per process trains them side by side); "
+                             "'global+cluster' is their half-and-half mix")
+    parser.add_argument("--seeds", default="0", help="part (a)'s training seeds, comma-separated")
+    parser.add_argument("--cluster-sampling", choices=("weights", "balanced"), default="weights",
+                        help="how part (a)'s cluster loss reaches the minority cluster")
+    parser.add_argument("--val-per-cluster", type=int, default=0,
+                        help="stratified validation set with this many frames of every cluster "
+                             "(0: 30 frames of the majority clusters)")
     parser.add_argument("--cache", type=Path, default=CACHE,
                         help="where models and runs are kept (reused when present)")
     parser.add_argument("--json", type=Path, help="results file (default: in --cache)")
@@ -230,7 +263,9 @@ def main() -> None:
           f"{len(sets['train'])} frames ({args.minority} of the minority), test "
           f"{len(sets['test'])}")
     if "a" in args.parts:
-        results["a"] = part_a(sets, args.minutes, args.losses.split(","))
+        results["a"] = part_a(sets, args.minutes, args.losses.split(","),
+                              [int(seed) for seed in args.seeds.split(",")],
+                              args.cluster_sampling)
         for name in results["a"]:
             r = results["a"][name]
             print(f"(a) {name:7s} test F_mae {r['global_F_mae']:.3f}; worst cluster "

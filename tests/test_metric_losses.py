@@ -119,6 +119,56 @@ def test_balanced_cluster_loss_averages_to_the_cluster_metric_over_an_epoch():
     assert np.mean(epoch) == pytest.approx(expected, rel=1e-10)
 
 
+def test_balanced_sampling_estimates_the_same_losses():
+    """Frames drawn ∝ their balance weight b, the other terms corrected by 1 / b: over many
+    batches the cluster term averages to the cluster metric and the global term to F_mae."""
+    frames = _frames(12, [6, 8, 1, 1, 1], np.vstack([WATER, [[1.5, 1.0, 0.0], [2.0, -0.5, 0.3]]]),
+                     2)
+    labels = np.array([0] * 8 + [1] * 3 + [2])
+    errors = np.random.default_rng(6).normal(scale=0.1, size=(12, 5, 3))
+    balance = cluster_balance(labels)
+    graphs = frame_graphs(frames, 3.0, torch.float64, clusters=labels)
+    for graph, b in zip(graphs, balance, strict=True):  # as the Trainer sets them
+        graph.cluster_balance = torch.ones(1, dtype=torch.float64)
+        graph.importance = torch.tensor([1.0 / b], dtype=torch.float64)
+    metrics = force_metrics(frames, frames.forces + errors, cluster_labels=labels, unit="eV/A")
+    expected = {"cluster": np.mean([c["F_mae"] for c in metrics["per_cluster"].values()]),
+                "global": metrics["global"]["F_mae"]}
+    values = {kind: [] for kind in expected}
+    drawn = []
+    for epoch in range(300):
+        for batch in batches(graphs, 12, True, epoch, balance / balance.sum()):
+            rows = batch.frame.numpy()
+            drawn.append(rows)
+            prediction = _predictions(batch, errors[rows])
+            for kind in expected:
+                values[kind].append(float(ForceMetricLoss(kind)(batch, prediction).detach()))
+    # every cluster, the one-frame cluster too, fills about a third of the draws
+    shares = np.bincount(labels[np.concatenate(drawn)]) / (300 * 12)
+    assert shares == pytest.approx([1 / 3] * 3, abs=0.02)
+    for kind in expected:  # standard errors of the means: about 0.3 %
+        assert np.mean(values[kind]) == pytest.approx(expected[kind], rel=0.01)
+    assert expected["cluster"] != pytest.approx(expected["global"], rel=0.05)
+
+
+def test_trainer_balanced_cluster_sampling(tmp_path):
+    frames = _frames(16, [8, 1, 1], WATER, 8)
+    config = TrainingConfig(architecture="schnet", epochs=1, batch_size=4, dtype="float64",
+                            loss={"cluster": 1.0}, n_clusters=3, cluster_sampling="balanced",
+                            hyperparameters={"hidden": 8, "num_interactions": 1, "cutoff": 3.0})
+    trainer = Trainer(config, [frames[:12]], [frames[12:]], tmp_path)
+    labels = np.array([int(g.cluster) for g in trainer.train_graphs])
+    counts = np.bincount(labels)
+    # every cluster drawn with total probability 1/3; each frame's weight is 1 / its balance
+    assert np.bincount(labels, trainer.sampling_probabilities) == pytest.approx([1 / 3] * 3)
+    importance = np.array([float(g.importance) for g in trainer.train_graphs])
+    assert importance == pytest.approx(3 * counts[labels] / 12)
+    assert all(float(g.cluster_balance) == 1.0 for g in trainer.train_graphs)
+    assert np.isfinite(trainer.fit().train_loss)
+    with pytest.raises(MLFFError, match="cluster_sampling"):
+        TrainingConfig(cluster_sampling="oversample")
+
+
 def test_element_loss_across_systems_and_sample_weights():
     water = _frames(2, [8, 1, 1], WATER, 3)
     h2 = _frames(1, [1, 1], WATER[:2] * 0.8, 4)

@@ -13,6 +13,7 @@ from mlff_core.models import ARCHITECTURES
 from mlff_core.progress import progress_bar
 from mlff_core.training import TrainingConfig, make_trainer
 from mlff_core.training.losses import FORCE_TERMS, parse_loss
+from mlff_core.training.trainer import CLUSTER_SAMPLING
 
 _DEFAULTS = TrainingConfig()
 
@@ -49,6 +50,12 @@ loss_option = click.option(
 loss_clusters_option = click.option(
     "--loss-clusters", "n_clusters", type=click.IntRange(min=1),
     help="Conformation clusters per system for cluster losses (default: by silhouette).")
+cluster_sampling_option = click.option(
+    "--cluster-sampling", type=click.Choice(CLUSTER_SAMPLING),
+    default=_DEFAULTS.cluster_sampling, show_default=True,
+    help="How a cluster loss reaches rare clusters: 'weights' (each frame once per epoch with "
+         "its balance weight N/(K n_k)) or 'balanced' (frames drawn ∝ N/(K n_k), every cluster "
+         "about 1/K of each batch; smoother when a cluster is very rare).")
 
 
 @click.command()
@@ -90,6 +97,7 @@ loss_clusters_option = click.option(
                    "of absolute energy errors with metric-guided losses only.")
 @loss_option
 @loss_clusters_option
+@cluster_sampling_option
 @click.option("--ema-decay", type=float, default=_DEFAULTS.ema_decay, show_default=True)
 @click.option("--clip", "gradient_clip", type=float, default=_DEFAULTS.gradient_clip,
               show_default=True, help="Gradient-norm clipping (0: off).")
@@ -104,8 +112,8 @@ loss_clusters_option = click.option(
 def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_interactions,
           cutoff, num_rbf, radial, cutoff_fn, epochs, batch_size, learning_rate, lr_factor,
           lr_patience, min_learning_rate, early_stopping_patience, energy_weight, ema_decay,
-          losses, n_clusters, gradient_clip, dtype, device, seed, max_minutes, init_model,
-          resume) -> None:
+          losses, n_clusters, cluster_sampling, gradient_clip, dtype, device, seed, max_minutes,
+          init_model, resume) -> None:
     """Train a force field on labelled frames (energies and forces).
 
     \b
@@ -115,6 +123,7 @@ def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_int
       mlff train --data aspirin.npz -o runs/aspirin --resume        # after an interruption
       mlff train --data new.npz --init-model aspirin.pt -o runs/ft  # fine-tune
       mlff train --data aspirin.npz --loss cluster=1,maxerr=0.1 -o runs/cluster
+      mlff train --data aspirin.npz --loss cluster --cluster-sampling balanced -o runs/bal
     """
     overrides = {"hidden": hidden, "num_interactions": num_interactions, "cutoff": cutoff,
                  "num_rbf": num_rbf, "radial": radial, "cutoff_fn": cutoff_fn}
@@ -126,6 +135,7 @@ def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_int
         early_stopping_patience=early_stopping_patience, energy_weight=energy_weight,
         ema_decay=ema_decay, gradient_clip=gradient_clip, seed=seed, dtype=dtype, device=device,
         max_minutes=max_minutes, loss=merge_losses(losses), n_clusters=n_clusters,
+        cluster_sampling=cluster_sampling,
     )
     explicit_epochs = click.get_current_context().get_parameter_source("epochs")
     trainer = make_trainer(

@@ -20,6 +20,9 @@ frame weights w_f (1 unless reweighted) and relative atomic masses u_i:
              set, so a rare cluster is up-weighted in every batch that holds one of its frames
              (not only relative to the clusters that happen to share its batch). Batches without
              balance weights (validation) take the mean over the clusters present in the batch.
+             With cluster-balanced sampling (frames drawn ∝ b_f) the trainer sets b_f = 1 and
+             gives every frame the importance correction 1 / b_f, which the other terms (not the
+             cluster terms) multiply into w_f: each term keeps its expectation.
     element  mean over the elements S in the batch of F_mae^(S), the inner mean running over
              the atoms of element S only
     fnm      F_mae with |e_iα| / u_i (mass-normalised: a light atom's error counts more)
@@ -114,6 +117,14 @@ def energy_force_loss(batch: Batch, predictions: Predictions, energy_weight: flo
     return CompositeLoss({"mse": 1.0}, energy_weight)(batch, predictions)
 
 
+def frame_weights(batch: Batch) -> Tensor:
+    """[G] each frame's sample weight times its importance correction (the inverse of how much
+    more often than uniformly the frame is drawn; 1 when absent) — the weights of every term
+    but the cluster terms."""
+    importance = getattr(batch, "importance", None)
+    return batch.weight if importance is None else batch.weight * importance
+
+
 def _weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
     return (weights * values).sum() / weights.sum().clamp_min(1e-12)
 
@@ -175,7 +186,7 @@ class ForceMetricLoss:
 
     def __call__(self, batch: Batch, predictions: Predictions) -> Tensor:
         errors = self._component_errors(batch, predictions)
-        weights = batch.weight
+        weights = frame_weights(batch)
         if self.base == "maxerr":
             return _weighted_mean(_frame_max(errors.amax(dim=-1), batch), weights)
         if self.base == "element":
@@ -187,8 +198,9 @@ class ForceMetricLoss:
                 raise MLFFError("the cluster loss needs the conformation cluster of every "
                                 "training frame")
             balance = getattr(batch, "cluster_balance", None)
-            if balance is not None:
-                return (weights * balance * frame_mae).sum() / weights.sum().clamp_min(1e-12)
+            if balance is not None:  # the sample weights alone: no importance correction
+                return (batch.weight * balance * frame_mae).sum() / \
+                    batch.weight.sum().clamp_min(1e-12)
             return _group_mean(frame_mae, clusters, weights)
         return _weighted_mean(frame_mae, weights)
 
@@ -203,7 +215,8 @@ class ForceMetricLoss:
         counts = torch.bincount(slot, minlength=n_frames * n_elements).to(atom_errors.dtype)
         present = counts > 0
         means = sums / counts.clamp_min(1.0)
-        weights = batch.weight.repeat_interleave(n_elements) * present.to(atom_errors.dtype)
+        weights = frame_weights(batch).repeat_interleave(n_elements) * \
+            present.to(atom_errors.dtype)
         per_element = (weights * means).view(n_frames, n_elements).sum(0) / \
             weights.view(n_frames, n_elements).sum(0).clamp_min(1e-12)
         return per_element.mean()
@@ -235,7 +248,7 @@ class CompositeLoss:
         mse_weight = self.terms.get("mse", 0.0)
         if mse_weight > 0.0:
             per_frame = per_frame + mse_weight * per_frame_errors(batch, predictions)[1]
-        loss = _weighted_mean(per_frame, batch.weight)
+        loss = _weighted_mean(per_frame, frame_weights(batch))
         for weight, term in self.metric_terms:
             loss = loss + weight * term(batch, predictions)
         return loss

@@ -51,6 +51,10 @@ class TrainingError(MLFFError):
     """A training run cannot start or continue (bad configuration, incompatible resume)."""
 
 
+#: How a cluster loss reaches rare clusters (see `TrainingConfig`).
+CLUSTER_SAMPLING = ("weights", "balanced")
+
+
 @dataclass
 class TrainingConfig:
     """Everything that defines a training run (stored in run.json and every checkpoint).
@@ -59,7 +63,12 @@ class TrainingConfig:
     against mean squared force errors in eV²/Å² (absolute errors, eV, with metric-guided
     force losses; see `mlff_core.training.losses`). `loss` maps force terms to weights;
     `n_clusters` is the number of conformation clusters per system for cluster losses (None:
-    chosen by silhouette score).
+    chosen by silhouette score). `cluster_sampling` is how a cluster loss reaches its rare
+    clusters: "weights" (every frame seen once per epoch, carrying its balance weight
+    N / (K n_k)) or "balanced" (frames drawn with replacement with probability ∝ N / (K n_k),
+    so every cluster fills about 1/K of each batch; the other terms are importance-weighted
+    back to the plain mean). Both estimate the same loss; "balanced" has smaller gradient
+    spikes when a cluster is very rare.
     """
 
     architecture: str = "painn"
@@ -80,6 +89,7 @@ class TrainingConfig:
     max_minutes: float | None = None
     loss: dict[str, float] = field(default_factory=lambda: {"mse": 1.0})
     n_clusters: int | None = None
+    cluster_sampling: str = "weights"
 
     def __post_init__(self) -> None:
         self.hyperparameters = hyperparameters(self.architecture, **self.hyperparameters)
@@ -91,6 +101,9 @@ class TrainingConfig:
             raise TrainingError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise TrainingError("epochs and batch size must be at least 1")
+        if self.cluster_sampling not in CLUSTER_SAMPLING:
+            raise TrainingError(f"cluster_sampling must be one of {', '.join(CLUSTER_SAMPLING)}, "
+                                f"got {self.cluster_sampling!r}")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -248,10 +261,18 @@ class Trainer:
                            for g in frame_graphs(part, cutoff, config.torch_dtype, system=k,
                                                  weights=val_weights[k],
                                                  clusters=val_clusters[k])]
+        self.sampling_probabilities: np.ndarray | None = None
         if self.loss_function.needs_clusters:
             balance = cluster_balance(np.concatenate(train_clusters))
             for graph, b in zip(self.train_graphs, balance, strict=True):
                 graph.cluster_balance = torch.tensor([b], dtype=config.torch_dtype)
+            if config.cluster_sampling == "balanced":
+                # Drawn ∝ b: the cluster term becomes a plain mean (balance 1), every other term
+                # is importance-corrected by 1 / b (see `losses.frame_weights`).
+                self.sampling_probabilities = balance / balance.sum()
+                for graph, b in zip(self.train_graphs, balance, strict=True):
+                    graph.cluster_balance = torch.ones(1, dtype=config.torch_dtype)
+                    graph.importance = torch.tensor([1.0 / b], dtype=config.torch_dtype)
 
         self.optimizer = torch.optim.Adam(self.potential.parameters(), lr=config.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -380,7 +401,8 @@ class Trainer:
         self.potential.train()
         total, count = 0.0, 0
         seed = self.config.seed * 1_000_003 + self.epoch
-        for batch in batches(self.train_graphs, self.config.batch_size, True, seed):
+        for batch in batches(self.train_graphs, self.config.batch_size, True, seed,
+                             self.sampling_probabilities):
             batch = batch.to(self.device)
             if self.objective is not None:
                 loss = self.objective(self.potential, batch)
