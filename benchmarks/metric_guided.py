@@ -15,6 +15,11 @@ cluster, so that cluster is under-represented.
     collapse per model (violin plot in benchmarks/figures/).
 
     python benchmarks/metric_guided.py [--minutes 6] [--md-runs 10] [--rounds 2] [--json out]
+
+Part (a) variants: `--val-per-cluster 8` (validation set stratified by cluster), `--seeds 0,1`,
+`--losses global,cluster,global+cluster`, `--cluster-sampling balanced`, `--hidden/--interactions`
+(model size), `--train/--minority` (imbalance). Train the models of one comparison side by side
+(one process per loss, OMP_NUM_THREADS=1 each) so they share the machine evenly.
 """
 
 from __future__ import annotations
