@@ -22,6 +22,7 @@ from mlff_core.data.formats import read_frames
 from mlff_core.export import export_run
 from mlff_core.training import Trainer, TrainingConfig
 from mlff_core.training.asteroid import AsteroidSettings, asteroid, measure_cost_ratio
+from mlff_core.training.run import fit_with_progress
 
 
 def main() -> None:
@@ -62,7 +63,7 @@ def main() -> None:
     out = root / "standard_long"
     trainer = Trainer(TrainingConfig(**{**asdict(config), "max_minutes": 3 * args.minutes}),
                       [frames[np.sort(order[n_val:])]], [frames[np.sort(order[:n_val])]], out)
-    trainer.fit()
+    fit_with_progress(trainer, f"{args.molecule} · standard training")
     model = export_run(out, out / "model.pt", clusters=False)
     print(json.dumps({"standard_test_F_mae": test_f_mae(model, test), "frames": n,
                       "epochs": trainer.epoch}))

@@ -79,7 +79,8 @@ def build_sets(args) -> dict:
         used = set(test) | set(rare)
         val += [int(i) for i in rng.permutation(np.flatnonzero(labels == minority))
                 if i not in used][:args.val_per_cluster]
-        majority = [i for i in majority if i not in set(val)]
+        in_val = set(val)
+        majority = [i for i in majority if i not in in_val]
         train = np.array(majority[:args.train - len(rare)] + rare)
     else:
         n_val = 30
@@ -152,8 +153,7 @@ def part_a_finetune(sets: dict, epochs: int) -> dict:
         out = CACHE / f"finetune_loss_{name}"
         if not (out / "model.pt").exists():
             config = TrainingConfig(architecture="painn", hyperparameters=sets["hyper"],
-                                    epochs=epochs,
-                                    batch_size=16, learning_rate=2e-4,
+                                    epochs=epochs, batch_size=16, learning_rate=2e-4,
                                     early_stopping_patience=10_000, loss={name: 1.0})
             start = load_model(CACHE / "global" / "model.pt").to_potential()
             trainer = Trainer(config, [frames[sets["train"]]], [frames[sets["val"]]],

@@ -159,7 +159,7 @@ def test_trainer_balanced_cluster_sampling(tmp_path):
     trainer = Trainer(config, [frames[:12]], [frames[12:]], tmp_path)
     labels = np.array([int(g.cluster) for g in trainer.train_graphs])
     counts = np.bincount(labels)
-    # every cluster drawn with total probability 1/3; each frame's weight is 1 / its balance
+    # every cluster drawn with total probability 1/3; each frame's importance is 1 / its balance
     assert np.bincount(labels, trainer.sampling_probabilities) == pytest.approx([1 / 3] * 3)
     importance = np.array([float(g.importance) for g in trainer.train_graphs])
     assert importance == pytest.approx(3 * counts[labels] / 12)

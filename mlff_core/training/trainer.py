@@ -264,14 +264,15 @@ class Trainer:
         self.sampling_probabilities: np.ndarray | None = None
         if self.loss_function.needs_clusters:
             balance = cluster_balance(np.concatenate(train_clusters))
-            for graph, b in zip(self.train_graphs, balance, strict=True):
-                graph.cluster_balance = torch.tensor([b], dtype=config.torch_dtype)
-            if config.cluster_sampling == "balanced":
+            balanced = config.cluster_sampling == "balanced"
+            if balanced:
                 # Drawn ∝ b: the cluster term becomes a plain mean (balance 1), every other term
                 # is importance-corrected by 1 / b (see `losses.frame_weights`).
                 self.sampling_probabilities = balance / balance.sum()
-                for graph, b in zip(self.train_graphs, balance, strict=True):
-                    graph.cluster_balance = torch.ones(1, dtype=config.torch_dtype)
+            for graph, b in zip(self.train_graphs, balance, strict=True):
+                graph.cluster_balance = torch.tensor([1.0 if balanced else b],
+                                                     dtype=config.torch_dtype)
+                if balanced:
                     graph.importance = torch.tensor([1.0 / b], dtype=config.torch_dtype)
 
         self.optimizer = torch.optim.Adam(self.potential.parameters(), lr=config.learning_rate)
