@@ -3,11 +3,12 @@ ASTEROID on the same label budget, improvement in %), the ablations, γ sensitiv
 score-matching variant and MD stability versus time step (Fig. 6b).
 
 Per molecule: configurations from GFN2-xTB Langevin MD at 500 K (`--pool` frames, seed 0; the
-test set is another trajectory, seed 1). Accurate labels: GFN2-xTB; cheap labels: MMFF94 on
-other configurations of the same trajectory. The cost ratio r (GFN2-xTB / MMFF94 per label) is
-measured. ASTEROID gets `--accurate` GFN2-xTB frames plus `--cheap` MMFF94 frames; standard
-training gets accurate + round(cheap / r) GFN2-xTB frames (the same label cost) and the wall time
-of one ASTEROID path (stage 1 + stage 2 + stage 3).
+test set is another trajectory, seed 1). Accurate labels: `--accurate-level` (default GFN2-xTB,
+the MD's own labels; `dft` relabels with PBE/def2-SVP, resumable, hours); cheap labels:
+`--cheap-level` (default MMFF94) on other configurations of the same trajectory. The cost ratio
+r (accurate / cheap per label) is measured. ASTEROID gets `--accurate` accurate frames plus
+`--cheap` cheap frames; standard training gets accurate + round(cheap / r) accurate frames (the
+same label cost) and the wall time of one ASTEROID path (stage 1 + stage 2 + stage 3).
 
     ASTEROID           γ chosen on the grid by the accurate validation loss
     γ sensitivity      test F_mae of stage 3 for every γ of the grid
@@ -19,6 +20,7 @@ of one ASTEROID path (stage 1 + stage 2 + stage 3).
                        collapse of the standard and the ASTEROID model (last molecule)
 
     python benchmarks/asteroid.py [--molecules ethanol,malonaldehyde,aspirin] [--minutes 2]
+        [--cheap-level gfn2 --accurate-level dft --test 100]
 """
 
 from __future__ import annotations
@@ -64,6 +66,30 @@ def gfn2_trajectory(molecule: str, n_frames: int, seed: int) -> Frames:
     return read_frames(path)
 
 
+def labelled(frames: Frames, level: str, path: Path, chunk: int = 10) -> Frames:
+    """`frames` relabelled with `level`, cached at `path`. Labels are written in chunks of
+    `chunk` frames next to it, so an interrupted run (DFT: hours) resumes where it stopped."""
+    if path.exists():
+        return read_frames(path)
+    parts_dir = path.with_suffix(".parts")
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    parts = []
+    with progress_bar(f"{path.parent.name} · {level} labels", frames.n_frames) as advance:
+        for start in range(0, frames.n_frames, chunk):
+            part_path = parts_dir / f"{start:06d}.npz"
+            if not part_path.exists():
+                write_frames(relabel_frames(frames[start: start + chunk], get_level(level),
+                                            advance), part_path)
+            else:
+                advance(min(chunk, frames.n_frames - start))
+            parts.append(read_frames(part_path))
+    write_frames(Frames.concatenate(parts), path)
+    for part in parts_dir.iterdir():
+        part.unlink()
+    parts_dir.rmdir()
+    return read_frames(path)
+
+
 def test_f_mae(model_path, test: Frames) -> float:
     """Force MAE on the test frames, kcal/mol/Å."""
     _, forces = predict_with_model(load_model(model_path), test)
@@ -75,18 +101,64 @@ def model_of(run_dir: Path) -> Path:
     return path if path.exists() else export_run(run_dir, path, clusters=False)
 
 
-def molecule_benchmark(molecule: str, args) -> dict:
+def slug(level: str) -> str:
+    """A file-name form of a level name ('dft:PBE/def2-SVP' → 'dft_PBE_def2-SVP')."""
+    return level.replace(":", "_").replace("/", "_")
+
+
+def at_level(frames: Frames, level: str, path: Path) -> Path:
+    """A file with `frames` labelled by `level`: the GFN2-xTB MD frames keep their own labels,
+    other levels relabel them (cached, resumable)."""
+    if level == "gfn2":
+        return write_frames(frames, path)
+    labelled(frames, level, path)
+    return path
+
+
+def runs_root(molecule: str, args) -> Path:
+    """Where a level pair's runs live: the molecule's folder for the default pair (MMFF94 cheap,
+    GFN2-xTB accurate), a `<cheap>-<accurate>` folder in it otherwise."""
+    root = CACHE / molecule
+    default = (args.cheap_level, args.accurate_level) == ("mmff94", "gfn2")
+    return root if default else root / f"{slug(args.cheap_level)}-{slug(args.accurate_level)}"
+
+
+def benchmark_data(molecule: str, args) -> tuple[Path, Path, Frames, Frames]:
+    """(accurate file, cheap file, test frames, pool) of one molecule. Accurate: the pool's first
+    `--accurate` frames; cheap: the next `--cheap`; test: `--test` frames evenly spaced along a
+    second 200-frame trajectory; all labelled at their level."""
     root = CACHE / molecule
     pool = gfn2_trajectory(molecule, args.pool, 0)
-    test = gfn2_trajectory(molecule, args.test, 1)
-    accurate = pool[: args.accurate]
-    cheap_path = root / f"mmff_{args.cheap}.npz"
-    if not cheap_path.exists():
-        with progress_bar(f"{molecule} · MMFF94 labels", args.cheap) as advance:
-            write_frames(relabel_frames(pool[args.accurate: args.accurate + args.cheap],
-                                        get_level("mmff94"), advance), cheap_path)
-    cheap = read_frames(cheap_path)
-    acc_path = write_frames(accurate, root / f"accurate_{args.accurate}.npz")
+    trajectory = gfn2_trajectory(molecule, TEST_TRAJECTORY, 1)
+    picked = np.arange(args.test) * (TEST_TRAJECTORY // args.test)
+    accurate, cheap = slug(args.accurate_level), slug(args.cheap_level)
+    test = read_frames(at_level(trajectory[picked], args.accurate_level,
+                                root / f"{accurate}_test_{args.test}.npz"))
+    acc_path = at_level(pool[: args.accurate], args.accurate_level,
+                        root / f"{accurate}_accurate_{args.accurate}.npz")
+    cheap_path = at_level(pool[args.accurate: args.accurate + args.cheap], args.cheap_level,
+                          root / f"{cheap}_cheap_{args.cheap}.npz")
+    return acc_path, cheap_path, test, pool
+
+
+def standard_frames(molecule: str, pool: Frames, accurate: Frames, n_standard: int,
+                    args) -> Frames:
+    """The standard model's `n_standard` accurate frames: the accurate set plus the next pool
+    frames, labelled at the accurate level."""
+    if n_standard == accurate.n_frames:
+        return accurate
+    extra = pool[accurate.n_frames: n_standard]
+    path = CACHE / molecule / f"{slug(args.accurate_level)}_extra_{accurate.n_frames}_" \
+        f"{n_standard}.npz"
+    return Frames.concatenate([accurate, read_frames(at_level(extra, args.accurate_level,
+                                                              path))])
+
+
+def molecule_benchmark(molecule: str, args) -> dict:
+    runs = runs_root(molecule, args)
+    runs.mkdir(parents=True, exist_ok=True)
+    acc_path, cheap_path, test, pool = benchmark_data(molecule, args)
+    accurate, cheap = read_frames(acc_path), read_frames(cheap_path)
     cost = measure_cost_ratio(accurate, cheap, 10)
     n_standard = args.accurate + round(args.cheap / cost["cost_ratio"])
     if n_standard > args.pool:
@@ -98,7 +170,7 @@ def molecule_benchmark(molecule: str, args) -> dict:
     settings = AsteroidSettings(config=config, finetune_epochs=100_000,
                                 finetune_learning_rate=3e-4, finetune_minutes=args.minutes / 2,
                                 gammas=args.gammas, cost_ratio=cost["cost_ratio"])
-    run = root / "asteroid"
+    run = runs / "asteroid"
     summary = asteroid([acc_path], run, settings, cheap=[cheap_path], progress=progress_bar)
     chosen = summary["chosen"]
     result = {"molecule": molecule, "cost": cost, "budget": summary["budget"],
@@ -113,7 +185,7 @@ def molecule_benchmark(molecule: str, args) -> dict:
     result["no_finetune"] = test_f_mae(model_of(run / f"stage2_{chosen}"), test)
 
     # ablation: uniform weights (stage 1 shared through a link)
-    uniform = root / "asteroid_uniform"
+    uniform = runs / "asteroid_uniform"
     uniform.mkdir(exist_ok=True)
     if not (uniform / "stage1_bias").exists():
         (uniform / "stage1_bias").symlink_to(run / "stage1_bias", target_is_directory=True)
@@ -124,19 +196,19 @@ def molecule_benchmark(molecule: str, args) -> dict:
 
     # score matching on the cheap frames' configurations, labels dropped
     unlabeled = Frames(positions=cheap.positions, atomic_numbers=cheap.atomic_numbers)
-    unl_path = write_frames(unlabeled, root / f"unlabeled_{args.cheap}.npz")
-    sm = asteroid([acc_path], root / "asteroid_score", AsteroidSettings(
+    unl_path = write_frames(unlabeled, CACHE / molecule / f"unlabeled_{args.cheap}.npz")
+    sm = asteroid([acc_path], runs / "asteroid_score", AsteroidSettings(
         **{**asdict(settings), "config": config, "temperature": 500.0}),
         unlabeled=[unl_path], progress=progress_bar)
     result["score_matching"] = test_f_mae(sm["model"], test)
 
     # standard training on the same label budget and the wall time of one ASTEROID path
-    standard_dir = root / "standard"
+    standard_dir = runs / "standard"
     if not (standard_dir / "model.pt").exists():
         standard_config = TrainingConfig(**{**asdict(config),
                                             "max_minutes": 2.5 * args.minutes})
         n_val = max(1, round(0.1 * n_standard))
-        frames = pool[:n_standard]
+        frames = standard_frames(molecule, pool, accurate, n_standard, args)
         order = np.random.default_rng(0).permutation(n_standard)
         trainer = Trainer(standard_config, [frames[np.sort(order[n_val:])]],
                           [frames[np.sort(order[:n_val])]], standard_dir)
@@ -154,22 +226,23 @@ def md_stability(result: dict, args) -> dict:
     """Frames before collapse vs time step for the standard and the ASTEROID model."""
     runner = get_engine("ase")
     molecule = result["molecule"]
-    start = write_frames(gfn2_trajectory(molecule, args.test, 1)[:1], CACHE / molecule /
-                         "start.xyz")
+    start = write_frames(gfn2_trajectory(molecule, TEST_TRAJECTORY, 1)[:1],
+                         CACHE / molecule / "start.xyz")
     stability: dict[str, dict[str, list[int]]] = {}
     for name, model in result["models"].items():
         stability[name] = {}
         for timestep in args.timesteps:
             frames = []
             for seed in range(args.md_runs):
-                out = CACHE / molecule / "md" / f"{name}_{timestep:g}fs_{seed}"
+                out = runs_root(molecule, args) / f"md_{args.md_temperature:g}K" / \
+                    f"{name}_{timestep:g}fs_{seed}"
                 summary_file = out / "summary.json"
                 if not summary_file.exists():
                     steps = int(round(args.md_time / timestep))
                     with progress_bar(f"MD {name} {timestep:g} fs #{seed}", steps) as advance:
-                        runner(model, start, str(out), temperature=500.0, timestep=timestep,
-                               steps=steps, report_interval=max(1, int(round(5 / timestep))),
-                               seed=seed, advance=advance)
+                        runner(model, start, str(out), temperature=args.md_temperature,
+                               timestep=timestep, steps=steps, seed=seed, advance=advance,
+                               report_interval=max(1, int(round(5 / timestep))))
                 summary = json.loads(summary_file.read_text())
                 frames.append(summary["steps_run"] * timestep)  # simulated fs before stop
             stability[name][f"{timestep:g}"] = frames
@@ -177,6 +250,7 @@ def md_stability(result: dict, args) -> dict:
 
 
 HYPER = {"hidden": 64, "num_interactions": 3}
+TEST_TRAJECTORY = 200  # frames of the test trajectory (seed 1)
 
 
 def main() -> None:
@@ -184,7 +258,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--molecules", default="ethanol,malonaldehyde,aspirin")
     parser.add_argument("--pool", type=int, default=1500, help="GFN2-xTB frames per molecule")
-    parser.add_argument("--test", type=int, default=200)
+    parser.add_argument("--test", type=int, default=200,
+                        help="test frames, evenly spaced along a 200-frame trajectory")
+    parser.add_argument("--cheap-level", default="mmff94")
+    parser.add_argument("--accurate-level", default="gfn2",
+                        help="gfn2 (the MD's own labels) or another level, e.g. dft")
     parser.add_argument("--accurate", type=int, default=200)
     parser.add_argument("--cheap", type=int, default=1000)
     parser.add_argument("--minutes", type=float, default=2.0,
@@ -193,6 +271,7 @@ def main() -> None:
     parser.add_argument("--timesteps", default="0.5,1,1.5,2", help="fs, MD stability")
     parser.add_argument("--md-runs", type=int, default=5)
     parser.add_argument("--md-time", type=float, default=2000.0, help="fs per MD run")
+    parser.add_argument("--md-temperature", type=float, default=500.0, help="K")
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--json", type=Path, help="results file (default: in --cache)")
     args = parser.parse_args()
@@ -216,14 +295,16 @@ def main() -> None:
             axis.plot(steps, [np.median(v) for v in per_step.values()], "o-", label=name)
         axis.set_xlabel("time step (fs)")
         axis.set_ylabel("median fs before collapse")
-        axis.set_title(f"MD stability, {last['molecule']}, 500 K")
+        axis.set_title(f"MD stability, {last['molecule']}, {args.md_temperature:g} K")
         axis.legend()
         FIGURES.mkdir(exist_ok=True)
-        figure.savefig(FIGURES / f"asteroid_md_stability_{last['molecule']}.png", dpi=110,
-                       bbox_inches="tight")
+        pair = runs_root(last["molecule"], args).relative_to(CACHE / last["molecule"])
+        name = "_".join(["asteroid_md_stability", last["molecule"], *pair.parts,
+                         f"{args.md_temperature:g}K"])
+        figure.savefig(FIGURES / f"{name}.png", dpi=110, bbox_inches="tight")
         plt.close(figure)
     results["seconds"] = time.monotonic() - started
-    out = args.json or CACHE / "results.json"
+    out = args.json or CACHE / f"results_{slug(args.cheap_level)}-{slug(args.accurate_level)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
     print(f"results: {out}")

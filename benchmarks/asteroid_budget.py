@@ -36,8 +36,8 @@ def main() -> None:
     args = parser.parse_args()
     root = CACHE / args.molecule
     pool = gfn2_trajectory(args.molecule, 1500, 0)
-    test = gfn2_trajectory(args.molecule, 200, 1)
-    accurate, cheap = root / "accurate_200.npz", root / "mmff_1000.npz"
+    test = read_frames(root / "gfn2_test_200.npz")
+    accurate, cheap = root / "gfn2_accurate_200.npz", root / "mmff94_cheap_1000.npz"
     ratio = args.cost_ratio
     if ratio is None:
         recorded = root / "asteroid" / "asteroid.json"
