@@ -249,6 +249,29 @@ def md_stability(result: dict, args) -> dict:
     return stability
 
 
+COMPARED = {"standard": "standard", "asteroid": "ASTEROID", "no_bias_weights": "no bias weights",
+            "no_finetune": "no fine-tuning", "score_matching": "score matching"}
+
+
+def comparison_figure(molecules: list[dict], path: Path) -> Path:
+    """Grouped bars of test F_mae (kcal/mol/Å) per molecule: standard training, ASTEROID and its
+    ablations (the shape of the paper's Table 1 and Fig. 3)."""
+    figure, axis = plt.subplots(figsize=(1.9 + 1.9 * len(molecules), 3.4))
+    width = 0.8 / len(COMPARED)
+    for k, (key, label) in enumerate(COMPARED.items()):
+        values = [m[key] for m in molecules]
+        axis.bar(np.arange(len(molecules)) + (k - (len(COMPARED) - 1) / 2) * width, values,
+                 width, label=label)
+    axis.set_xticks(np.arange(len(molecules)), [m["molecule"] for m in molecules])
+    axis.set_ylabel("test F_mae (kcal/mol/Å)")
+    axis.set_yscale("log")
+    axis.legend(fontsize=7, ncols=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
 HYPER = {"hidden": 64, "num_interactions": 3}
 TEST_TRAJECTORY = 200  # frames of the test trajectory (seed 1)
 
@@ -304,7 +327,10 @@ def main() -> None:
         figure.savefig(FIGURES / f"{name}.png", dpi=110, bbox_inches="tight")
         plt.close(figure)
     results["seconds"] = time.monotonic() - started
-    out = args.json or CACHE / f"results_{slug(args.cheap_level)}-{slug(args.accurate_level)}.json"
+    molecules = args.molecules.replace(",", "_")
+    name = f"{slug(args.cheap_level)}-{slug(args.accurate_level)}_{molecules}"
+    comparison_figure(results["molecules"], FIGURES / f"asteroid_{name}.png")
+    out = args.json or CACHE / f"results_{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
     print(f"results: {out}")
