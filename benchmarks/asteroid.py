@@ -40,6 +40,7 @@ from mlff_core.data.frames import Frames
 from mlff_core.data.generate import LangevinSampling, generate_frames, relabel_frames
 from mlff_core.data.molecules import named_molecule
 from mlff_core.engines import get_engine
+from mlff_core.errors import LevelOfTheoryError
 from mlff_core.export import export_run, load_model
 from mlff_core.labels.levels import get_level
 from mlff_core.metrics.predict import predict_with_model
@@ -276,6 +277,20 @@ HYPER = {"hidden": 64, "num_interactions": 3}
 TEST_TRAJECTORY = 200  # frames of the test trajectory (seed 1)
 
 
+def check_arguments(args) -> None:
+    """One clear line, before any MD or labelling, for levels this machine cannot run and test
+    sizes the test trajectory cannot give."""
+    for level in (args.cheap_level, args.accurate_level):
+        try:
+            runnable = get_level(level).available()
+        except LevelOfTheoryError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        if not runnable:
+            raise SystemExit(f"error: level {level!r} needs PySCF: pip install 'mlff-plugins[dft]'")
+    if not 1 <= args.test <= TEST_TRAJECTORY:
+        raise SystemExit(f"error: --test must be 1 to {TEST_TRAJECTORY} frames, got {args.test}")
+
+
 def main() -> None:
     global CACHE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -298,6 +313,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--json", type=Path, help="results file (default: in --cache)")
     args = parser.parse_args()
+    check_arguments(args)
     CACHE = args.cache
     args.gammas = tuple(float(g) for g in args.gammas.split(","))
     args.timesteps = [float(t) for t in args.timesteps.split(",")] if args.timesteps else []

@@ -16,7 +16,7 @@ import json
 from dataclasses import asdict
 
 import numpy as np
-from asteroid import CACHE, HYPER, gfn2_trajectory, test_f_mae
+from asteroid import CACHE, HYPER, TEST_TRAJECTORY, gfn2_trajectory, test_f_mae
 
 from mlff_core.data.formats import read_frames
 from mlff_core.export import export_run
@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     root = CACHE / args.molecule
     pool = gfn2_trajectory(args.molecule, 1500, 0)
-    test = read_frames(root / "gfn2_test_200.npz")
+    test = gfn2_trajectory(args.molecule, TEST_TRAJECTORY, 1)
     accurate, cheap = root / "gfn2_accurate_200.npz", root / "mmff94_cheap_1000.npz"
     ratio = args.cost_ratio
     if ratio is None:
