@@ -266,7 +266,7 @@ def comparison_figure(molecules: list[dict], path: Path) -> Path:
     axis.set_xticks(np.arange(len(molecules)), [m["molecule"] for m in molecules])
     axis.set_ylabel("test F_mae (kcal/mol/Å)")
     axis.set_yscale("log")
-    axis.legend(fontsize=7, ncols=2)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
