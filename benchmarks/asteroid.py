@@ -84,11 +84,12 @@ def labelled(frames: Frames, level: str, path: Path, chunk: int = 10) -> Frames:
             else:
                 advance(min(chunk, frames.n_frames - start))
             parts.append(read_frames(part_path))
-    write_frames(Frames.concatenate(parts), path)
+    labels = Frames.concatenate(parts)
+    write_frames(labels, path)
     for part in parts_dir.iterdir():
         part.unlink()
     parts_dir.rmdir()
-    return read_frames(path)
+    return labels
 
 
 def test_f_mae(model_path, test: Frames) -> float:
@@ -282,11 +283,9 @@ def check_arguments(args) -> None:
     sizes the test trajectory cannot give."""
     for level in (args.cheap_level, args.accurate_level):
         try:
-            runnable = get_level(level).available()
+            get_level(level).require()
         except LevelOfTheoryError as exc:
             raise SystemExit(f"error: {exc}") from None
-        if not runnable:
-            raise SystemExit(f"error: level {level!r} needs PySCF: pip install 'mlff-plugins[dft]'")
     if not 1 <= args.test <= TEST_TRAJECTORY:
         raise SystemExit(f"error: --test must be 1 to {TEST_TRAJECTORY} frames, got {args.test}")
 

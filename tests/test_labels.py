@@ -110,6 +110,17 @@ def test_level_names():
         get_level("dft:PBE")
 
 
+def test_require_names_the_missing_extra(monkeypatch):
+    from mlff_core.labels import levels
+
+    assert get_level("gfn2").require().key == "gfn2"
+    monkeypatch.setattr(levels, "pyscf_available", lambda: False)
+    assert get_level("mmff94").require().key == "mmff94"
+    with pytest.raises(LevelOfTheoryError,
+                       match=r"dft:PBE/def2-SVP needs PySCF.*pip install 'mlff-plugins\[dft\]'"):
+        get_level("dft").require()
+
+
 @pytest.mark.skipif(not pyscf_available(), reason="PySCF (the [dft] extra) is not installed")
 def test_dft_matches_pyscf_and_finite_differences():
     from pyscf import dft, gto

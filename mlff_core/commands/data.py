@@ -21,6 +21,7 @@ from mlff_core.data.molecules import (
     water_box,
 )
 from mlff_core.data.splits import split_indices
+from mlff_core.labels.dft import PYSCF_INSTALL
 from mlff_core.labels.levels import get_level, list_levels
 from mlff_core.progress import progress_bar
 
@@ -265,5 +266,5 @@ def levels() -> None:
     """List the levels of theory, cheapest first, and whether each is installed."""
     for name in list_levels():
         level = get_level(name)
-        state = "available" if level.available() else "needs: pip install 'mlff-plugins[dft]'"
+        state = "available" if level.available() else f"needs: {PYSCF_INSTALL}"
         click.echo(f"{name:<8} {level.tag:<20} {level.description}  [{state}]")

@@ -10,6 +10,7 @@ from mlff_core.errors import LevelOfTheoryError
 
 DEFAULT_XC = "PBE"
 DEFAULT_BASIS = "def2-SVP"
+PYSCF_INSTALL = "pip install 'mlff-plugins[dft]'"
 
 
 def pyscf_available() -> bool:
@@ -49,7 +50,7 @@ class PySCFCalculator(Calculator):
     def __init__(self, **kwargs):
         if not pyscf_available():
             raise LevelOfTheoryError(
-                "DFT needs PySCF, an optional extra: pip install 'mlff-plugins[dft]'"
+                f"DFT needs PySCF, an optional extra: {PYSCF_INSTALL}"
             )
         super().__init__(**kwargs)
         self._density = None

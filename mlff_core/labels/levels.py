@@ -16,7 +16,13 @@ from typing import Any
 from ase.calculators.calculator import Calculator
 
 from mlff_core.errors import LevelOfTheoryError
-from mlff_core.labels.dft import DEFAULT_BASIS, DEFAULT_XC, PySCFCalculator, pyscf_available
+from mlff_core.labels.dft import (
+    DEFAULT_BASIS,
+    DEFAULT_XC,
+    PYSCF_INSTALL,
+    PySCFCalculator,
+    pyscf_available,
+)
 from mlff_core.labels.mmff import MMFF94Calculator
 from mlff_core.labels.xtb import XTB_METHODS, XTBCalculator
 
@@ -42,6 +48,18 @@ class LevelOfTheory:
 
     def available(self) -> bool:
         return self.family != "dft" or pyscf_available()
+
+    def require(self) -> LevelOfTheory:
+        """This level, if it can run here.
+
+        Raises:
+            LevelOfTheoryError: its optional extra is not installed, naming the install command.
+        """
+        if not self.available():
+            raise LevelOfTheoryError(
+                f"level of theory {self.key} needs PySCF, an optional extra: {PYSCF_INSTALL}"
+            )
+        return self
 
     def calculator(self, *, smiles: str | None = None, charge: int = 0,
                    multiplicity: int = 1) -> Calculator:

@@ -262,9 +262,7 @@ def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
     if (out / "summary.json").exists() or any(out.glob("round_*")):
         raise MLFFError(f"{out}: already holds a continued-learning run; choose another "
                         "output directory")
-    level = get_level(settings.level)
-    if not level.available():
-        raise MLFFError(f"level of theory {settings.level} is not installed")
+    level = get_level(settings.level).require()
     get_engine(settings.engine)  # unknown engine: fail before any work
     model_path = Path(model_path)
     model = load_model(model_path)
