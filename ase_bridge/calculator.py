@@ -5,6 +5,10 @@
 
 Energies in eV, forces in eV/Å (−∂E/∂x by autograd), stress in eV/Å³ for periodic cells
 ((1/V) ∂E/∂ε with a symmetric strain ε applied to positions and cell), per-atom energies.
+
+Periodicity follows `mlff_core.export.periodicity`: a model trained on molecules runs on
+periodic atoms only when, made whole, they stay one cutoff away from their own images (then
+it sees them without the cell); a model trained on periodic cells refuses non-periodic atoms.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
+from mlff_core.data.molecules import covalent_bonds, whole_positions
 from mlff_core.export.loading import LoadedModel, load_model
+from mlff_core.export.periodicity import check_isolated, model_periodicity, refuse_non_periodic
 
 
 class MLFFCalculator(Calculator):
@@ -33,20 +39,38 @@ class MLFFCalculator(Calculator):
         self.model = model if isinstance(model, LoadedModel) else load_model(model, device)
         self.device = torch.device(device)
         self._dtype = self.model.dtype
+        self._trained_periodic = model_periodicity(self.model.metadata)
+        self._bonds: dict[bytes, np.ndarray] = {}  # per system, to make molecules whole
+
+    def _model_input(self, atoms) -> tuple[np.ndarray, bool]:
+        """Positions [N, 3] Å the model sees, and whether it sees them with the cell."""
+        in_cell = bool(atoms.pbc.any())
+        name = self.model.path.name
+        if self._trained_periodic is True and not in_cell:
+            raise refuse_non_periodic(name)
+        if self._trained_periodic is False and in_cell:
+            key = atoms.numbers.tobytes()
+            if key not in self._bonds:
+                self._bonds[key] = covalent_bonds(atoms)
+            whole = whole_positions(atoms.positions, self._bonds[key], atoms.cell.array,
+                                    atoms.pbc)
+            check_isolated(whole, atoms.cell.array, atoms.pbc, self.model.cutoff, name)
+            return whole, False
+        return atoms.positions, in_cell
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         self.model.check_species(atoms.numbers)
-        periodic = bool(atoms.pbc.any())
         if "stress" in properties and not atoms.pbc.all():
             raise PropertyNotImplementedError("stress needs a cell periodic in all directions")
+        model_positions, periodic = self._model_input(atoms)
 
         as_tensor = lambda x: torch.as_tensor(x, dtype=self._dtype, device=self.device)  # noqa: E731
-        positions = as_tensor(atoms.positions).requires_grad_(True)
+        positions = as_tensor(model_positions).requires_grad_(True)
         cell = as_tensor(atoms.cell.array if periodic else np.zeros((3, 3)))
         numbers = torch.as_tensor(atoms.numbers, dtype=torch.long, device=self.device)
-        pbc = torch.as_tensor(atoms.pbc, device=self.device)
+        pbc = torch.as_tensor(atoms.pbc & periodic, device=self.device)
         strain = torch.zeros(3, 3, dtype=self._dtype, device=self.device, requires_grad=True)
         symmetric = 0.5 * (strain + strain.T)
         strained_positions = positions + positions @ symmetric
@@ -57,7 +81,7 @@ class MLFFCalculator(Calculator):
         self.results["energy"] = float(energy.detach())
         self.results["free_energy"] = self.results["energy"]
         self.results["forces"] = -gradients[0].detach().cpu().double().numpy()
-        if periodic and atoms.pbc.all() and gradients[1] is not None:
+        if atoms.pbc.all() and gradients[1] is not None:
             virial = gradients[1].detach().cpu().double().numpy()
             stress = virial / atoms.get_volume()
             self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]

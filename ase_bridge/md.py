@@ -15,6 +15,7 @@ from ase.io.trajectory import Trajectory
 from ase.md import MDLogger
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
+from ase.md.verlet import VelocityVerlet
 
 from ase_bridge.calculator import MLFFCalculator
 from ase_bridge.observers import CollapseObserver, ExplorationObserver
@@ -31,11 +32,11 @@ def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_di
                device: str = "cpu", **ignored: Any) -> dict[str, Any]:
     """Langevin MD with the model file as an ASE calculator; returns a summary.
 
-    Writes to `output_dir`: trajectory.traj, md.log, collapse.log/.npz, exploration.log,
-    unexplored.npz, last_good.xyz (on stop), summary.json.
+    Writes to `output_dir`: trajectory.traj, md.log, collapse.log, collapse.xyz,
+    exploration.log, unexplored.xyz, last_good.xyz (on stop), summary.json.
 
-    Args: temperature K, timestep fs, friction 1/ps, bond_threshold Å; `action` applies to the
-    collapse monitor (unexplored frames are flagged).
+    Args: temperature K, timestep fs, friction 1/ps (0: NVE, velocity Verlet), bond_threshold
+    Å; `action` applies to the collapse monitor (unexplored frames are flagged).
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,15 +50,18 @@ def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_di
     if not atoms.pbc.any():
         ZeroRotation(atoms)
     atoms.set_constraint(FixCom())
-    dynamics = Langevin(atoms, timestep=timestep * units.fs, temperature_K=temperature,
-                        friction=friction / (1000.0 * units.fs), fixcm=False, rng=rng)
+    if friction > 0:
+        dynamics = Langevin(atoms, timestep=timestep * units.fs, temperature_K=temperature,
+                            friction=friction / (1000.0 * units.fs), fixcm=False, rng=rng)
+    else:
+        dynamics = VelocityVerlet(atoms, timestep=timestep * units.fs)
     collapse = CollapseObserver(atoms, bond_threshold, action, bonds=start.bonds,
                                 dynamics=dynamics, log=out / "collapse.log",
-                                flagged_path=out / "collapse.npz",
+                                flagged_path=out / "collapse.xyz",
                                 last_good_path=out / "last_good.xyz")
     exploration = ExplorationObserver(atoms, loaded, dynamics=dynamics,
                                       log=out / "exploration.log",
-                                      flagged_path=out / "unexplored.npz")
+                                      flagged_path=out / "unexplored.xyz")
     started = time.perf_counter()
     with Trajectory(str(out / "trajectory.traj"), "w", atoms) as trajectory, \
             MDLogger(dynamics, atoms, str(out / "md.log"), peratom=False) as logger:
@@ -75,8 +79,9 @@ def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_di
         "trajectory": str(out / "trajectory.traj"), "topology": None,
         "temperature_K": temperature, "timestep_fs": timestep, "steps_requested": steps,
         "steps_run": dynamics.nsteps, "stopped": collapse.stopped,
-        "reason": collapse.monitor.flagged[0][1] if collapse.stopped else None,
-        "last_good": str(out / "last_good.xyz") if collapse.stopped else None,
+        "reason": f"collapse: {collapse.monitor.first_flagged[1]}" if collapse.stopped else None,
+        "last_good": None if collapse.monitor.saved_last_good is None
+        else str(collapse.monitor.saved_last_good),
         "seconds": seconds,
         "ns_per_day": dynamics.nsteps * timestep * 1e-6 / (seconds / 86400.0) if seconds else None,
         "collapse": collapse.monitor.summary(), "exploration": exploration.monitor.summary(),

@@ -2,13 +2,14 @@
 
     dyn = Langevin(atoms, ...)
     dyn.attach(CollapseObserver(atoms, dynamics=dyn, action="stop", log="collapse.log",
-                                flagged_path="collapse.npz", last_good_path="last_good.xyz"),
+                                flagged_path="collapse.xyz", last_good_path="last_good.xyz"),
                interval=10)
-    dyn.attach(ExplorationObserver(atoms, "aspirin.pt", flagged_path="unexplored.npz"),
+    dyn.attach(ExplorationObserver(atoms, "aspirin.pt", flagged_path="unexplored.xyz"),
                interval=10)
 
 Actions: 'flag' records flagged frames and goes on; 'stop' saves the last good frame and ends
-`dyn.run()` cleanly after the current step; 'raise' raises `MonitorTriggered`.
+`dyn.run()` cleanly after the current step; 'raise' raises `MonitorTriggered`. A frame whose
+positions or forces are not finite is a collapse.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from ase import Atoms
 
 from mlff_core.errors import MLFFError
 from mlff_core.monitors import (
-    EXPLORED,
-    NO_REFERENCE,
+    UNEXPLORED,
     CollapseDetector,
     ExplorationDetector,
     Monitor,
@@ -49,8 +49,11 @@ class _Observer:
         return self.dynamics.nsteps if self.dynamics is not None else self._calls
 
     def __call__(self) -> None:
+        results = getattr(self.atoms.calc, "results", None) or {}
+        forces = results.get("forces")
         snapshot = Snapshot(self._step(), self.atoms.positions.copy(), self.atoms.numbers.copy(),
-                            self.atoms.cell.array.copy(), self.atoms.pbc.copy())
+                            self.atoms.cell.array.copy(), self.atoms.pbc.copy(),
+                            None if forces is None else np.array(forces))
         self._calls += 1
         flagged, message = self.check(snapshot)
         if self.monitor.observe(snapshot, flagged, message):
@@ -94,7 +97,8 @@ class CollapseObserver(_Observer):
                                                     else atoms, threshold, bonds)
 
     def check(self, snapshot: Snapshot) -> tuple[bool, str]:
-        result = self.detector.check(snapshot.positions, snapshot.cell, snapshot.pbc)
+        result = self.detector.check(snapshot.positions, snapshot.cell, snapshot.pbc,
+                                     snapshot.forces)
         return result.collapsed, result.describe()
 
 
@@ -116,16 +120,17 @@ class ExplorationObserver(_Observer):
         self.detector = ExplorationDetector(model)
         super().__init__(atoms, action, dynamics, log, flagged_path, last_good_path,
                          provenance={"model": str(self.detector.model.path)})
-        self.counts = {EXPLORED: 0, "unexplored": 0, NO_REFERENCE: 0}
 
     def check(self, snapshot: Snapshot) -> tuple[bool, str]:
         result = self.detector.check(snapshot.positions, snapshot.atomic_numbers,
                                      snapshot.cell, snapshot.pbc)
-        self.counts[result.status] += 1
-        return result.status == "unexplored", result.describe()
+        return result.status == UNEXPLORED, result.describe()
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.detector.counts
 
     @property
     def explored_ratio(self) -> float:
         """Fraction of classified frames that were explored (NaN without reference clusters)."""
-        classified = self.counts[EXPLORED] + self.counts["unexplored"]
-        return self.counts[EXPLORED] / classified if classified else float("nan")
+        return self.detector.explored_ratio

@@ -10,7 +10,14 @@ unchanged:
     system.addForce(force)
 
 `add_mlff_force(system, topology, "aspirin.pt")` does the same after checking that the model
-knows every element and that its periodicity matches the system's.
+knows every element, that the topology, the System and the ML atom indices agree, and that its
+periodicity matches the system's (`mlff_core.export.periodicity`): a model trained on periodic
+cells needs a periodic system; a model trained on molecules runs on a non-periodic system, or on
+the ML subset of a periodic one (ML/MM, e.g. a solvated ligand): the ML atoms are then made
+whole across the box along their Topology bonds at every step, and the model sees them as an
+isolated molecule. (At system creation OpenMM has no positions to check that a whole periodic
+system would be far enough from its images, so a molecular model on a whole periodic system is
+refused.)
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from mlff_core.errors import MLFFError, SpeciesError
+from mlff_core.data.molecules import bond_tree_levels
 from mlff_core.export.loading import LoadedModel, load_model
+from mlff_core.export.periodicity import model_periodicity
 from mlff_core.units import KJ_PER_MOL, NANOMETER
 
 #: kJ/mol per eV.
@@ -43,11 +52,25 @@ class OpenMMModule(nn.Module):
         indices: [M] their indices among OpenMM's positions, or None when the force is given
             exactly those particles (whole system, or PythonForce particle subsets).
         periodic: pass box vectors to the model.
+        whole_levels: for a molecular model on the ML subset of a periodic system: the bond
+            tree of the ML atoms level by level ((children, parents) index lists into the M
+            atoms, `mlff_core.data.molecules.bond_tree_levels`); each child is moved to the
+            minimum image of its parent, then the model runs without the box.
     """
 
     def __init__(self, model: torch.jit.ScriptModule, atomic_numbers: Sequence[int],
-                 indices: Sequence[int] | None, periodic: bool):
+                 indices: Sequence[int] | None, periodic: bool,
+                 whole_levels: Sequence[tuple[Sequence[int], Sequence[int]]] = ()):
         super().__init__()
+        # the levels flattened: level k is entries bounds[k]:bounds[k + 1] (TorchScript-friendly)
+        sizes = [len(c) for c, _ in whole_levels]
+        self.register_buffer("tree_children", torch.tensor(
+            [i for c, _ in whole_levels for i in c], dtype=torch.long))
+        self.register_buffer("tree_parents", torch.tensor(
+            [i for _, p in whole_levels for i in p], dtype=torch.long))
+        self.register_buffer("tree_bounds", torch.tensor(
+            [sum(sizes[:k]) for k in range(len(sizes) + 1)], dtype=torch.long))
+        self.make_whole = len(whole_levels) > 0
         self.model = model
         self.register_buffer("atomic_numbers", torch.tensor(list(atomic_numbers),
                                                             dtype=torch.long))
@@ -62,6 +85,8 @@ class OpenMMModule(nn.Module):
         if self.subset:
             positions = positions[self.indices]
         positions = positions * self.length_scale
+        if self.make_whole and boxvectors is not None:
+            positions = self._whole(positions, boxvectors.to(positions.dtype) * self.length_scale)
         if self.periodic and boxvectors is not None:
             cell = boxvectors.to(positions.dtype) * self.length_scale
             pbc = torch.ones(3, dtype=torch.bool, device=positions.device)
@@ -70,6 +95,20 @@ class OpenMMModule(nn.Module):
             pbc = torch.zeros(3, dtype=torch.bool, device=positions.device)
         energy = self.model(positions, self.atomic_numbers, cell, pbc)
         return energy * self.energy_scale
+
+    def _whole(self, positions: Tensor, box: Tensor) -> Tensor:
+        """Each bonded child at the minimum image of its parent (OpenMM's reduced box: a along
+        x, b in the xy plane), level by level from the roots of the bond tree."""
+        bounds: list[int] = self.tree_bounds.tolist()
+        for k in range(len(bounds) - 1):
+            children = self.tree_children[bounds[k]:bounds[k + 1]]
+            parents = self.tree_parents[bounds[k]:bounds[k + 1]]
+            delta = positions[children] - positions[parents]
+            delta = delta - torch.round(delta[:, 2:3] / box[2, 2]) * box[2]
+            delta = delta - torch.round(delta[:, 1:2] / box[1, 1]) * box[1]
+            delta = delta - torch.round(delta[:, 0:1] / box[0, 0]) * box[0]
+            positions = positions.index_copy(0, children, positions[parents] + delta)
+        return positions
 
 
 def _loaded(model) -> LoadedModel:
@@ -96,11 +135,33 @@ def atomic_numbers_of(topology: openmm.app.Topology | None, atoms: Sequence[int]
     return list(systems[0]["atomic_numbers"])
 
 
-def _periodicity(model: LoadedModel, periodic: bool | None) -> bool:
-    if periodic is not None:
-        return periodic
-    trained = model.metadata.get("periodic")
-    return bool(trained) if trained is not None else False
+def _force_geometry(model: LoadedModel, periodic: bool | None, atoms: Sequence[int] | None,
+                    topology: openmm.app.Topology | None) -> tuple[bool, list]:
+    """(pass box vectors to the model, bond-tree levels for making the ML atoms whole) for a
+    force on a system that is periodic or not (`periodic`; None: as the model was trained)."""
+    trained = model_periodicity(model.metadata)
+    system_periodic = periodic if periodic is not None else bool(trained)
+    if not system_periodic or trained is not False:
+        return system_periodic, []
+    # a molecular model on a periodic system: only its ML subset, made whole (check_compatible)
+    if atoms is None or topology is None:
+        raise MLFFError(f"model {model.path.name} was trained on molecules (no periodic cell) "
+                        "but this system is periodic; a molecular model runs on the ML subset "
+                        "of a periodic system (pass atoms= and topology=), or use a model "
+                        "trained on periodic data")
+    return False, ml_bond_tree(topology, atoms)
+
+
+def ml_bond_tree(topology: openmm.app.Topology, atoms: Sequence[int]) -> list:
+    """Bond-tree levels of the ML atoms (indices among them) from the Topology's bonds."""
+    position = {int(atom): k for k, atom in enumerate(atoms)}
+    bonds = [(position[b.atom1.index], position[b.atom2.index]) for b in topology.bonds()
+             if b.atom1.index in position and b.atom2.index in position]
+    if len(atoms) > 1 and not bonds:
+        raise MLFFError("the Topology has no bonds among the ML atoms; they are needed to keep "
+                        "the ML molecule whole across the periodic box (add bonds, e.g. "
+                        "CONECT records, or Topology.createStandardBonds())")
+    return [(c.tolist(), p.tolist()) for c, p in bond_tree_levels(len(atoms), np.array(bonds))]
 
 
 def create_torch_force(model: str | os.PathLike | LoadedModel, atoms: Sequence[int] | None = None,
@@ -123,10 +184,11 @@ def create_torch_force(model: str | os.PathLike | LoadedModel, atoms: Sequence[i
     numbers = list(atomic_numbers) if atomic_numbers is not None else \
         atomic_numbers_of(topology, atoms, loaded)
     loaded.check_species(numbers)
-    is_periodic = _periodicity(loaded, periodic)
-    module = torch.jit.script(OpenMMModule(loaded.module, numbers, atoms, is_periodic))
+    model_periodic, levels = _force_geometry(loaded, periodic, atoms, topology)
+    module = torch.jit.script(OpenMMModule(loaded.module, numbers, atoms, model_periodic,
+                                           levels))
     force = _torch_force_class()(module)
-    force.setUsesPeriodicBoundaryConditions(is_periodic)
+    force.setUsesPeriodicBoundaryConditions(model_periodic or bool(levels))
     allowed = bool(loaded.metadata.get("cuda_graphs", False))
     if cuda_graphs if cuda_graphs is not None else allowed:
         force.setProperty("useCUDAGraphs", "true")
@@ -170,11 +232,12 @@ def _torch_force_class():
 class _PythonForceComputation:
     """The computation of a PythonForce: State → (energy kJ/mol, forces kJ/mol/nm)."""
 
-    def __init__(self, loaded: LoadedModel, atomic_numbers: Sequence[int], periodic: bool):
+    def __init__(self, loaded: LoadedModel, atomic_numbers: Sequence[int], periodic: bool,
+                 whole_levels: list):
         self.module = torch.jit.script(OpenMMModule(loaded.module, atomic_numbers, None,
-                                                    periodic))
+                                                    periodic, whole_levels))
         self.dtype = loaded.dtype
-        self.periodic = periodic
+        self.periodic = periodic or bool(whole_levels)
 
     def __call__(self, state: openmm.State):
         positions = state.getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer)
@@ -200,11 +263,11 @@ def create_python_force(model: str | os.PathLike | LoadedModel,
     numbers = list(atomic_numbers) if atomic_numbers is not None else \
         atomic_numbers_of(topology, atoms, loaded)
     loaded.check_species(numbers)
-    is_periodic = _periodicity(loaded, periodic)
-    force = openmm.PythonForce(_PythonForceComputation(loaded, numbers, is_periodic))
+    model_periodic, levels = _force_geometry(loaded, periodic, atoms, topology)
+    force = openmm.PythonForce(_PythonForceComputation(loaded, numbers, model_periodic, levels))
     if atoms is not None:
         force.setParticles(list(atoms))
-    force.setUsesPeriodicBoundaryConditions(is_periodic)
+    force.setUsesPeriodicBoundaryConditions(model_periodic or bool(levels))
     return force
 
 
@@ -212,21 +275,44 @@ def check_compatible(model: LoadedModel, system: openmm.System,
                      topology: openmm.app.Topology | None, atoms: Sequence[int] | None) -> None:
     """Raise before a simulation starts if the model cannot run this system.
 
-    Checks: every ML atom's element is known by the model; the model's periodicity (from its
-    training data) matches the system's.
+    Checks: the Topology has as many atoms as the System has particles; the ML atom indices
+    are whole numbers, distinct and in range; every ML atom's element is known by the model;
+    the model's periodicity (from its training data) fits the system's (see the module
+    docstring).
     """
+    n_particles = system.getNumParticles()
+    if topology is not None and topology.getNumAtoms() != n_particles:
+        raise MLFFError(f"the Topology has {topology.getNumAtoms()} atoms but the System has "
+                        f"{n_particles} particles; they must describe the same atoms")
+    if atoms is not None:
+        validate_atom_indices(atoms, n_particles)
     if topology is not None:
         model.check_species(atomic_numbers_of(topology, atoms, model))
-    trained_periodic = model.metadata.get("periodic")
-    system_periodic = system.usesPeriodicBoundaryConditions() or (
+    trained = model_periodicity(model.metadata)
+    periodic = system.usesPeriodicBoundaryConditions() or (
         topology is not None and topology.getPeriodicBoxVectors() is not None)
-    if trained_periodic is not None and bool(trained_periodic) != bool(system_periodic):
-        if trained_periodic:
-            raise MLFFError(f"model {model.path.name} was trained on periodic systems but this "
-                            "system is not periodic; give the topology box vectors "
-                            "(setPeriodicBoxVectors) or use a model trained on molecules")
-        raise MLFFError(f"model {model.path.name} was trained on molecules (no periodic cell) "
-                        "but this system is periodic; use a model trained on periodic data")
+    if trained is True and not periodic:
+        raise MLFFError(f"model {model.path.name} was trained on periodic systems but this "
+                        "system is not periodic; give the topology box vectors "
+                        "(setPeriodicBoxVectors) or use a model trained on molecules")
+    if trained is False and periodic:
+        _force_geometry(model, True, atoms, topology)  # the ML subset only, with bonds
+
+
+def validate_atom_indices(atoms: Sequence[int], n_particles: int) -> None:
+    """One clear error for ML atom indices that are not distinct particle indices."""
+    indices = list(atoms)
+    if not indices:
+        raise MLFFError("atoms= is empty; give the indices of the ML atoms")
+    if any(isinstance(i, bool) or int(i) != i for i in indices):
+        raise MLFFError("atoms= must hold whole particle indices")
+    bad = [int(i) for i in indices if not 0 <= int(i) < n_particles]
+    if bad:
+        raise MLFFError(f"atoms= holds {bad[0]}, outside the System's particle indices "
+                        f"0..{n_particles - 1}")
+    if len(set(map(int, indices))) != len(indices):
+        repeated = next(i for i in indices if indices.count(i) > 1)
+        raise MLFFError(f"atoms= lists particle {repeated} more than once")
 
 
 def add_mlff_force(system: openmm.System, topology: openmm.app.Topology,

@@ -86,10 +86,11 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
     """Langevin MD with the model file; returns a summary (also written as summary.json).
 
     Writes to `output_dir`: start.pdb, trajectory.dcd, state.csv (StateDataReporter),
-    collapse.log/.npz, exploration.log, unexplored.npz, forces.log, last_good.pdb (on stop).
+    collapse.log, collapse.xyz, exploration.log, unexplored.xyz, forces.log, last_good.pdb (on
+    stop).
 
     Args:
-        temperature: K; timestep: fs; friction: 1/ps; bond_threshold: Å.
+        temperature: K; timestep: fs; friction: 1/ps (0: NVE, velocity Verlet); bond_threshold: Å.
         action: what the collapse monitor does ('flag', 'stop', 'raise'); unexplored frames
             are always only flagged.
         backend: 'torch' (openmm-torch) or 'python' (PythonForce).
@@ -107,22 +108,29 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
         system.setDefaultPeriodicBoxVectors(*topology.getPeriodicBoxVectors())
     add_mlff_force(system, topology, loaded, backend=backend)
     system.addForce(openmm.CMMotionRemover())
-    integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin,
-                                                 friction / unit.picosecond,
-                                                 timestep * unit.femtosecond)
-    integrator.setRandomNumberSeed(seed)
-    args = () if platform is None else (openmm.Platform.getPlatformByName(platform),)
-    simulation = app.Simulation(topology, system, integrator, *args)
+    if friction > 0:
+        integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin,
+                                                     friction / unit.picosecond,
+                                                     timestep * unit.femtosecond)
+        integrator.setRandomNumberSeed(seed)
+    else:
+        integrator = openmm.VerletIntegrator(timestep * unit.femtosecond)
+    args = () if platform is None else (_platform(platform),)
+    try:
+        simulation = app.Simulation(topology, system, integrator, *args)
+    except openmm.OpenMMException as exc:
+        raise MLFFError(f"OpenMM platform {platform or 'default'} cannot run this system: "
+                        f"{str(exc).strip().splitlines()[0]}") from None
     simulation.context.setPositions(positions * unit.angstrom)
     simulation.context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
     with atomic_output(out / "start.pdb", "w") as fh:
         app.PDBFile.writeFile(topology, positions * unit.angstrom, fh)
 
     collapse = CollapseReporter(out / "collapse.log", report_interval, bond_threshold, action,
-                                flagged_path=out / "collapse.npz",
+                                flagged_path=out / "collapse.xyz",
                                 last_good_path=out / "last_good.pdb")
     exploration = ExplorationReporter(out / "exploration.log", report_interval, loaded,
-                                      save_frames=out / "unexplored.npz")
+                                      save_frames=out / "unexplored.xyz")
     forces = MaxForceReporter(out / "forces.log", report_interval)
     simulation.reporters += [
         app.DCDReporter(str(out / "trajectory.dcd"), report_interval),
@@ -134,8 +142,9 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
     started = time.perf_counter()
     outcome = run_simulation(simulation, steps)
     if collapse.monitor.stopped and not outcome["stopped"]:  # flagged on the very last step
-        outcome.update(stopped=True, reason=f"collapse: {collapse.monitor.flagged[0][1]}",
-                       last_good=str(out / "last_good.pdb"))
+        saved = collapse.monitor.saved_last_good
+        outcome.update(stopped=True, reason=f"collapse: {collapse.monitor.first_flagged[1]}",
+                       last_good=None if saved is None else str(saved))
     seconds = time.perf_counter() - started
     for reporter in (collapse, exploration, forces):
         reporter.close()
@@ -157,6 +166,16 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
     with atomic_output(out / "summary.json", "w") as fh:
         json.dump(summary, fh, indent=2, default=str)
     return summary
+
+
+def _platform(name: str) -> openmm.Platform:
+    """An OpenMM platform by name, or one clear error listing those this machine has."""
+    names = [openmm.Platform.getPlatform(i).getName()
+             for i in range(openmm.Platform.getNumPlatforms())]
+    if name not in names:
+        raise MLFFError(f"OpenMM platform {name!r} is not available here; this OpenMM has "
+                        f"{', '.join(names)}")
+    return openmm.Platform.getPlatformByName(name)
 
 
 class _ProgressReporter:

@@ -3,7 +3,7 @@
     simulation.reporters.append(CollapseReporter("collapse.log", 100, threshold=0.5,
                                                  action="stop", last_good_path="last_good.pdb"))
     simulation.reporters.append(ExplorationReporter("exploration.log", 100, model="aspirin.pt",
-                                                    save_frames="unexplored.npz"))
+                                                    save_frames="unexplored.xyz"))
     simulation.reporters.append(MaxForceReporter("forces.log", 100))
     run_simulation(simulation, 20000)
 
@@ -12,6 +12,10 @@ the last good frame (PDB), logs a clear line and raises `SimulationStopped`;
 `run_simulation()` (and `mlff md`) treat that as a normal end of the run. The exception is
 raised when OpenMM next asks the reporter for its schedule, i.e. after every other reporter has
 recorded the step at which the run stops, and before the integrator moves on.
+
+A frame with a non-finite position is a collapse. When OpenMM itself refuses to go on because
+coordinates became NaN between two checks, `run_simulation()` ends the run the same way: a
+clean stop with that reason and the collapse reporter's last good frame.
 """
 
 from __future__ import annotations
@@ -26,15 +30,15 @@ import openmm.app as app
 import openmm.unit as unit
 
 from mlff_core.data.molecules import covalent_bonds
+from mlff_core.errors import MLFFError
 from mlff_core.fileio import atomic_output
 from mlff_core.monitors import (
-    EXPLORED,
-    NO_REFERENCE,
     UNEXPLORED,
     CollapseDetector,
     ExplorationDetector,
     Monitor,
     Snapshot,
+    validate_interval,
 )
 
 log = logging.getLogger("mlff.openmm")
@@ -62,8 +66,31 @@ def run_simulation(simulation: app.Simulation, steps: int) -> dict:
         return {"steps_run": simulation.currentStep - start, "stopped": True,
                 "reason": stop.reason, "last_good": None if stop.last_good is None
                 else str(stop.last_good)}
+    except openmm.OpenMMException as exc:
+        if "nan" not in str(exc).lower():
+            raise
+        message = str(exc).strip().splitlines()[0].split("  For more information")[0]
+        stop = _stop_on_nan(simulation, message)
+        log.warning(str(stop))
+        return {"steps_run": simulation.currentStep - start, "stopped": True,
+                "reason": stop.reason, "last_good": None if stop.last_good is None
+                else str(stop.last_good)}
     return {"steps_run": simulation.currentStep - start, "stopped": False, "reason": None,
             "last_good": None}
+
+
+def _stop_on_nan(simulation: app.Simulation, message: str) -> SimulationStopped:
+    """OpenMM found NaN coordinates between two checks: a collapse. The collapse reporter (if
+    any) records it and saves its last good frame."""
+    reason = f"non-finite coordinates (OpenMM: {message})"
+    for reporter in simulation.reporters:
+        if isinstance(reporter, CollapseReporter) and reporter.detector is not None:
+            numbers = np.array([a.element.atomic_number for a in simulation.topology.atoms()])
+            nan = np.full((len(numbers), 3), np.nan)
+            reporter.monitor.halt(Snapshot(simulation.currentStep, nan, numbers), reason)
+            return SimulationStopped(simulation.currentStep, f"collapse: {reason}",
+                                     reporter.monitor.saved_last_good)
+    return SimulationStopped(simulation.currentStep, f"collapse: {reason}", None)
 
 
 def _snapshot(simulation: app.Simulation, state: openmm.State) -> Snapshot:
@@ -87,7 +114,7 @@ class _MonitorReporter:
     def __init__(self, file: str | os.PathLike | None, reportInterval: int, action: str,  # noqa: N803
                  flagged_path: str | os.PathLike | None,
                  last_good_path: str | os.PathLike | None, provenance: dict | None = None):
-        self._interval = int(reportInterval)
+        self._interval = validate_interval(reportInterval, "reportInterval")
         self._topology: app.Topology | None = None
         self._stop: SimulationStopped | None = None
         self.monitor = Monitor(self.kind, action, file, flagged_path,
@@ -110,9 +137,9 @@ class _MonitorReporter:
         snapshot = _snapshot(simulation, state)
         flagged, message = self.check(snapshot, state)
         if self.monitor.observe(snapshot, flagged, message):
-            last_good = self.monitor.last_good_path if self.monitor.last_good else None
             # raised from describeNextReport, once the other reporters have had this step
-            self._stop = SimulationStopped(snapshot.step, f"{self.kind}: {message}", last_good)
+            self._stop = SimulationStopped(snapshot.step, f"{self.kind}: {message}",
+                                           self.monitor.saved_last_good)
 
     def check(self, snapshot: Snapshot, state: openmm.State) -> tuple[bool, str]:
         raise NotImplementedError
@@ -122,7 +149,8 @@ class _MonitorReporter:
             app.PDBFile.writeFile(self._topology, snapshot.positions * unit.angstrom, fh)
 
     def close(self) -> None:
-        self.monitor.close()
+        if hasattr(self, "monitor"):
+            self.monitor.close()
 
     def __del__(self):
         self.close()
@@ -140,7 +168,8 @@ class CollapseReporter(_MonitorReporter):
             bonds perceived from covalent radii of the starting structure.
         reference_positions: [N, 3] Å giving reference bond lengths (default: the positions
             when the simulation first asks this reporter, i.e. the starting structure).
-        flagged_path: native npz collecting flagged frames; last_good_path: PDB written on stop.
+        flagged_path: extended XYZ collecting flagged frames; last_good_path: PDB written on
+            stop.
     """
 
     kind = "collapse"
@@ -150,6 +179,8 @@ class CollapseReporter(_MonitorReporter):
                  reference_positions: np.ndarray | None = None,
                  flagged_path: str | os.PathLike | None = None,
                  last_good_path: str | os.PathLike | None = None):
+        if not threshold > 0:
+            raise MLFFError(f"collapse threshold must be a positive length in Å, got {threshold}")
         super().__init__(file, reportInterval, action, flagged_path, last_good_path,
                          provenance={"threshold_A": threshold})
         self.threshold = threshold
@@ -186,7 +217,7 @@ class ExplorationReporter(_MonitorReporter):
         file: log file, or None. reportInterval: steps between checks.
         model: model file (its `explore` method classifies frames).
         action: 'flag', 'stop' or 'raise'.
-        save_frames: native npz collecting unexplored frames (ready for relabelling).
+        save_frames: extended XYZ collecting unexplored frames (ready for relabelling).
         last_good_path: PDB written on stop.
     """
 
@@ -198,18 +229,19 @@ class ExplorationReporter(_MonitorReporter):
         self.detector = ExplorationDetector(model)
         super().__init__(file, reportInterval, action, save_frames, last_good_path,
                          provenance={"model": str(self.detector.model.path)})
-        self.counts = {EXPLORED: 0, UNEXPLORED: 0, NO_REFERENCE: 0}
 
     def check(self, snapshot: Snapshot, state: openmm.State) -> tuple[bool, str]:
         result = self.detector.check(snapshot.positions, snapshot.atomic_numbers, snapshot.cell,
                                      snapshot.pbc)
-        self.counts[result.status] += 1
         return result.status == UNEXPLORED, result.describe()
 
     @property
+    def counts(self) -> dict[str, int]:
+        return self.detector.counts
+
+    @property
     def explored_ratio(self) -> float:
-        classified = self.counts[EXPLORED] + self.counts[UNEXPLORED]
-        return self.counts[EXPLORED] / classified if classified else float("nan")
+        return self.detector.explored_ratio
 
 
 class MaxForceReporter:
@@ -219,7 +251,7 @@ class MaxForceReporter:
     """
 
     def __init__(self, file: str | os.PathLike, reportInterval: int):  # noqa: N803
-        self._interval = int(reportInterval)
+        self._interval = validate_interval(reportInterval, "reportInterval")
         Path(file).parent.mkdir(parents=True, exist_ok=True)
         self._out = open(file, "w")  # noqa: SIM115 (kept open for the run, like DCDReporter)
         self._out.write("# step\tmax_force_kJ/mol/nm\tmax_force_eV/A\tatom\n")
@@ -242,7 +274,7 @@ class MaxForceReporter:
         self._out.flush()
 
     def close(self) -> None:
-        if not self._out.closed:
+        if hasattr(self, "_out") and not self._out.closed:
             self._out.close()
 
     def __del__(self):

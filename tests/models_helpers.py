@@ -35,3 +35,26 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     if np.linalg.det(q) < 0:
         q[:, 0] = -q[:, 0]
     return q
+
+
+def save_model_with_clusters(path, frames, n_clusters: int = 2, periodic=None):
+    """A random SchNet model file whose exploration clusters are fitted on `frames`."""
+    from mlff_core.export.exploration import ExplorationModel
+    from mlff_core.metrics.clusters import ConformationClusters
+
+    clusters = ConformationClusters(n_clusters=n_clusters).fit(frames)
+    potential = random_potential("schnet", species=(1, 6, 8))
+    metadata = model_metadata(potential, "schnet", hyperparameters("schnet"),
+                              exploration={"systems": [clusters.to_dict()]}, periodic=periodic)
+    return save_model_file(potential, path, metadata, ExplorationModel([clusters.to_dict()]))
+
+
+def ethanol_md_frames(n_frames: int = 60, seed: int = 0):
+    """300 K MMFF94 frames of ethanol (the monitors' test trajectory)."""
+    from mlff_core.data.generate import LangevinSampling, generate_frames
+    from mlff_core.data.molecules import named_molecule
+    from mlff_core.labels import get_level
+
+    return generate_frames(named_molecule("ethanol"), get_level("mmff94"), n_frames,
+                           LangevinSampling(temperature=300.0, stride=5, equilibration=20,
+                                            seed=seed))

@@ -54,7 +54,7 @@ def test_provenance_records_how_frames_were_made(aspirin_gfn2):
     prov = aspirin_gfn2.provenance
     assert prov["level_of_theory"] == "GFN2-xTB"
     assert prov["sampling"] == {"method": "langevin", "driver_level": "GFN2-xTB",
-                                "temperature": 500.0, "timestep": 0.5, "friction": 0.01,
+                                "temperature": 500.0, "timestep": 0.5, "friction": 10.0,
                                 "stride": 3, "equilibration": 10, "seed": 2}
     assert prov["system"]["smiles"] == "CC(=O)Oc1ccccc1C(=O)O"
     assert {"tblite", "ase", "numpy"} <= set(prov["package_versions"])

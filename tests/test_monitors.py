@@ -7,19 +7,21 @@ import torch
 from ase import units
 from ase.io import read
 from ase.md.verlet import VelocityVerlet
-from models_helpers import random_potential
+from models_helpers import ethanol_md_frames, save_model_with_clusters
 
 from ase_bridge import CollapseObserver, ExplorationObserver
 from mlff_core.data.formats import read_frames
 from mlff_core.data.frames import Frames
 from mlff_core.data.generate import relabel_frames
-from mlff_core.data.molecules import named_molecule
-from mlff_core.export import model_metadata, save_model_file
-from mlff_core.export.exploration import ExplorationModel
+from mlff_core.data.molecules import covalent_bonds, named_molecule
+from mlff_core.errors import MLFFError
 from mlff_core.labels import get_level
-from mlff_core.metrics.clusters import ConformationClusters
-from mlff_core.models import hyperparameters
-from mlff_core.monitors import CollapseDetector, ExplorationDetector, MonitorTriggered
+from mlff_core.monitors import (
+    CollapseDetector,
+    ExplorationDetector,
+    Monitor,
+    MonitorTriggered,
+)
 
 
 def test_collapse_detector_flags_the_planted_frame_and_not_before():
@@ -46,9 +48,72 @@ def test_threshold_option_and_periodic_minimum_image():
     moved = atoms.positions.copy()
     moved[3] += [12.0, 0, -12.0]  # a lattice vector: same bond length
     assert not detector.check(moved, atoms.cell.array, atoms.pbc).collapsed
-    moved[3] += 0.35 * (moved[3] - moved[0]) / np.linalg.norm(moved[3] - moved[0])
+    bond = atoms.positions[3] - atoms.positions[0]  # the bond itself, not across the box
+    moved[3] += 0.35 * bond / np.linalg.norm(bond)
+    strict = detector.check(moved, atoms.cell.array, atoms.pbc)
+    assert strict.collapsed and strict.bond == (0, 3)  # 0.3 Å (JCP) flags a 0.35 Å stretch
+    assert strict.max_deviation == pytest.approx(0.35, abs=1e-9)
     assert not CollapseDetector.from_atoms(atoms, 0.5).check(moved, atoms.cell.array,
-                                                             atoms.pbc).collapsed
+                                                             atoms.pbc).collapsed  # MDsim's
+
+
+def test_bonds_are_pairs_closer_than_radii_plus_0_3():
+    """r_i + r_j + 0.3 Å (as the LAMMPS fix), not ASE NeighborList's r_i + r_j + 2 × 0.3."""
+    from ase import Atoms
+    from ase.data import covalent_radii
+
+    limit = covalent_radii[8] + covalent_radii[1] + 0.3  # O–H: 0.97 + 0.3 Å
+    for distance, bonded in ((limit - 1e-3, True), (limit + 1e-3, False), (1.5, False)):
+        pair = Atoms("OH", positions=[[0, 0, 0], [distance, 0, 0]])
+        assert len(covalent_bonds(pair)) == int(bonded), distance
+    box = Atoms("OH", positions=[[0.2, 0, 0], [9.9, 0, 0]], cell=np.eye(3) * 10.0, pbc=True)
+    assert covalent_bonds(box).tolist() == [[0, 1]]  # 0.3 Å apart across the boundary
+
+
+def test_non_finite_positions_or_forces_are_a_collapse():
+    atoms = named_molecule("ethanol").atoms
+    detector = CollapseDetector.from_atoms(atoms)
+    positions = atoms.positions.copy()
+    forces = np.zeros_like(positions)
+    assert not detector.check(positions, forces=forces).collapsed
+    forces[4, 1] = np.inf
+    result = detector.check(positions, forces=forces)
+    assert result.collapsed and result.describe() == \
+        "atom 4 has a non-finite force (NaN or inf)"
+    positions[2, 0] = np.nan
+    result = detector.check(positions, forces=forces)  # positions are named first
+    assert result.collapsed and result.describe() == \
+        "atom 2 has a non-finite position (NaN or inf)"
+
+
+def test_flagged_frames_stream_and_survive_a_killed_run(tmp_path):
+    """A run killed (SIGKILL) after 5 flagged frames leaves a file with exactly those 5."""
+    import subprocess
+    import sys
+
+    script = f"""
+import os, signal, numpy as np
+from mlff_core.monitors import Monitor, Snapshot
+monitor = Monitor("collapse", "flag", flagged_path={str(tmp_path / 'flagged.xyz')!r})
+for step in range(5):
+    monitor.observe(Snapshot(step, np.full((3, 3), float(step)) + np.eye(3), np.array([8, 1, 1])),
+                    True, f"planted {{step}}")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == -9, result.stderr
+    frames = read(tmp_path / "flagged.xyz", index=":")
+    assert [f.info["step"] for f in frames] == [0, 1, 2, 3, 4]
+    assert frames[3].info["reason"] == "planted 3" and not frames[3].pbc.any()
+    assert read_frames(tmp_path / "flagged.xyz").n_frames == 5  # as `mlff data relabel` reads
+
+
+def test_monitor_arguments_are_validated(tmp_path):
+    with pytest.raises(MLFFError, match="path ending in .xyz"):
+        Monitor("collapse", flagged_path=tmp_path / "flagged.npz")
+    with pytest.raises(MLFFError, match="unknown monitor action 'halt'"):
+        Monitor("collapse", "halt")
+    assert not (tmp_path / "flagged.npz").exists()
 
 
 def _md(atoms, steps, observers, plant_at=None):
@@ -75,7 +140,7 @@ def test_ase_collapse_observer_stop_saves_last_good_frame(tmp_path):
     def make(dynamics):
         holder["obs"] = CollapseObserver(atoms, action="stop", dynamics=dynamics,
                                          log=tmp_path / "collapse.log",
-                                         flagged_path=tmp_path / "collapse.npz",
+                                         flagged_path=tmp_path / "collapse.xyz",
                                          last_good_path=tmp_path / "last_good.xyz")
         return holder["obs"]
 
@@ -85,11 +150,41 @@ def test_ase_collapse_observer_stop_saves_last_good_frame(tmp_path):
     assert observer.monitor.first_flagged_step == 40
     last_good = read(tmp_path / "last_good.xyz")
     assert last_good.info["step"] == 30
-    flagged = read_frames(tmp_path / "collapse.npz")
-    assert flagged.n_frames == 1 and flagged.provenance["steps"] == [40]
-    assert "bond 0-5" in flagged.provenance["reasons"][0]
+    flagged = read(tmp_path / "collapse.xyz", index=":")
+    assert len(flagged) == 1 and flagged[0].info["step"] == 40
+    assert flagged[0].info["reason"].startswith("bond 0-5 is ")
+    assert flagged[0].info["flagged_by"] == "collapse"
     log = (tmp_path / "collapse.log").read_text().splitlines()
     assert [line.split("\t")[1] for line in log[1:]] == ["ok"] * 4 + ["FLAGGED"]
+    assert all(line.split("\t")[2].startswith("collapse: bond ") for line in log[1:])
+    observer.close()
+
+
+def test_ase_run_that_turns_nan_stops_cleanly_with_the_last_good_frame(tmp_path):
+    """NaN planted in one coordinate at step 30: the next check (step 30) stops the run."""
+    atoms = named_molecule("ethanol").atoms
+    holder = {}
+
+    def make(dynamics):
+        holder["obs"] = CollapseObserver(atoms, action="stop", dynamics=dynamics,
+                                         log=tmp_path / "collapse.log",
+                                         last_good_path=tmp_path / "last_good.xyz")
+        return holder["obs"]
+
+    atoms.calc = get_level("mmff94").calculator(smiles="CCO")
+    dynamics = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+
+    def poison():
+        if dynamics.nsteps == 30:
+            atoms.positions[3, 1] = np.nan
+
+    dynamics.attach(poison, interval=1)
+    dynamics.attach(make(dynamics), interval=10)
+    dynamics.run(100)
+    observer = holder["obs"]
+    assert observer.stopped and dynamics.nsteps == 30
+    assert observer.monitor.first_flagged == (30, "atom 3 has a non-finite position (NaN or inf)")
+    assert read(tmp_path / "last_good.xyz").info["step"] == 20
     observer.close()
 
 
@@ -103,17 +198,8 @@ def test_ase_collapse_observer_raise(tmp_path):
 @pytest.fixture
 def model_with_clusters(tmp_path):
     """A model file whose exploration clusters come from 300 K MMFF frames of ethanol."""
-    from mlff_core.data.generate import LangevinSampling, generate_frames
-
-    frames = generate_frames(named_molecule("ethanol"), get_level("mmff94"), 60,
-                             LangevinSampling(temperature=300.0, stride=5, equilibration=20))
-    clusters = ConformationClusters(n_clusters=2).fit(frames)
-    potential = random_potential("schnet", species=(1, 6, 8))
-    metadata = model_metadata(potential, "schnet", hyperparameters("schnet"),
-                              exploration={"systems": [clusters.to_dict()]})
-    path = save_model_file(potential, tmp_path / "m.pt", metadata,
-                           ExplorationModel([clusters.to_dict()]))
-    return path, frames
+    frames = ethanol_md_frames()
+    return save_model_with_clusters(tmp_path / "m.pt", frames), frames
 
 
 def test_exploration_detector_and_observer(tmp_path, model_with_clusters):
@@ -132,16 +218,30 @@ def test_exploration_detector_and_observer(tmp_path, model_with_clusters):
 
     def make(dynamics):
         holder["obs"] = ExplorationObserver(atoms, path, dynamics=dynamics,
-                                            flagged_path=tmp_path / "unexplored.npz")
+                                            flagged_path=tmp_path / "unexplored.xyz")
         return holder["obs"]
 
     _md(atoms, 60, [(make, 10)], plant_at=30)
     observer = holder["obs"]
     assert observer.monitor.first_flagged_step == 30
-    unexplored = read_frames(tmp_path / "unexplored.npz")
-    assert unexplored.provenance["flagged_by"] == "exploration"
-    assert 30 in unexplored.provenance["steps"]
+    assert 30 in [f.info["step"] for f in read(tmp_path / "unexplored.xyz", index=":")]
+    unexplored = read_frames(tmp_path / "unexplored.xyz")
     # ready for relabelling
     relabelled = relabel_frames(unexplored, get_level("gfn2"))
     assert relabelled.has_labels and isinstance(relabelled, Frames)
     assert torch.isfinite(torch.tensor(relabelled.forces)).all()
+
+
+def test_molecule_in_a_periodic_box_is_classified_as_the_molecule(model_with_clusters):
+    """As the LAMMPS fix does: a molecular model classifies a molecule in a box, even when
+    the molecule straddles the boundary (it is made whole first)."""
+    path, frames = model_with_clusters
+    detector = ExplorationDetector(path)
+    free = detector.check(frames.positions[7], frames.atomic_numbers)
+    cell = np.eye(3) * 20.0
+    wrapped = frames.positions[7] - frames.positions[7][0] + [19.7, 10.0, 10.0]
+    wrapped = wrapped % 20.0  # some atoms now sit at the other side of the box
+    assert np.ptp(wrapped[:, 0]) > 10.0
+    boxed = detector.check(wrapped, frames.atomic_numbers, cell, np.ones(3, dtype=bool))
+    assert boxed.status == free.status and boxed.cluster == free.cluster
+    assert boxed.ratio == pytest.approx(free.ratio, rel=1e-9)

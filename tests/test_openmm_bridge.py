@@ -170,7 +170,7 @@ def test_collapse_reporter_flags_planted_collapse_and_stop_writes_last_good(tmp_
                                 openmm.Platform.getPlatformByName("Reference"))
     simulation.context.setPositions(molecule.atoms.positions * 0.1 * unit.nanometer)
     reporter = CollapseReporter(tmp_path / "collapse.log", 10, threshold=0.5, action="stop",
-                                flagged_path=tmp_path / "collapse.npz",
+                                flagged_path=tmp_path / "collapse.xyz",
                                 last_good_path=tmp_path / "last_good.pdb")
     forces = MaxForceReporter(tmp_path / "forces.log", 10)
     simulation.reporters += [reporter, forces]
@@ -232,11 +232,13 @@ def test_example_script_and_mlff_md_cli(tmp_path):
     model = save_random_model(tmp_path / "m.pt", "schnet")
     example = Path(__file__).parents[1] / "examples" / "openmm_aspirin.py"
     result = subprocess.run([sys.executable, str(example), "--model", str(model), "--steps",
-                             "200", "--output-dir", str(tmp_path / "ex")], capture_output=True,
-                            text=True, timeout=600)
+                             "200", "--platform", "Reference", "--seed", "1", "--output-dir",
+                             str(tmp_path / "ex")], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    # a random model is no bonded potential: the run ends at 200 steps or stops on collapse
-    assert "ran 200 steps" in result.stdout or "stopped: collapse" in result.stdout
+    # a random model binds nothing: with this seed a hydrogen has left by step 100, the first
+    # check, and the collapse reporter stops the run there (no good frame to save)
+    assert "ran 100 steps; stopped: collapse: bond 12-20 is " in result.stdout, result.stdout
+    assert not (tmp_path / "ex" / "last_good.pdb").exists()
     assert (tmp_path / "ex" / "trajectory.dcd").stat().st_size > 0
 
     atoms = named_molecule("ethanol").atoms
@@ -249,3 +251,64 @@ def test_example_script_and_mlff_md_cli(tmp_path):
     for name in ("trajectory.dcd", "state.csv", "collapse.log", "exploration.log", "forces.log",
                  "start.pdb", "summary.json"):
         assert (tmp_path / "md" / name).exists(), name
+
+
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+def test_nan_coordinates_stop_the_run_cleanly(tmp_path, platform):
+    """Hydrogen 5 put on top of its carbon: the model returns NaN forces, the coordinates turn
+    NaN, and the run ends as a collapse with the last good frame saved (no traceback)."""
+    molecule = named_molecule("ethanol")
+    topology = topology_from_atoms(molecule.atoms, molecule.bonds)
+    system = openmm.System()
+    for mass in molecule.atoms.get_masses():
+        system.addParticle(mass)
+    add_mlff_force(system, topology, save_random_model(tmp_path / "m.pt", "schnet"))
+    simulation = app.Simulation(topology, system, openmm.VerletIntegrator(0.0001),
+                                openmm.Platform.getPlatformByName(platform))
+    simulation.context.setPositions(molecule.atoms.positions * 0.1)
+    reporter = CollapseReporter(tmp_path / "collapse.log", 10, action="stop",
+                                flagged_path=tmp_path / "collapse.xyz",
+                                last_good_path=tmp_path / "last_good.pdb")
+    simulation.reporters.append(reporter)
+    assert not run_simulation(simulation, 30)["stopped"]
+    positions = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)
+    positions[5] = positions[0]
+    simulation.context.setPositions(positions)
+    outcome = run_simulation(simulation, 100)
+    reporter.close()
+    assert outcome["stopped"] and outcome["reason"].startswith("collapse: ")
+    assert "non-finite" in outcome["reason"] and simulation.currentStep <= 40
+    assert outcome["last_good"] == str(tmp_path / "last_good.pdb")
+    last_good = app.PDBFile(outcome["last_good"]).getPositions(asNumpy=True)
+    assert np.isfinite(np.asarray(last_good.value_in_unit(unit.angstrom))).all()
+    log = (tmp_path / "collapse.log").read_text().splitlines()[1:]
+    assert [line.split("\t")[1] for line in log] == ["ok"] * 3 + ["FLAGGED"]
+
+
+def test_inconsistent_api_input_is_one_clear_error(tmp_path):
+    aspirin = named_molecule("aspirin")
+    topology = topology_from_atoms(aspirin.atoms, aspirin.bonds)
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+
+    def system_of(n):
+        system = openmm.System()
+        for _ in range(n):
+            system.addParticle(12.0)
+        return system
+
+    with pytest.raises(MLFFError, match="Topology has 21 atoms but the System has 10"):
+        add_mlff_force(system_of(10), topology, model)
+    for atoms, needle in (([0, 0, 1, 2], "lists particle 0 more than once"),
+                          ([-1, 0, 1], "holds -1, outside the System's particle indices"),
+                          ([0, 1, 21], "holds 21, outside"), ([0.5, 1], "whole particle"),
+                          ([], "is empty")):
+        system = system_of(21)
+        with pytest.raises(MLFFError, match=needle):
+            add_mlff_force(system, topology, model, atoms=atoms)
+        assert system.getNumForces() == 0
+    with pytest.raises(MLFFError, match="reportInterval must be a positive whole number"):
+        CollapseReporter(None, 0)
+    with pytest.raises(MLFFError, match="threshold must be a positive length"):
+        CollapseReporter(None, 10, threshold=0.0)
+    with pytest.raises(MLFFError, match="reportInterval must be a positive whole number"):
+        MaxForceReporter(tmp_path / "forces.log", -5)

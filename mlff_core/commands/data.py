@@ -66,8 +66,8 @@ def data() -> None:
               show_default=True, help="Langevin temperature, K.")
 @click.option("--timestep", type=click.FloatRange(min=0, min_open=True), default=0.5,
               show_default=True, help="MD time step, fs.")
-@click.option("--friction", type=click.FloatRange(min=0), default=0.01, show_default=True,
-              help="Langevin friction, 1/fs.")
+@click.option("--friction", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Langevin friction, 1/ps (as everywhere in mlff); 0 runs NVE.")
 @click.option("--stride", type=click.IntRange(min=1), default=10, show_default=True,
               help="MD steps between saved frames.")
 @click.option("--equilibration", type=click.IntRange(min=0), default=200, show_default=True,

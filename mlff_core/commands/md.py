@@ -1,4 +1,4 @@
-"""`mlff md`: Langevin MD with a model file in OpenMM or ASE, monitors on."""
+"""`mlff md`: Langevin MD with a model file in OpenMM, LAMMPS or ASE, monitors on."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from mlff_core.progress import progress_bar
 @click.option("--report-interval", type=click.IntRange(min=1), default=100, show_default=True,
               help="Steps between trajectory frames and monitor checks.")
 @click.option("--friction", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Langevin friction, 1/ps.")
+              help="Langevin friction, 1/ps (as everywhere in mlff); 0 runs NVE (velocity "
+                   "Verlet).")
 @click.option("--bond-threshold", type=click.FloatRange(min=0, min_open=True), default=0.5,
               show_default=True, help="Collapse threshold, Å.")
 @click.option("--on-collapse", "action", type=click.Choice(["stop", "flag", "raise"]),
@@ -30,7 +31,8 @@ from mlff_core.progress import progress_bar
 @click.option("--backend", type=click.Choice(["torch", "python"]), default="torch",
               show_default=True, help="OpenMM: TorchForce or PythonForce.")
 @click.option("--platform", help="OpenMM platform (Reference, CPU, CUDA, OpenCL).")
-@click.option("--device", default="cpu", show_default=True, help="ASE: torch device.")
+@click.option("--device", default="cpu", show_default=True,
+              help="ASE and LAMMPS: torch device (cpu, cuda; LAMMPS uses one GPU per MPI rank).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False))
 def md(engine, model, structure, temperature, timestep, steps, report_interval, friction,
@@ -52,7 +54,9 @@ def md(engine, model, structure, temperature, timestep, steps, report_interval, 
     click.echo(f"{summary['steps_run']} of {steps} steps in {summary['seconds']:.1f} s "
                f"({summary['ns_per_day']:.3g} ns/day)" if summary["ns_per_day"] else "")
     if summary["stopped"]:
-        click.echo(f"stopped: {summary['reason']}; last good frame: {summary['last_good']}")
+        saved = (f"last good frame: {summary['last_good']}" if summary["last_good"] else
+                 "no good frame to save (the first check was already flagged)")
+        click.echo(f"stopped: {summary['reason']}; {saved}")
     click.echo(summary["collapse"])
     click.echo(summary["exploration"])
     if summary["exploration_counts"].get("no reference clusters"):

@@ -33,7 +33,7 @@ class LangevinSampling:
     Attributes:
         temperature: thermostat temperature, K.
         timestep: MD time step, fs.
-        friction: Langevin friction, 1/fs.
+        friction: Langevin friction, 1/ps (the unit of every mlff command).
         stride: MD steps between two saved frames.
         equilibration: MD steps run before the first saved frame.
         seed: seeds the initial velocities and the thermostat noise.
@@ -41,7 +41,7 @@ class LangevinSampling:
 
     temperature: float = 500.0
     timestep: float = 0.5
-    friction: float = 0.01
+    friction: float = 10.0
     stride: int = 10
     equilibration: int = 200
     seed: int = 0
@@ -100,7 +100,7 @@ def sample_langevin(
         atoms,
         timestep=sampling.timestep * ase_units.fs,
         temperature_K=sampling.temperature,
-        friction=sampling.friction / ase_units.fs,
+        friction=sampling.friction / (1000.0 * ase_units.fs),
         fixcm=False,
         rng=rng,
     )

@@ -190,23 +190,78 @@ def structure_from_file(path: str, index: int = 0) -> Structure:
     return Structure(name=frames.formula, atoms=atoms, smiles=None, bonds=covalent_bonds(atoms))
 
 
-def covalent_bonds(atoms: Atoms, skin: float = 0.3) -> np.ndarray:
-    """Bonds perceived from covalent radii: pairs closer than r_i + r_j + skin (Å).
+#: Bond perception margin, Å: atoms i, j are bonded when closer than r_i + r_j + BOND_SKIN.
+#: The C++ `fix mlff/monitor` (plugins/lammps/src/fix_mlff_monitor.cpp) uses the same rule and
+#: the same radii; a parity test holds them together. (ASE's `NeighborList(natural_cutoffs(...))`
+#: with its default skin=0.3 adds the skin to each radius, i.e. r_i + r_j + 0.6 Å, which also
+#: bonds many non-bonded H···H and H···O pairs; it is deliberately not used.)
+BOND_SKIN = 0.3
 
-    r are ASE's natural cutoffs (covalent radii); skin 0.3 Å is ASE's NeighborList default, as
-    used by MDsim ("Forces are not enough"). Plain r_i + r_j would miss C-H bonds (1.09 Å vs
-    0.76 + 0.31 Å).
 
-    Returns [B, 2] int64 index pairs, i < j, minimum-image aware for periodic cells.
+def covalent_bonds(atoms: Atoms) -> np.ndarray:
+    """Bonds perceived from covalent radii: pairs closer than r_i + r_j + `BOND_SKIN` (Å).
+
+    r are ASE's covalent radii (Cordero et al. 2008, `ase.data.covalent_radii`, ASE's natural
+    cutoffs). Plain r_i + r_j would miss C-H bonds (1.09 Å vs 0.76 + 0.31 Å).
+
+    Returns [B, 2] int64 index pairs, i < j, sorted; minimum image along periodic directions.
     """
-    from ase.neighborlist import NeighborList, natural_cutoffs
+    from ase.data import covalent_radii
+    from ase.neighborlist import neighbor_list
 
-    neighbours = NeighborList(natural_cutoffs(atoms), self_interaction=False,
-                              bothways=False, skin=skin)
-    neighbours.update(atoms)
-    pairs = {
-        (min(i, int(j)), max(i, int(j)))
-        for i in range(len(atoms))
-        for j in neighbours.get_neighbors(i)[0]
-    }
-    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+    radii = covalent_radii[atoms.numbers]
+    # candidates with a little margin, then the exact rule (the C++ fix evaluates the same sum)
+    first, second, distance = neighbor_list("ijd", atoms, radii + 0.5 * BOND_SKIN + 1e-6,
+                                            self_interaction=False)
+    keep = (first < second) & (distance < radii[first] + radii[second] + BOND_SKIN)
+    pairs = sorted(set(zip(first[keep].tolist(), second[keep].tolist(), strict=True)))
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def whole_positions(positions: np.ndarray, bonds: np.ndarray, cell: np.ndarray | None,
+                    pbc: np.ndarray | None) -> np.ndarray:
+    """Positions [N, 3] Å of a molecule (or several) made whole across periodic boundaries.
+
+    Each atom is placed at the minimum image of its bonded neighbour, walking the bond graph
+    [B, 2] breadth-first from the lowest index of each connected part; the parts themselves are
+    left where their first atom is. Without periodic directions the positions are returned as
+    given. The same walk is done in TorchScript by the OpenMM ML/MM adapter.
+    """
+    positions = np.array(positions, dtype=float)
+    if cell is None or pbc is None or not np.any(pbc):
+        return positions
+    for children, parents in bond_tree_levels(len(positions), bonds):
+        step = positions[children] - positions[parents]
+        fractional = np.linalg.solve(cell.T, step.T).T
+        fractional -= np.where(pbc, np.round(fractional), 0.0)
+        positions[children] = positions[parents] + fractional @ cell
+    return positions
+
+
+def bond_tree_levels(n_atoms: int, bonds: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Breadth-first spanning forest of the bond graph, level by level: a list of
+    (children [k], parents [k]) index arrays, each child's parent placed in an earlier level."""
+    neighbours: list[list[int]] = [[] for _ in range(n_atoms)]
+    for i, j in np.asarray(bonds, dtype=np.int64).reshape(-1, 2).tolist():
+        neighbours[i].append(j)
+        neighbours[j].append(i)
+    seen = np.zeros(n_atoms, dtype=bool)
+    levels: list[tuple[list[int], list[int]]] = []
+    for root in range(n_atoms):
+        if seen[root]:
+            continue
+        seen[root] = True
+        frontier, depth = [root], 0
+        while frontier:
+            following = []
+            for parent in frontier:
+                for child in neighbours[parent]:
+                    if not seen[child]:
+                        seen[child] = True
+                        following.append(child)
+                        if len(levels) <= depth:
+                            levels.append(([], []))
+                        levels[depth][0].append(child)
+                        levels[depth][1].append(parent)
+            frontier, depth = following, depth + 1
+    return [(np.array(c, dtype=np.int64), np.array(p, dtype=np.int64)) for c, p in levels]

@@ -13,6 +13,11 @@ Methods (TorchScript, the model-file contract):
         per-atom energies of the first n_local atoms from engine-supplied neighbours
         (local + ghost atoms, positions already imaged); edges beyond the cutoff are ignored,
         and each layer skips the ghosts that can no longer reach a local atom.
+
+Both return NaN (and NaN forces) instead of a finite number when the input is outside any
+model's domain: a non-finite position or cell, or two atoms closer than `OVERLAP_DISTANCE`
+(atoms on top of each other). Engines then see a non-finite energy or force, which every
+engine's collapse monitor treats as a collapse.
 """
 
 from __future__ import annotations
@@ -27,6 +32,26 @@ from mlff_core.models.neighbors import neighbor_list
 
 #: Size of the atomic-number lookup table (Z = 0 .. 118).
 _TABLE_SIZE = 119
+
+#: Å: two atoms closer than this overlap; no chemistry lives there (H2's bond is 0.74 Å).
+OVERLAP_DISTANCE = 0.1
+
+
+def domain_factor(finite: Tensor, edge_vectors: Tensor,
+                  overlap: float = OVERLAP_DISTANCE) -> Tensor:
+    """1 when the input is inside the model's domain, else NaN (a 0-d tensor of the vectors'
+    dtype): multiplying the energy by it makes energy and forces NaN, with no host sync."""
+    ok = finite
+    if edge_vectors.shape[0] > 0:
+        ok = ok & (torch.linalg.norm(edge_vectors, dim=-1).min() >= overlap)
+    one = torch.ones((), dtype=edge_vectors.dtype, device=edge_vectors.device)
+    return torch.where(ok, one, torch.full_like(one, float("nan")))
+
+
+def finite_part(values: Tensor) -> tuple[Tensor, Tensor]:
+    """(values with non-finite entries set to 0, whether all were finite)."""
+    finite = torch.isfinite(values)
+    return torch.where(finite, values, torch.zeros_like(values)), finite.all()
 
 
 class Potential(nn.Module):
@@ -101,25 +126,26 @@ class Potential(nn.Module):
     def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor,
                 pbc: Tensor) -> Tensor:
         dtype = self.energy_scale.dtype
-        positions = positions.to(dtype)
-        cell = cell.to(dtype)
+        positions, finite_positions = finite_part(positions.to(dtype))
+        cell, finite_cell = finite_part(cell.to(dtype))
         edge_index, offsets = neighbor_list(positions, cell, pbc, self.cutoff)
         vectors = positions[edge_index[1]] - positions[edge_index[0]]
         if bool(pbc.any()):
             vectors = vectors + offsets @ cell
-        return self.atomic_energies(atomic_numbers, edge_index, vectors).sum()
+        energy = self.atomic_energies(atomic_numbers, edge_index, vectors).sum()
+        return energy * domain_factor(finite_positions & finite_cell, vectors)
 
     @torch.jit.export
     def forward_graph(self, positions: Tensor, atomic_numbers: Tensor, edge_index: Tensor,
                       n_local: Tensor) -> Tensor:
-        positions = positions.to(self.energy_scale.dtype)
+        positions, finite = finite_part(positions.to(self.energy_scale.dtype))
         vectors = positions[edge_index[1]] - positions[edge_index[0]]
         inside = torch.linalg.norm(vectors, dim=-1) < self.cutoff
         edges, vectors = edge_index[:, inside], vectors[inside]
         local = int(n_local)
         subsets = self.layer_edge_subsets(edges, positions.shape[0], local)
         energies = self.atomic_energies(atomic_numbers, edges, vectors, subsets)
-        return energies[:local]
+        return energies[:local] * domain_factor(finite, vectors)
 
     def batch_energies(self, atomic_numbers: Tensor, edge_index: Tensor, edge_vectors: Tensor,
                        batch: Tensor, num_graphs: int) -> Tensor:

@@ -3,15 +3,27 @@
 from mlff_core.monitors.detectors import (
     EXPLORED,
     NO_REFERENCE,
+    NOT_CLASSIFIED,
+    STATUSES,
     UNEXPLORED,
     CollapseCheck,
     CollapseDetector,
     ExplorationCheck,
     ExplorationDetector,
     bond_lengths,
+    first_non_finite,
 )
-from mlff_core.monitors.monitor import ACTIONS, Monitor, MonitorTriggered, Snapshot
+from mlff_core.monitors.monitor import (
+    ACTIONS,
+    FlaggedFrameWriter,
+    Monitor,
+    MonitorTriggered,
+    Snapshot,
+    summary_line,
+    validate_interval,
+)
 
-__all__ = ["ACTIONS", "EXPLORED", "NO_REFERENCE", "UNEXPLORED", "CollapseCheck",
-           "CollapseDetector", "ExplorationCheck", "ExplorationDetector", "Monitor",
-           "MonitorTriggered", "Snapshot", "bond_lengths"]
+__all__ = ["ACTIONS", "EXPLORED", "NOT_CLASSIFIED", "NO_REFERENCE", "STATUSES", "UNEXPLORED",
+           "CollapseCheck", "CollapseDetector", "ExplorationCheck", "ExplorationDetector",
+           "FlaggedFrameWriter", "Monitor", "MonitorTriggered", "Snapshot", "bond_lengths",
+           "first_non_finite", "summary_line", "validate_interval"]

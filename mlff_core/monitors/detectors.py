@@ -1,11 +1,20 @@
 """Streaming detectors that look at one frame at a time, cheap enough for every few MD steps.
 
+One definition in every engine (the C++ `fix mlff/monitor` implements the same rules, and
+`tests/test_monitor_parity.py` runs both on the same planted trajectory):
+
 - `CollapseDetector` ("Forces are not enough", MDsim): a frame is collapsed when any bond
   deviates from its reference length by more than `threshold` (0.5 Å by default, 0.3 Å as in
-  the JCP paper).
+  the JCP paper), or when any position (or force, where the engine hands them over) is not
+  finite. Bonds come from the engine's topology, else from the reference frame: atoms i, j are
+  bonded when closer than r_i + r_j + 0.3 Å (covalent radii, minimum image; see
+  `mlff_core.data.molecules.covalent_bonds`). Bond lengths are minimum-image lengths.
 - `ExplorationDetector` (JCP 159, 035101): classifies a frame with the model file's `explore`
   method: explored (inside a training conformation cluster), unexplored (outside all of them),
-  or "no reference clusters" when the file has none for this system.
+  or "no reference clusters" when the file has none for this system. A model trained on
+  periodic cells (`"periodic": true`) classifies the frame with its cell
+  (`explore_periodic`); any other model sees the atoms as a molecule, made whole across the
+  box first (`explore`).
 Units: Å.
 """
 
@@ -17,26 +26,45 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from mlff_core.data.molecules import covalent_bonds
+from mlff_core.data.molecules import covalent_bonds, whole_positions
 from mlff_core.errors import DataError
 
 EXPLORED, UNEXPLORED, NO_REFERENCE = "explored", "unexplored", "no reference clusters"
+NOT_CLASSIFIED = "not classified"  # non-finite positions or overlapping atoms (a collapse)
+STATUSES = (EXPLORED, UNEXPLORED, NO_REFERENCE, NOT_CLASSIFIED)
 
 
 @dataclass
 class CollapseCheck:
-    """Outcome of one collapse check: the bond that moved most from its reference length."""
+    """Outcome of one collapse check: the bond that moved most from its reference length, or
+    the first atom whose position (or force) is not finite."""
 
     collapsed: bool
-    max_deviation: float  # Å
+    max_deviation: float  # Å (inf for a non-finite frame)
     bond: tuple[int, int]
     length: float  # Å
     reference: float  # Å
+    non_finite: str | None = None  # "position" or "force" of atom `bond[0]`
 
     def describe(self) -> str:
+        if self.non_finite is not None:
+            return f"atom {self.bond[0]} has a non-finite {self.non_finite} (NaN or inf)"
         i, j = self.bond
         return (f"bond {i}-{j} is {self.length:.3f} Å (reference {self.reference:.3f} Å, "
                 f"deviation {self.max_deviation:.3f} Å)")
+
+
+def first_non_finite(positions: np.ndarray, forces: np.ndarray | None = None
+                     ) -> tuple[int, str] | None:
+    """(atom index, "position" | "force") of the first atom with a NaN or inf coordinate or
+    force component, positions checked first; None when everything is finite."""
+    for name, values in (("position", positions), ("force", forces)):
+        if values is None:
+            continue
+        bad = ~np.isfinite(np.asarray(values, dtype=float)).all(axis=1)
+        if bad.any():
+            return int(np.argmax(bad)), name
+    return None
 
 
 def bond_lengths(positions: np.ndarray, bonds: np.ndarray, cell: np.ndarray | None = None,
@@ -82,7 +110,13 @@ class CollapseDetector:
         return cls(bonds, lengths, threshold)
 
     def check(self, positions: np.ndarray, cell: np.ndarray | None = None,
-              pbc: np.ndarray | None = None) -> CollapseCheck:
+              pbc: np.ndarray | None = None, forces: np.ndarray | None = None) -> CollapseCheck:
+        """Check one frame: positions [N, 3] Å (and forces [N, 3], any unit, when known)."""
+        bad = first_non_finite(positions, forces)
+        if bad is not None:
+            atom, what = bad
+            return CollapseCheck(True, float("inf"), (atom, atom), float("nan"), float("nan"),
+                                 what)
         lengths = bond_lengths(np.asarray(positions, dtype=float), self.bonds, cell, pbc)
         deviation = np.abs(lengths - self.reference_lengths)
         worst = int(np.argmax(deviation))
@@ -93,13 +127,15 @@ class CollapseDetector:
 
 @dataclass
 class ExplorationCheck:
-    status: str  # EXPLORED, UNEXPLORED or NO_REFERENCE
+    status: str  # one of STATUSES
     cluster: int  # nearest cluster (−1 without reference clusters)
     ratio: float  # distance to its centroid / its radius (> 1: unexplored)
 
     def describe(self) -> str:
         if self.status == NO_REFERENCE:
             return "no reference clusters for this system in the model file"
+        if self.status == NOT_CLASSIFIED:
+            return "not classified: non-finite positions or overlapping atoms"
         return f"{self.status}: nearest cluster {self.cluster}, distance/radius {self.ratio:.3f}"
 
 
@@ -114,19 +150,47 @@ class ExplorationDetector:
         from mlff_core.export.loading import LoadedModel, load_model
 
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
+        self.periodic = self.model.metadata.get("periodic") is True
+        self._bonds: np.ndarray | None = None  # for making molecules whole, from the 1st frame
+        self.counts = dict.fromkeys(STATUSES, 0)  # frames checked, by status
 
     def check(self, positions: np.ndarray, atomic_numbers: np.ndarray,
               cell: np.ndarray | None = None, pbc: np.ndarray | None = None) -> ExplorationCheck:
-        pos = torch.as_tensor(np.asarray(positions, dtype=float))
+        positions = np.asarray(positions, dtype=float)
         numbers = torch.as_tensor(np.asarray(atomic_numbers, dtype=np.int64))
+        in_cell = pbc is not None and bool(np.any(pbc))
+        if not np.isfinite(positions).all():
+            return self._counted(ExplorationCheck(NOT_CLASSIFIED, -1, float("nan")))
         with torch.no_grad():
-            if pbc is not None and np.any(pbc):
+            if self.periodic and in_cell:
                 result = self.model.module.explore_periodic(
-                    pos, numbers, torch.as_tensor(np.asarray(cell, dtype=float)),
+                    torch.as_tensor(positions), numbers,
+                    torch.as_tensor(np.asarray(cell, dtype=float)),
                     torch.as_tensor(np.asarray(pbc, dtype=bool)))
             else:
-                result = self.model.module.explore(pos, numbers)
+                if in_cell:
+                    positions = self._whole(positions, atomic_numbers, cell, pbc)
+                result = self.model.module.explore(torch.as_tensor(positions), numbers)
         cluster, ratio = int(result[0]), float(result[1])
-        if cluster < 0 or not np.isfinite(ratio):
-            return ExplorationCheck(NO_REFERENCE, -1, float("nan"))
-        return ExplorationCheck(UNEXPLORED if ratio > 1.0 else EXPLORED, cluster, ratio)
+        if cluster < 0:
+            return self._counted(ExplorationCheck(NO_REFERENCE, -1, float("nan")))
+        if not np.isfinite(ratio):  # e.g. two atoms on top of each other: 1/r is infinite
+            return self._counted(ExplorationCheck(NOT_CLASSIFIED, -1, float("nan")))
+        return self._counted(ExplorationCheck(UNEXPLORED if ratio > 1.0 else EXPLORED, cluster,
+                                              ratio))
+
+    def _counted(self, result: ExplorationCheck) -> ExplorationCheck:
+        self.counts[result.status] += 1
+        return result
+
+    @property
+    def explored_ratio(self) -> float:
+        """Fraction of classified frames that were explored (NaN when none was classified)."""
+        classified = self.counts[EXPLORED] + self.counts[UNEXPLORED]
+        return self.counts[EXPLORED] / classified if classified else float("nan")
+
+    def _whole(self, positions, atomic_numbers, cell, pbc) -> np.ndarray:
+        if self._bonds is None:
+            self._bonds = covalent_bonds(Atoms(numbers=atomic_numbers, positions=positions,
+                                               cell=cell, pbc=pbc))
+        return whole_positions(positions, self._bonds, np.asarray(cell, dtype=float), pbc)

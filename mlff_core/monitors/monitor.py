@@ -1,11 +1,20 @@
 """Engine-independent bookkeeping of a detector during one MD run: a log of checks, the flagged
-frames (written in the native format, ready for `mlff data relabel`), the last good frame, and
-the action on a flagged frame: 'flag' (record and go on), 'stop' (end the run cleanly after
+frames (streamed to an extended-XYZ file, ready for `mlff data relabel`), the last good frame,
+and the action on a flagged frame: 'flag' (record and go on), 'stop' (end the run cleanly after
 saving the last good frame) or 'raise' (raise `MonitorTriggered`).
+
+Vocabulary shared by every engine (the LAMMPS fix writes the same words):
+- log lines: `step<TAB>ok|FLAGGED<TAB><kind>: <details>`, kind 'collapse' or 'exploration';
+- summaries: `summary_line()`.
+
+Flagged frames are appended one frame per write() and flushed, so a run that is killed leaves
+a readable file of the frames flagged so far (never a truncated frame, short of a crash inside
+that single write), and memory and time stay linear in the number of flagged frames.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from mlff_core.data.formats import write_frames
-from mlff_core.data.frames import Frames
 from mlff_core.errors import MLFFError
 
 ACTIONS = ("flag", "stop", "raise")
+KINDS = ("collapse", "exploration")
+FLAGGED_SUFFIXES = (".xyz", ".extxyz")
 
 
 class MonitorTriggered(MLFFError):
@@ -27,20 +36,26 @@ class MonitorTriggered(MLFFError):
 
 @dataclass
 class Snapshot:
-    """What a monitor keeps of a frame: step, positions [N, 3] Å, atoms, cell, pbc."""
+    """What a monitor keeps of a frame: step, positions [N, 3] Å, atoms, cell, pbc, and the
+    forces [N, 3] (any unit) where the engine hands them over for free."""
 
     step: int
     positions: np.ndarray
     atomic_numbers: np.ndarray
     cell: np.ndarray | None = None
     pbc: np.ndarray | None = None
+    forces: np.ndarray | None = None
+
+    @property
+    def periodic(self) -> bool:
+        return self.pbc is not None and bool(np.any(self.pbc))
 
     def to_atoms(self):
         from ase import Atoms
 
-        periodic = self.pbc is not None and bool(np.any(self.pbc))
         return Atoms(numbers=self.atomic_numbers, positions=self.positions,
-                     cell=self.cell if periodic else None, pbc=self.pbc if periodic else False)
+                     cell=self.cell if self.periodic else None,
+                     pbc=self.pbc if self.periodic else False)
 
 
 def write_xyz(snapshot: Snapshot, path: Path) -> None:
@@ -55,17 +70,70 @@ def write_xyz(snapshot: Snapshot, path: Path) -> None:
         ase.io.write(tmp, atoms, format="extxyz")
 
 
+def summary_line(kind: str, checks: int, flagged: int, first_step: int | None,
+                 stopped: bool) -> str:
+    """One line about a monitor's run, worded the same in every engine."""
+    if not flagged:
+        return f"{kind}: {checks} frames checked, none flagged"
+    stop = " (run stopped)" if stopped else ""
+    return (f"{kind}: {checks} frames checked, {flagged} flagged, first at step "
+            f"{first_step}{stop}")
+
+
+def validate_interval(interval: Any, name: str = "report interval") -> int:
+    """A positive whole number of steps, or one clear error."""
+    if isinstance(interval, bool) or int(interval) != interval or interval < 1:
+        raise MLFFError(f"{name} must be a positive whole number of steps, got {interval!r}")
+    return int(interval)
+
+
+class FlaggedFrameWriter:
+    """Appends flagged frames to an extended-XYZ file, one frame per write() (crash-safe).
+
+    Each frame carries `step`, `reason` and `flagged_by` in its comment line; periodic frames
+    carry their cell (`Lattice`), molecules none (`pbc="F F F"`).
+    """
+
+    def __init__(self, path: str | os.PathLike, flagged_by: str,
+                 provenance: dict[str, Any] | None = None):
+        self.path = Path(path)
+        if self.path.suffix.lower() not in FLAGGED_SUFFIXES:
+            raise MLFFError(f"{self.path}: flagged frames are streamed as extended XYZ; give a "
+                            f"path ending in {' or '.join(FLAGGED_SUFFIXES)}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.flagged_by = flagged_by
+        self.provenance = {k: str(v) for k, v in (provenance or {}).items()}
+        self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (open for the run)
+        self.count = 0
+
+    def append(self, snapshot: Snapshot, reason: str) -> None:
+        import ase.io
+
+        atoms = snapshot.to_atoms()
+        atoms.info.update(step=snapshot.step, reason=reason, flagged_by=self.flagged_by,
+                          **self.provenance)
+        text = io.StringIO()
+        ase.io.write(text, atoms, format="extxyz")
+        self._file.write(text.getvalue())  # the whole frame at once
+        self._file.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
 class Monitor:
     """Bookkeeping for one detector.
 
     Args:
-        kind: what is watched ('collapse', 'exploration'), used in messages and provenance.
+        kind: what is watched ('collapse' or 'exploration'), used in messages and provenance.
         action: 'flag', 'stop' or 'raise'.
         log: text file with one line per check (step, status, details), or None.
-        flagged_path: native .npz that collects flagged frames, or None.
+        flagged_path: extended-XYZ file (.xyz) that collects flagged frames, or None.
         last_good_path: where 'stop' saves the last unflagged frame (default writer: extxyz).
         write_last_good: engine-specific writer (OpenMM writes PDB with its topology).
-        provenance: extra facts stored with the flagged frames (model file, engine, ...).
+        provenance: extra facts stored with each flagged frame (model file, threshold, ...).
     """
 
     def __init__(self, kind: str, action: str = "flag", log: str | os.PathLike | None = None,
@@ -75,21 +143,31 @@ class Monitor:
                  provenance: dict[str, Any] | None = None):
         if action not in ACTIONS:
             raise MLFFError(f"unknown monitor action {action!r}; use one of {', '.join(ACTIONS)}")
+        if kind not in KINDS:
+            raise MLFFError(f"unknown monitor kind {kind!r}; use one of {', '.join(KINDS)}")
         self.kind, self.action = kind, action
-        self.flagged_path = None if flagged_path is None else Path(flagged_path)
         self.last_good_path = None if last_good_path is None else Path(last_good_path)
         self.write_last_good = write_last_good
-        self.provenance = provenance or {}
-        self.flagged: list[tuple[Snapshot, str]] = []
         self.last_good: Snapshot | None = None
-        self.first_flagged_step: int | None = None
+        self.first_flagged: tuple[int, str] | None = None  # (step, details) of the first flag
+        self.n_flagged = 0
         self.stopped = False
         self.checks = 0
+        self._frames = None if flagged_path is None else \
+            FlaggedFrameWriter(flagged_path, kind, provenance)
         self._log = None
         if log is not None:
             Path(log).parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(log, "w")  # noqa: SIM115 (kept open for the run)
+            self._log = open(log, "w", encoding="utf-8")  # noqa: SIM115 (open for the run)
             self._log.write("# step\tstatus\tdetails\n")
+
+    @property
+    def flagged_path(self) -> Path | None:
+        return None if self._frames is None else self._frames.path
+
+    @property
+    def first_flagged_step(self) -> int | None:
+        return None if self.first_flagged is None else self.first_flagged[0]
 
     def observe(self, snapshot: Snapshot, flagged: bool, message: str) -> bool:
         """Record one checked frame; returns True when the run should stop now.
@@ -99,15 +177,17 @@ class Monitor:
         """
         self.checks += 1
         if self._log is not None:
-            self._log.write(f"{snapshot.step}\t{'FLAGGED' if flagged else 'ok'}\t{message}\n")
+            status = "FLAGGED" if flagged else "ok"
+            self._log.write(f"{snapshot.step}\t{status}\t{self.kind}: {message}\n")
             self._log.flush()
         if not flagged:
             self.last_good = snapshot
             return False
-        if self.first_flagged_step is None:
-            self.first_flagged_step = snapshot.step
-        self.flagged.append((snapshot, message))
-        self._write_flagged()
+        self.n_flagged += 1
+        if self.first_flagged is None:
+            self.first_flagged = (snapshot.step, message)
+        if self._frames is not None:
+            self._frames.append(snapshot, message)
         if self.action == "raise":
             self.close()
             raise MonitorTriggered(f"{self.kind} at step {snapshot.step}: {message}")
@@ -118,30 +198,29 @@ class Monitor:
             return True
         return False
 
-    def _write_flagged(self) -> None:
-        if self.flagged_path is None:
-            return
-        snapshots = [s for s, _ in self.flagged]
-        periodic = snapshots[0].pbc is not None and bool(np.any(snapshots[0].pbc))
-        frames = Frames(
-            positions=np.stack([s.positions for s in snapshots]),
-            atomic_numbers=snapshots[0].atomic_numbers,
-            cell=np.stack([s.cell for s in snapshots]) if periodic else None,
-            pbc=snapshots[0].pbc if periodic else np.zeros(3, dtype=bool),
-            levels=np.full(len(snapshots), "unlabelled"),
-            provenance={"flagged_by": self.kind, "steps": [s.step for s in snapshots],
-                        "reasons": [m for _, m in self.flagged], **self.provenance},
-        )
-        write_frames(frames, self.flagged_path)
+    def halt(self, snapshot: Snapshot, message: str) -> None:
+        """The engine cannot go on (e.g. it found NaN coordinates between two checks): record
+        the frame as flagged and stop, saving the last good frame, whatever the action
+        ('raise' still raises)."""
+        if not self.observe(snapshot, True, message):  # action 'flag'
+            self.stopped = True
+            if self.last_good is not None and self.last_good_path is not None:
+                self.write_last_good(self.last_good, self.last_good_path)
+
+    @property
+    def saved_last_good(self) -> Path | None:
+        """The last good frame's file once a stop has written it, else None."""
+        if self.stopped and self.last_good is not None:
+            return self.last_good_path
+        return None
 
     def summary(self) -> str:
-        if not self.flagged:
-            return f"{self.kind}: {self.checks} frames checked, none flagged"
-        stop = " (run stopped)" if self.stopped else ""
-        return (f"{self.kind}: {self.checks} frames checked, {len(self.flagged)} flagged, "
-                f"first at step {self.first_flagged_step}{stop}")
+        return summary_line(self.kind, self.checks, self.n_flagged, self.first_flagged_step,
+                            self.stopped)
 
     def close(self) -> None:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._frames is not None:
+            self._frames.close()

@@ -14,6 +14,7 @@ from mlff_core.data.molecules import structure_from_file
 from mlff_core.errors import MLFFError
 from mlff_core.export.loading import load_model
 from mlff_core.fileio import atomic_output
+from mlff_core.monitors import STATUSES, summary_line
 from mlff_core.progress import Advance, no_progress
 
 
@@ -35,14 +36,18 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
                   temperature: float = 300.0, timestep: float = 0.5, steps: int = 1000,
                   report_interval: int = 100, friction: float = 1.0,
                   bond_threshold: float = 0.5, action: str = "stop", seed: int = 0,
-                  advance: Advance = no_progress, **ignored: Any) -> dict[str, Any]:
-    """Langevin MD (fix nve + fix langevin) with pair_style mlff and fix mlff/monitor.
+                  advance: Advance = no_progress, device: str = "cpu",
+                  **ignored: Any) -> dict[str, Any]:
+    """Langevin MD (fix nve + fix langevin; friction 0: NVE) with pair_style mlff and
+    fix mlff/monitor.
 
     Writes to `output_dir`: start.data, in.md (the deck that ran), log.lammps,
     trajectory.lammpstrj (element names, unwrapped coordinates), monitor.log, flagged.xyz,
-    summary.json.
+    last_good.xyz (on stop), summary.json.
     `action` concerns collapse: 'stop' halts on the first collapsed frame, 'flag' only records,
     'raise' stops and then raises; unexplored frames are always only flagged.
+    Args: temperature K, timestep fs, friction 1/ps, bond_threshold Å, device 'cpu' or
+    'cuda' (pair_style mlff device; one GPU per MPI rank).
     """
     import lammps
 
@@ -63,9 +68,13 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
     symbols = " ".join(elements)
     monitor = (f"fix monitor all mlff/monitor {report_interval} {model_file} "
                f"threshold {bond_threshold} explore yes stop {stop} stop_unexplored no "
-               f"file {out / 'monitor.log'} frames {out / 'flagged.xyz'}")
+               f"file {out / 'monitor.log'} frames {out / 'flagged.xyz'} "
+               f"last_good {out / 'last_good.xyz'}")
     dump = (f"dump trajectory all custom {report_interval} {out / 'trajectory.lammpstrj'} "
             "id type element xu yu zu fx fy fz")
+    thermostat = [] if friction == 0 else [
+        f"fix thermostat all langevin {temperature} {temperature} {1.0 / friction} {seed + 2} "
+        "zero yes"]
     deck = "\n".join([
         "units metal",
         "atom_style atomic",
@@ -73,14 +82,13 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
         "boundary p p p",
         f"read_data {out / 'start.data'}",
         f"plugin load {plugin_path()}",
-        "pair_style mlff",
+        f"pair_style mlff device {_pair_device(device)}",
         f"pair_coeff * * {model_file} {symbols}",
         "neighbor 1.0 bin",
         f"timestep {timestep / 1000.0}",
         f"velocity all create {temperature} {seed + 1} mom yes rot yes dist gaussian",
         "fix integrate all nve",
-        f"fix thermostat all langevin {temperature} {temperature} {1.0 / friction} {seed + 2} "
-        "zero yes",
+        *thermostat,
         monitor,
         "thermo_style custom step temp pe ke etotal press f_monitor[1] f_monitor[2]",
         f"thermo {report_interval}",
@@ -91,7 +99,7 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
     instance = lammps.lammps(cmdargs=["-log", str(out / "log.lammps"), "-screen", "none",
                                       "-nocite"])
     started = time.perf_counter()
-    done, stopped = 0, False
+    done, stopped, stop_step = 0, False, None
     try:
         instance.commands_string(deck)
         chunk = max(report_interval, min(steps, 10 * report_interval))
@@ -102,30 +110,30 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
             done += ran
             advance(ran)
             stopped = instance.extract_fix("monitor", 0, 1, 3) > 0.5
-        flagged = int(instance.extract_fix("monitor", 0, 1, 2))
+        if stopped:
+            stop_step = int(instance.extract_fix("monitor", 0, 1, 4))
     except Exception as exc:  # LAMMPS errors arrive as exceptions with its message
-        raise MLFFError(f"LAMMPS: {str(exc).strip().splitlines()[-1]}") from None
+        raise MLFFError(f"LAMMPS: {lammps_error_line(str(exc))}") from None
     finally:
         instance.close()
     seconds = time.perf_counter() - started
-    log_lines = (out / "monitor.log").read_text().splitlines()[1:]
-    flagged_lines = [line.split("\t") for line in log_lines if "\tFLAGGED\t" in line]
-    reason = flagged_lines[0][2] if stopped and flagged_lines else None
-    last_good = None
-    if stopped and flagged_lines:
-        last_good = _write_last_good(out, int(flagged_lines[0][0]), report_interval, elements)
+    checks = read_monitor_log(out / "monitor.log")
+    reason = None
+    if stopped:
+        reason = next(f"{kind}: {details}" for step, flagged, kind, details in checks
+                      if step == stop_step and flagged and kind == "collapse")
+    last_good = out / "last_good.xyz"
     summary = {
         "engine": "lammps", "model": str(model), "structure": str(structure),
         "atoms": len(start.atoms), "trajectory": str(out / "trajectory.lammpstrj"),
         "topology": None, "temperature_K": temperature, "timestep_fs": timestep,
         "steps_requested": steps, "steps_run": done, "stopped": stopped, "reason": reason,
-        "last_good": last_good, "seconds": seconds,
+        "last_good": str(last_good) if stopped and last_good.exists() else None,
+        "seconds": seconds,
         "ns_per_day": done * timestep * 1e-6 / (seconds / 86400.0) if seconds else None,
-        "collapse": _summarise("collapse", log_lines, flagged_lines, stopped),
-        "exploration": _summarise("unexplored", log_lines, flagged_lines, False),
-        "flagged_checks": flagged,
-        "exploration_counts": {
-            "unexplored": sum(line[2].startswith("unexplored") for line in flagged_lines)},
+        "collapse": _summarise("collapse", checks, stopped),
+        "exploration": _summarise("exploration", checks, False),
+        "exploration_counts": _exploration_counts(checks),
         "files": sorted(p.name for p in out.iterdir()),
     }
     with atomic_output(out / "summary.json", "w") as fh:
@@ -133,28 +141,51 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
     if stopped and action == "raise":
         from mlff_core.monitors import MonitorTriggered
 
-        raise MonitorTriggered(f"step {flagged_lines[0][0]}: {reason}")
+        raise MonitorTriggered(f"collapse at step {stop_step}: {reason}")
     return summary
 
 
-def _write_last_good(out: Path, flagged_step: int, report_interval: int,
-                     elements: list[str]) -> str | None:
-    """The dumped frame before the flagged one, as last_good.xyz (None if there is none)."""
-    from mlff_core.data.formats import write_frames
-    from mlff_core.data.trajectories import read_trajectory
-
-    frames = read_trajectory(out / "trajectory.lammpstrj", type_map=elements)
-    index = flagged_step // report_interval - 1
-    if index < 0 or index >= frames.n_frames:
-        return None
-    return str(write_frames(frames[index], out / "last_good.xyz"))
+def _pair_device(device: str) -> str:
+    """pair_style mlff's device keyword for a torch device name (one GPU per MPI rank)."""
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or device.startswith("cuda:"):
+        return "cuda"
+    raise MLFFError(f"device {device!r} is not one LAMMPS can use; use cpu or cuda")
 
 
-def _summarise(kind: str, checks: list[str], flagged: list[list[str]], stopped: bool) -> str:
-    """One line like the other engines' monitor summaries, from fix mlff/monitor's log."""
-    mine = [line for line in flagged if line[2].startswith(kind)]
-    if not mine:
-        return f"{kind}: {len(checks)} frames checked, none flagged"
-    suffix = " (run stopped)" if stopped else ""
-    return (f"{kind}: {len(checks)} frames checked, {len(mine)} flagged, first at step "
-            f"{mine[0][0]}{suffix}")
+def lammps_error_line(message: str) -> str:
+    """LAMMPS's own error line from an exception text (not its "For more information" link)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith("For more information")]
+    text = (useful or lines or ["unknown error"])[0]
+    return text.removeprefix("ERROR: ").removeprefix("ERROR on proc 0: ")
+
+
+def read_monitor_log(path: Path) -> list[tuple[int, bool, str, str]]:
+    """fix mlff/monitor's log as (step, flagged, kind, details) rows, one per step and kind
+    (a run continued in chunks checks its first frame again at each chunk: the last counts)."""
+    rows: dict[tuple[int, str], tuple[int, bool, str, str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        step, status, text = line.split("\t", 2)
+        kind, details = text.split(": ", 1)
+        rows[int(step), kind] = (int(step), status == "FLAGGED", kind, details)
+    return sorted(rows.values(), key=lambda row: row[0])
+
+
+def _summarise(kind: str, checks: list[tuple[int, bool, str, str]], stopped: bool) -> str:
+    """The same line as the other engines' monitor summaries, from fix mlff/monitor's log."""
+    mine = [row for row in checks if row[2] == kind]
+    flagged = [row for row in mine if row[1]]
+    return summary_line(kind, len(mine), len(flagged), flagged[0][0] if flagged else None,
+                        stopped)
+
+
+def _exploration_counts(checks: list[tuple[int, bool, str, str]]) -> dict[str, int]:
+    counts = dict.fromkeys(STATUSES, 0)
+    for _, _, kind, details in checks:
+        if kind == "exploration":
+            counts[next(s for s in STATUSES if details.startswith(s))] += 1
+    return counts

@@ -5,12 +5,14 @@
 #include "domain.h"
 #include "error.h"
 #include "force.h"
+#include "group.h"
 #include "pair_mlff.h"
 #include "timer.h"
 #include "update.h"
 #include "utils.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <array>
 #include <cmath>
 #include <limits>
@@ -23,7 +25,8 @@ using namespace FixConst;
 
 namespace {
 
-constexpr double BOND_SKIN = 0.3;    // Angstrom, as ASE's NeighborList default (MDsim)
+// Angstrom: atoms are bonded when closer than r_i + r_j + BOND_SKIN (mlff_core BOND_SKIN)
+constexpr double BOND_SKIN = 0.3;
 
 // Concatenate every rank's `mine` on rank 0 (empty elsewhere), in rank order.
 template <typename T>
@@ -50,6 +53,11 @@ bool yes_no(Error *error, const std::string &key, const std::string &value)
   error->all(FLERR, "Fix mlff/monitor: {} must be yes or no, not {}", key, value);
 }
 
+std::string fixed3(double value)
+{
+  return fmt::format("{:.3f}", value);
+}
+
 }    // namespace
 
 FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, narg, arg)
@@ -57,9 +65,10 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
   if (narg < 5)
     error->all(FLERR, "Fix mlff/monitor: usage: fix ID group mlff/monitor N model.pt "
                       "[threshold X] [explore yes|no] [stop yes|no] [stop_unexplored yes|no] "
-                      "[file F] [frames F] [elements E1 E2 ...]");
-  nevery = utils::inumeric(FLERR, arg[3], false, lmp);
-  if (nevery <= 0) error->all(FLERR, "Fix mlff/monitor: N must be a positive number of steps");
+                      "[file F] [frames F] [last_good F] [elements E1 E2 ...]");
+  check_every_ = utils::inumeric(FLERR, arg[3], false, lmp);
+  if (check_every_ <= 0)
+    error->all(FLERR, "Fix mlff/monitor: N must be a positive number of steps, not {}", arg[3]);
   model_path_ = arg[4];
   int iarg = 5;
   while (iarg < narg) {
@@ -71,6 +80,7 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
                    atom->ntypes);
       for (int t = 1; t <= atom->ntypes; t++) {
         const std::string symbol = arg[iarg + t];
+        if (symbol == "NULL") continue;
         type_z_[t] = MLFF::atomic_number(symbol);
         if (type_z_[t] < 0)
           error->all(FLERR, "Fix mlff/monitor: unknown element symbol {} for type {}", symbol, t);
@@ -82,7 +92,9 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
     const std::string value = arg[iarg + 1];
     if (key == "threshold") {
       threshold_ = utils::numeric(FLERR, value, false, lmp);
-      if (threshold_ <= 0.0) error->all(FLERR, "Fix mlff/monitor: threshold must be positive");
+      if (!(threshold_ > 0.0))
+        error->all(FLERR, "Fix mlff/monitor: threshold must be a positive length, not {}",
+                   value);
     } else if (key == "explore") {
       explore_ = yes_no(error, key, value);
     } else if (key == "stop") {
@@ -93,15 +105,18 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
       file_path_ = value;
     } else if (key == "frames") {
       frames_path_ = value;
+    } else if (key == "last_good") {
+      last_good_path_ = value;
     } else {
       error->all(FLERR, "Fix mlff/monitor: unknown keyword {}", key);
     }
     iarg += 2;
   }
 
+  nevery = 1;    // end_of_step every step: finiteness; the full check every check_every_ steps
   vector_flag = 1;
-  size_vector = 4;
-  global_freq = nevery;
+  size_vector = 5;
+  global_freq = check_every_;
   extvector = 0;
 
   if (comm->me == 0) {
@@ -111,16 +126,18 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
     } catch (const std::exception &e) {
       error->one(FLERR, "Fix mlff/monitor: {}", e.what());
     }
+    molecule_ = !(model_->periodic_known && model_->periodic);
     if (!file_path_.empty()) {
       fp_ = fopen(file_path_.c_str(), "w");
       if (!fp_) error->one(FLERR, "Fix mlff/monitor: cannot open file {}", file_path_);
-      fprintf(fp_, "# step\tcheck\tdetails\n");
+      fprintf(fp_, "# step\tstatus\tdetails\n");
       fflush(fp_);
     }
     if (!frames_path_.empty()) {
-      FILE *frames = fopen(frames_path_.c_str(), "w");    // start empty; frames are appended
-      if (!frames) error->one(FLERR, "Fix mlff/monitor: cannot open frames file {}", frames_path_);
-      fclose(frames);
+      frames_ = fopen(frames_path_.c_str(), "w");    // frames are appended during the run
+      if (!frames_)
+        error->one(FLERR, "Fix mlff/monitor: cannot open frames file {}", frames_path_);
+      setvbuf(frames_, nullptr, _IONBF, 0);    // one write() per frame: no partial frame
     }
   }
 }
@@ -128,6 +145,7 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
 FixMLFFMonitor::~FixMLFFMonitor()
 {
   if (fp_) fclose(fp_);
+  if (frames_) fclose(frames_);
 }
 
 int FixMLFFMonitor::setmask()
@@ -143,25 +161,34 @@ void FixMLFFMonitor::init()
       error->all(FLERR, "Fix mlff/monitor needs pair_style mlff or the keyword elements E1 E2 ...");
     type_z_ = pair->type_atomic_numbers();
   }
-  for (int t = 1; t <= atom->ntypes; t++)
-    if (type_z_[t] <= 0)
-      error->all(FLERR, "Fix mlff/monitor: atom type {} has no element (NULL in pair_coeff)", t);
-  if (atom->natoms > std::numeric_limits<int>::max() / 4)
+  // every atom of the group needs an element; types outside the group may be NULL
+  int missing = 0;
+  for (int i = 0; i < atom->nlocal; i++)
+    if ((atom->mask[i] & groupbit) && type_z_[atom->type[i]] <= 0)
+      missing = std::max(missing, atom->type[i]);
+  int worst = 0;
+  MPI_Allreduce(&missing, &worst, 1, MPI_INT, MPI_MAX, world);
+  if (worst > 0)
+    error->all(FLERR,
+               "Fix mlff/monitor: atom type {} is in group {} but has no element (NULL in "
+               "pair_coeff); give the fix a group of ML atoms only, or elements E1 E2 ...",
+               worst, group->names[igroup]);
+  if (group->count(igroup) > std::numeric_limits<int>::max() / 5)
     error->all(FLERR, "Fix mlff/monitor: too many atoms to gather");
 }
 
 void FixMLFFMonitor::gather(std::vector<double> &positions, std::vector<int> &numbers)
 {
   const int nlocal = atom->nlocal;
-  std::vector<double> mine(5 * nlocal);
+  std::vector<double> mine;
+  mine.reserve(5 * nlocal);
   for (int i = 0; i < nlocal; i++) {
+    if (!(atom->mask[i] & groupbit)) continue;
     double x[3] = {atom->x[i][0], atom->x[i][1], atom->x[i][2]};
-    domain->unmap(x, atom->image[i]);
-    mine[5 * i] = (double) atom->tag[i];
-    mine[5 * i + 1] = x[0];
-    mine[5 * i + 2] = x[1];
-    mine[5 * i + 3] = x[2];
-    mine[5 * i + 4] = (double) type_z_[atom->type[i]];
+    if (std::isfinite(x[0]) && std::isfinite(x[1]) && std::isfinite(x[2]))
+      domain->unmap(x, atom->image[i]);
+    mine.insert(mine.end(), {(double) atom->tag[i], x[0], x[1], x[2],
+                             (double) type_z_[atom->type[i]]});
   }
   std::vector<double> all = gather_to_root(world, comm->me, comm->nprocs, mine, MPI_DOUBLE);
   if (comm->me != 0) return;
@@ -181,6 +208,29 @@ void FixMLFFMonitor::gather(std::vector<double> &positions, std::vector<int> &nu
   }
 }
 
+long FixMLFFMonitor::first_non_finite(int &what) const
+{
+  // lowest atom ID with a non-finite position, then (if none) with a non-finite force
+  long local[2] = {std::numeric_limits<long>::max(), std::numeric_limits<long>::max()};
+  for (int i = 0; i < atom->nlocal; i++) {
+    if (!(atom->mask[i] & groupbit)) continue;
+    const double *x = atom->x[i], *f = atom->f[i];
+    if (!(std::isfinite(x[0]) && std::isfinite(x[1]) && std::isfinite(x[2])))
+      local[0] = std::min(local[0], (long) atom->tag[i]);
+    else if (!(std::isfinite(f[0]) && std::isfinite(f[1]) && std::isfinite(f[2])))
+      local[1] = std::min(local[1], (long) atom->tag[i]);
+  }
+  long global[2];
+  MPI_Allreduce(local, global, 2, MPI_LONG, MPI_MIN, world);
+  for (int k = 0; k < 2; k++)
+    if (global[k] != std::numeric_limits<long>::max()) {
+      what = k;
+      return global[k];
+    }
+  what = -1;
+  return -1;
+}
+
 double FixMLFFMonitor::bond_length(const std::vector<double> &positions, int a, int b) const
 {
   double d[3];
@@ -189,34 +239,44 @@ double FixMLFFMonitor::bond_length(const std::vector<double> &positions, int a, 
   return std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
 }
 
+void FixMLFFMonitor::make_whole(std::vector<double> &positions) const
+{
+  for (const auto &[child, parent] : tree_) {
+    double d[3];
+    for (int k = 0; k < 3; k++) d[k] = positions[3 * child + k] - positions[3 * parent + k];
+    domain->minimum_image(FLERR, d);
+    for (int k = 0; k < 3; k++) positions[3 * child + k] = positions[3 * parent + k] + d[k];
+  }
+}
+
 void FixMLFFMonitor::find_bonds(const std::vector<double> &positions,
                                 const std::vector<int> &numbers)
 {
-  // Topology from the data file when there is one (atom IDs are 1..natoms, tag-ordered).
-  std::set<std::pair<int, int>> topology;
-  if (atom->molecular == Atom::MOLECULAR && atom->num_bond) {
-    std::vector<int> mine;
+  // Topology from the data file when there is one: bonds with both atoms in the group.
+  std::vector<int> mine;
+  if (atom->molecular == Atom::MOLECULAR && atom->num_bond)
     for (int i = 0; i < atom->nlocal; i++)
       for (int m = 0; m < atom->num_bond[i]; m++) {
         mine.push_back((int) atom->tag[i]);
         mine.push_back((int) atom->bond_atom[i][m]);
       }
-    std::vector<int> all = gather_to_root(world, comm->me, comm->nprocs, mine, MPI_INT);
-    for (size_t k = 0; k + 1 < all.size(); k += 2) {
-      // atom IDs -> positions in the ID-ordered arrays (IDs need not be contiguous)
-      auto index = [&](long tag) {
-        return (int) (std::lower_bound(tags_.begin(), tags_.end(), tag) - tags_.begin());
-      };
-      int a = index(all[k]), b = index(all[k + 1]);
-      topology.insert({std::min(a, b), std::max(a, b)});
-    }
-  }
+  std::vector<int> all = gather_to_root(world, comm->me, comm->nprocs, mine, MPI_INT);
   if (comm->me != 0) return;
+  std::set<std::pair<int, int>> topology;
+  for (size_t k = 0; k + 1 < all.size(); k += 2) {
+    // atom IDs -> positions in the ID-ordered arrays (IDs need not be contiguous)
+    auto index = [&](long tag) {
+      auto at = std::lower_bound(tags_.begin(), tags_.end(), tag);
+      return (at != tags_.end() && *at == tag) ? (int) (at - tags_.begin()) : -1;
+    };
+    const int a = index(all[k]), b = index(all[k + 1]);
+    if (a >= 0 && b >= 0) topology.insert({std::min(a, b), std::max(a, b)});
+  }
   bonds_.assign(topology.begin(), topology.end());
+  const int natoms = (int) numbers.size();
   if (bonds_.empty()) {
-    // Covalent radii + 0.3 Angstrom, minimum image. Small systems: every pair; large ones:
+    // Covalent radii + BOND_SKIN, minimum image. Small systems: every pair; large ones:
     // a periodic grid of >= 4 Angstrom cells on wrapped coordinates.
-    const int natoms = (int) numbers.size();
     auto bonded = [&](int a, int b) {
       const double limit =
           MLFF::covalent_radius(numbers[a]) + MLFF::covalent_radius(numbers[b]) + BOND_SKIN;
@@ -259,56 +319,125 @@ void FixMLFFMonitor::find_bonds(const std::vector<double> &positions,
   reference_.resize(bonds_.size());
   for (size_t k = 0; k < bonds_.size(); k++)
     reference_[k] = bond_length(positions, bonds_[k].first, bonds_[k].second);
+
+  // breadth-first spanning forest (lowest index first), as mlff_core's bond_tree_levels
+  std::vector<std::vector<int>> neighbours(natoms);
+  for (const auto &[a, b] : bonds_) {
+    neighbours[a].push_back(b);
+    neighbours[b].push_back(a);
+  }
+  std::vector<char> seen(natoms, 0);
+  tree_.clear();
+  for (int root = 0; root < natoms; root++) {
+    if (seen[root]) continue;
+    seen[root] = 1;
+    std::vector<int> frontier{root};
+    while (!frontier.empty()) {
+      std::vector<int> following;
+      for (int parent : frontier)
+        for (int child : neighbours[parent])
+          if (!seen[child]) {
+            seen[child] = 1;
+            following.push_back(child);
+            tree_.emplace_back(child, parent);
+          }
+      frontier.swap(following);
+    }
+  }
 }
 
 void FixMLFFMonitor::setup(int)
 {
   // Reference bond lengths come from the first run's starting frame; later `run` commands
-  // (e.g. a long run in chunks) keep them.
+  // (e.g. a long run in chunks) keep them. A new run checks its starting frame again (the
+  // deck may have moved atoms in between).
   stopped_ = false;
-  check(!have_reference_);
+  stop_step_ = -1;
+  int what = -1;
+  const long bad = first_non_finite(what);
+  check(!have_reference_, bad, what);
   have_reference_ = true;
 }
 
 void FixMLFFMonitor::end_of_step()
 {
-  check(false);
+  int what = -1;
+  const long bad = first_non_finite(what);
+  if (update->ntimestep == last_checked_step_) return;    // rerun: setup checked this frame
+  if (bad >= 0 || update->ntimestep % check_every_ == 0) check(false, bad, what);
 }
 
-void FixMLFFMonitor::check(bool first)
+std::string FixMLFFMonitor::frame_text(const std::vector<double> &positions,
+                                       const std::vector<int> &numbers, bigint step,
+                                       const std::string &reason) const
+{
+  const bool periodic = !molecule_ && !(domain->xperiodic == 0 && domain->yperiodic == 0 &&
+                                        domain->zperiodic == 0);
+  std::string text = fmt::format("{}\n", numbers.size());
+  if (periodic)
+    text += fmt::format("Lattice=\"{} 0 0 {} {} 0 {} {} {}\" ", domain->xprd, domain->xy,
+                        domain->yprd, domain->xz, domain->yz, domain->zprd);
+  text += fmt::format("Properties=species:S:1:pos:R:3 step={} reason=\"{}\" pbc=\"{} {} {}\"\n",
+                      step, reason, periodic && domain->xperiodic ? "T" : "F",
+                      periodic && domain->yperiodic ? "T" : "F",
+                      periodic && domain->zperiodic ? "T" : "F");
+  for (size_t n = 0; n < numbers.size(); n++)
+    text += fmt::format("{} {:.10f} {:.10f} {:.10f}\n", MLFF::element_symbol(numbers[n]),
+                        positions[3 * n], positions[3 * n + 1], positions[3 * n + 2]);
+  return text;
+}
+
+void FixMLFFMonitor::check(bool first, long bad_atom, int bad_what)
 {
   std::vector<double> positions;
   std::vector<int> numbers;
   gather(positions, numbers);
   if (first) find_bonds(positions, numbers);
+  last_checked_step_ = update->ntimestep;
 
   int stop = 0;
   if (comm->me == 0) {
-    // bonds
-    double worst = 0.0;
-    size_t worst_bond = 0;
-    for (size_t k = 0; k < bonds_.size(); k++) {
-      const double deviation =
-          std::fabs(bond_length(positions, bonds_[k].first, bonds_[k].second) - reference_[k]);
-      if (deviation > worst) {
-        worst = deviation;
-        worst_bond = k;
-      }
-    }
-    last_deviation_ = worst;
-    std::vector<std::string> reasons;
-    bool collapsed = false, unexplored = false;
-    if (!bonds_.empty() && worst > threshold_) {
+    const bigint step = update->ntimestep;
+    const bool finite = bad_atom < 0;
+    const bool finite_positions = finite || bad_what != 0;
+    if (finite_positions && molecule_) make_whole(positions);
+    // collapse (same words as mlff_core.monitors.CollapseCheck.describe, atom IDs)
+    bool collapsed = false;
+    std::string collapse;
+    if (!finite) {
       collapsed = true;
+      last_deviation_ = std::numeric_limits<double>::infinity();
+      collapse = fmt::format("atom {} has a non-finite {} (NaN or inf)", bad_atom,
+                             bad_what == 0 ? "position" : "force");
+    } else if (bonds_.empty()) {
+      last_deviation_ = 0.0;
+      collapse = "no bonds to watch";
+    } else {
+      double worst = -1.0;
+      size_t worst_bond = 0;
+      for (size_t k = 0; k < bonds_.size(); k++) {
+        const double deviation =
+            std::fabs(bond_length(positions, bonds_[k].first, bonds_[k].second) - reference_[k]);
+        if (deviation > worst) {
+          worst = deviation;
+          worst_bond = k;
+        }
+      }
+      last_deviation_ = worst;
+      collapsed = worst > threshold_;
       const auto &b = bonds_[worst_bond];
-      reasons.push_back(fmt::format(
-          "collapse: bond {}-{} is {:.3f} A (reference {:.3f} A, deviation {:.3f} A)",
-          b.first + 1, b.second + 1, bond_length(positions, b.first, b.second),
-          reference_[worst_bond], worst));
+      collapse = fmt::format("bond {}-{} is {} Å (reference {} Å, deviation {} Å)",
+                             tags_[b.first], tags_[b.second],
+                             fixed3(bond_length(positions, b.first, b.second)),
+                             fixed3(reference_[worst_bond]), fixed3(worst));
     }
-    // exploration
+    // exploration (same words as mlff_core.monitors.ExplorationCheck.describe)
     last_ratio_ = std::numeric_limits<double>::quiet_NaN();
-    if (explore_) {
+    bool unexplored = false;
+    std::string exploration;
+    if (explore_ && !finite_positions) {
+      exploration = "not classified: non-finite positions or overlapping atoms";
+    } else if (explore_) {
       const int64_t natoms = (int64_t) numbers.size();
       auto pos = torch::from_blob(positions.data(), {natoms, 3}, torch::kFloat64).clone();
       std::vector<int64_t> z(numbers.begin(), numbers.end());
@@ -316,7 +445,7 @@ void FixMLFFMonitor::check(bool first)
       torch::Tensor result;
       try {
         torch::NoGradGuard no_grad;
-        if (model_->periodic_known && model_->periodic) {
+        if (!molecule_) {
           auto cell = torch::zeros({3, 3}, torch::kFloat64);
           cell[0][0] = domain->xprd;
           cell[1][0] = domain->xy;
@@ -334,30 +463,55 @@ void FixMLFFMonitor::check(bool first)
         error->one(FLERR, "Fix mlff/monitor: explore() failed: {}", e.what_without_backtrace());
       }
       const double cluster = result[0].item<double>(), ratio = result[1].item<double>();
-      if (cluster >= 0.0 && std::isfinite(ratio)) {
+      if (cluster >= 0.0 && !std::isfinite(ratio)) {    // e.g. overlapping atoms: 1/r = inf
+        exploration = "not classified: non-finite positions or overlapping atoms";
+      } else if (cluster >= 0.0) {
         last_ratio_ = ratio;
-        if (ratio > 1.0) {
-          unexplored = true;
-          reasons.push_back(fmt::format("unexplored: nearest cluster {}, distance/radius {:.3f}",
-                                        (int) cluster, ratio));
-        }
+        unexplored = ratio > 1.0;
+        exploration = fmt::format("{}: nearest cluster {}, distance/radius {}",
+                                  unexplored ? "unexplored" : "explored", (int) cluster,
+                                  fixed3(ratio));
+      } else {
+        exploration = "no reference clusters for this system in the model file";
       }
     }
-    const bigint step = update->ntimestep;
     if (fp_) {
-      if (reasons.empty())
-        fprintf(fp_, "%ld\tok\tlargest bond deviation %.3f A\n", (long) step, last_deviation_);
-      for (const auto &reason : reasons) fprintf(fp_, "%ld\tFLAGGED\t%s\n", (long) step, reason.c_str());
+      std::string lines = fmt::format("{}\t{}\tcollapse: {}\n", step,
+                                      collapsed ? "FLAGGED" : "ok", collapse);
+      if (explore_)
+        lines += fmt::format("{}\t{}\texploration: {}\n", step, unexplored ? "FLAGGED" : "ok",
+                             exploration);
+      fputs(lines.c_str(), fp_);
       fflush(fp_);
     }
+    std::vector<std::string> reasons;
+    if (collapsed) reasons.push_back("collapse: " + collapse);
+    if (unexplored) reasons.push_back("exploration: " + exploration);
+    const bool stopping = (stop_ && collapsed) || (stop_unexplored_ && unexplored);
     if (!reasons.empty()) {
       flagged_++;
-      if (!frames_path_.empty()) write_frame(positions, numbers, reasons.front());
-      if ((stop_ && collapsed) || (stop_unexplored_ && unexplored)) {
-        stop = 1;
-        utils::logmesg(lmp, "fix mlff/monitor: stopping the run at step {}: {}\n", step,
-                       reasons.front());
+      if (frames_) {
+        std::string reason = reasons[0];
+        for (size_t k = 1; k < reasons.size(); k++) reason += "; " + reasons[k];
+        const std::string text = frame_text(positions, numbers, step, reason);
+        fwrite(text.data(), 1, text.size(), frames_);    // unbuffered: one write()
       }
+    }
+    if (stopping) {
+      stop = 1;
+      stop_step_ = step;
+      utils::logmesg(lmp, "fix mlff/monitor: stopping the run at step {}: {}\n", step,
+                     stop_ && collapsed ? reasons.front() : reasons.back());
+      if (!last_good_path_.empty() && !last_good_.empty()) {
+        const std::string partial = last_good_path_ + ".partial";
+        FILE *out = fopen(partial.c_str(), "w");
+        if (!out || fputs(last_good_.c_str(), out) < 0 || fclose(out) != 0 ||
+            std::rename(partial.c_str(), last_good_path_.c_str()) != 0)
+          error->one(FLERR, "Fix mlff/monitor: cannot write last_good file {}",
+                     last_good_path_);
+      }
+    } else if (!last_good_path_.empty() && finite_positions) {
+      last_good_ = frame_text(positions, numbers, step, "last good frame");
     }
   }
   MPI_Bcast(&stop, 1, MPI_INT, 0, world);
@@ -366,27 +520,9 @@ void FixMLFFMonitor::check(bool first)
   MPI_Bcast(&flagged_, 1, MPI_INT, 0, world);
   if (stop) {
     stopped_ = true;
+    MPI_Bcast(&stop_step_, 1, MPI_LMP_BIGINT, 0, world);
     timer->force_timeout();    // the run loop ends after this step, as with fix halt
   }
-}
-
-void FixMLFFMonitor::write_frame(const std::vector<double> &positions,
-                                 const std::vector<int> &numbers, const std::string &reason)
-{
-  FILE *out = fopen(frames_path_.c_str(), "a");
-  if (!out) error->one(FLERR, "Fix mlff/monitor: cannot write frames file {}", frames_path_);
-  fprintf(out, "%zu\n", numbers.size());
-  std::string cell;
-  if (!domain->nonperiodic)
-    cell = fmt::format("Lattice=\"{} 0 0 {} {} 0 {} {} {}\" ", domain->xprd, domain->xy,
-                       domain->yprd, domain->xz, domain->yz, domain->zprd);
-  fprintf(out, "%sProperties=species:S:1:pos:R:3 step=%ld pbc=\"%s %s %s\" reason=\"%s\"\n",
-          cell.c_str(), (long) update->ntimestep, domain->xperiodic ? "T" : "F",
-          domain->yperiodic ? "T" : "F", domain->zperiodic ? "T" : "F", reason.c_str());
-  for (size_t n = 0; n < numbers.size(); n++)
-    fprintf(out, "%s %.10f %.10f %.10f\n", MLFF::element_symbol(numbers[n]).c_str(),
-            positions[3 * n], positions[3 * n + 1], positions[3 * n + 2]);
-  fclose(out);
 }
 
 void FixMLFFMonitor::post_run()
@@ -400,5 +536,6 @@ double FixMLFFMonitor::compute_vector(int n)
   if (n == 0) return last_deviation_;
   if (n == 1) return last_ratio_;
   if (n == 2) return (double) flagged_;
-  return (stopped_ || stopped_flag_) ? 1.0 : 0.0;
+  if (n == 3) return (stopped_ || stopped_flag_) ? 1.0 : 0.0;
+  return stopped_flag_ || stopped_ ? (double) stop_step_ : -1.0;
 }

@@ -1,18 +1,35 @@
 /* fix mlff/monitor: bond-collapse and unexplored-frame guardrails for LAMMPS runs.
 
      fix ID group mlff/monitor N model.pt [threshold 0.5] [explore yes|no] [stop yes|no]
-                                          [stop_unexplored yes|no] [file flags.txt]
-                                          [frames flagged.xyz] [elements E1 E2 ...]
+                                          [stop_unexplored yes|no] [file monitor.log]
+                                          [frames flagged.xyz] [last_good last_good.xyz]
+                                          [elements E1 E2 ...]
 
-   Every N steps the positions of all atoms are gathered to rank 0, which checks every bond
-   against its length at the start of the run (bonds from the data file's topology when
-   there is one, else from covalent radii of the first frame) and classifies the frame with the
-   model file's explore() method. Flagged steps are written to `file`, flagged frames to
-   `frames` (extended XYZ, for relabelling); with `stop yes` a collapsed frame (with
-   `stop_unexplored yes` also an unexplored one) ends the run cleanly, as fix halt does. Elements per type come from pair_style mlff, or `elements`.
+   The rules are those of the Python monitors (mlff_core/monitors/detectors.py), held together
+   by tests/test_monitor_parity.py:
+   - Only the atoms of the fix group are watched (an ML/MM run with pair_style hybrid/overlay
+     watches its ML group; atom types outside the group may be NULL).
+   - Every N steps the group's positions are gathered to rank 0 (unwrapped, ordered by atom
+     ID). A frame is collapsed when a bond's minimum-image length deviates from its length at
+     the start of the first run by more than `threshold` (Angstrom), or when a position or
+     force is not finite; the latter is checked at every step, so a run stops before LAMMPS
+     meets NaN coordinates. Bonds come from the data file's topology (bonds within the
+     group), else from the first frame: atoms i, j are bonded when closer than
+     r_i + r_j + 0.3 Angstrom (covalent radii of Cordero et al., as in ASE; minimum image).
+   - The frame is classified with the model file's explore() (a molecule, made whole along
+     its bonds), or explore_periodic() with the box when the model was trained on periodic
+     cells ("periodic": true in mlff.json).
+   - `file`: one line per check and monitor, `step<TAB>ok|FLAGGED<TAB>collapse: ...` and
+     `...<TAB>exploration: ...`, worded as the Python monitors' logs.
+   - `frames`: flagged frames appended as extended XYZ (one write per frame, flushed), a
+     molecule whole and non-periodic unless the model is periodic; `last_good`: on a stop, the
+     last checked frame that did not trigger it, in the same format.
+   With `stop yes` a collapsed frame (with `stop_unexplored yes` also an unexplored one) ends
+   the run cleanly, as fix halt does. Elements per type come from pair_style mlff, or
+   `elements`.
    Global vector: [1] largest bond deviation (Angstrom), [2] distance/radius of the nearest
    conformation cluster (NaN without reference clusters), [3] number of flagged checks,
-   [4] 1 if the monitor stopped the last run. */
+   [4] 1 if the monitor stopped the last run, [5] the step at which it stopped (-1: none). */
 
 #ifdef FIX_CLASS
 // clang-format off
@@ -48,27 +65,38 @@ class FixMLFFMonitor : public Fix {
   double compute_vector(int) override;
 
  private:
-  // rank 0: positions [natoms*3] (unwrapped, ordered by atom ID) and atomic numbers
+  // rank 0: positions [natoms*3] of the group (unwrapped, ordered by atom ID), atomic
+  // numbers, and whether any position or force is not finite (with the first such atom ID)
   void gather(std::vector<double> &positions, std::vector<int> &numbers);
   void find_bonds(const std::vector<double> &positions, const std::vector<int> &numbers);
   double bond_length(const std::vector<double> &positions, int a, int b) const;
-  void check(bool first);
-  void write_frame(const std::vector<double> &positions, const std::vector<int> &numbers,
-                   const std::string &reason);
+  void make_whole(std::vector<double> &positions) const;
+  // the first group atom (ID) with a non-finite position (what = 0) or force (what = 1), on
+  // every rank; -1 when all are finite
+  long first_non_finite(int &what) const;
+  void check(bool first, long bad_atom, int bad_what);
+  std::string frame_text(const std::vector<double> &positions, const std::vector<int> &numbers,
+                         bigint step, const std::string &reason) const;
 
-  std::string model_path_, file_path_, frames_path_;
+  std::string model_path_, file_path_, frames_path_, last_good_path_;
+  int check_every_ = 1;    // N: steps between full checks (finiteness is checked every step)
   double threshold_ = 0.5;
   bool explore_ = true, stop_ = false, stop_unexplored_ = false;
   std::vector<int> type_z_;    // atomic number per type (index 1..ntypes)
   std::unique_ptr<MLFF::ModelFile> model_;    // rank 0 only
+  bool molecule_ = true;                      // model not trained on periodic cells
   std::vector<long> tags_;                    // rank 0: atom IDs, ascending (gather order)
   std::vector<std::pair<int, int>> bonds_;    // indices into the ID-ordered arrays
+  std::vector<std::pair<int, int>> tree_;     // (child, parent) in breadth-first order
   std::vector<double> reference_;             // Angstrom
-  FILE *fp_ = nullptr;
+  std::string last_good_;                     // rank 0: text of the last good frame
+  FILE *fp_ = nullptr, *frames_ = nullptr;
   double last_deviation_ = 0.0, last_ratio_ = 0.0;
   int flagged_ = 0;
   bool stopped_ = false;        // this run was stopped
   bool stopped_flag_ = false;   // the last run was stopped (vector element 4)
+  bigint stop_step_ = -1;
+  bigint last_checked_step_ = -1;
   bool have_reference_ = false;
 };
 

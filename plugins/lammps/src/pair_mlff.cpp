@@ -2,6 +2,7 @@
 
 #include "atom.h"
 #include "comm.h"
+#include "domain.h"
 #include "error.h"
 #include "force.h"
 #include "memory.h"
@@ -12,7 +13,9 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/cuda.h>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 
 using namespace LAMMPS_NS;
@@ -159,6 +162,13 @@ void PairMLFF::init_style()
   else
     error->all(FLERR, "Pair style mlff supports units metal and real, not {}", units);
 
+  if (model_->periodic_known && model_->periodic && !domain->xperiodic && !domain->yperiodic &&
+      !domain->zperiodic)
+    error->all(FLERR,
+               "Pair style mlff: model {} was trained on periodic cells, but this box is not "
+               "periodic in any direction; use boundary p (or a model trained on molecules)",
+               model_->path);
+
   neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
 
   // Message passing over num_interactions layers needs every atom within
@@ -172,11 +182,59 @@ double PairMLFF::init_one(int, int)
   return model_->cutoff;
 }
 
+/* A model trained on molecules ("periodic": false) must never see a periodic image: its atoms
+   (unwrapped with their image flags, i.e. made whole) must stay at least one cutoff away from
+   every periodic image of themselves. In fractional coordinates s along a periodic direction
+   k, any image is at least (1 - span_k) * spacing_k away, spacing_k being the distance between
+   lattice planes; the same rule as mlff_core.export.periodicity.check_isolated. */
+
+void PairMLFF::check_isolated()
+{
+  const double *h_inv = domain->h_inv, *lo = domain->boxlo;
+  double low[3], high[3];
+  for (int k = 0; k < 3; k++) {
+    low[k] = std::numeric_limits<double>::infinity();
+    high[k] = -std::numeric_limits<double>::infinity();
+  }
+  for (int i = 0; i < atom->nlocal; i++) {
+    if (type_z_[atom->type[i]] <= 0) continue;
+    double x[3] = {atom->x[i][0], atom->x[i][1], atom->x[i][2]};
+    domain->unmap(x, atom->image[i]);
+    const double d[3] = {x[0] - lo[0], x[1] - lo[1], x[2] - lo[2]};
+    const double s[3] = {h_inv[0] * d[0] + h_inv[5] * d[1] + h_inv[4] * d[2],
+                         h_inv[1] * d[1] + h_inv[3] * d[2], h_inv[2] * d[2]};
+    for (int k = 0; k < 3; k++) {
+      low[k] = std::min(low[k], s[k]);
+      high[k] = std::max(high[k], s[k]);
+    }
+  }
+  double mine[6] = {low[0], low[1], low[2], -high[0], -high[1], -high[2]}, all[6];
+  MPI_Allreduce(mine, all, 6, MPI_DOUBLE, MPI_MIN, world);
+  const int periodic[3] = {domain->xperiodic, domain->yperiodic, domain->zperiodic};
+  const double rows[3][3] = {{h_inv[0], h_inv[5], h_inv[4]}, {0.0, h_inv[1], h_inv[3]},
+                             {0.0, 0.0, h_inv[2]}};
+  for (int k = 0; k < 3; k++) {
+    if (!periodic[k] || !std::isfinite(all[k])) continue;
+    const double spacing = 1.0 / std::sqrt(rows[k][0] * rows[k][0] + rows[k][1] * rows[k][1] +
+                                           rows[k][2] * rows[k][2]);
+    const double span = -all[3 + k] - all[k];
+    const double gap = (1.0 - span) * spacing;
+    if (!(gap >= model_->cutoff))
+      error->all(FLERR,
+                 "Pair style mlff: model {} was trained on molecules, but its atoms come within "
+                 "{:.2f} Angstrom of their own periodic images along {} (cutoff {} Angstrom): "
+                 "they span {:.2f} of {:.2f} Angstrom. Use a box at least one cutoff wider than "
+                 "the molecule, or a model trained on periodic cells",
+                 model_->path, gap, "abc"[k], model_->cutoff, span * spacing, spacing);
+  }
+}
+
 void PairMLFF::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
   if (vflag_atom)
     error->all(FLERR, "Pair style mlff computes the global virial only, not per-atom virials");
+  if (model_->periodic_known && !model_->periodic) check_isolated();
 
   double **x = atom->x;
   double **f = atom->f;

@@ -9,7 +9,10 @@
    atoms, and autograd gives forces on all of them; ghost forces go back to their owners
    (newton pair on). The ghost cutoff is raised to cutoff x interactions + skin, so message
    passing sees exactly what it would see in one domain. Units metal (eV, Angstrom) and real
-   (kcal/mol, Angstrom). */
+   (kcal/mol, Angstrom).
+   Periodicity, as in every engine: a model trained on periodic cells refuses a box periodic in
+   no direction; a model trained on molecules refuses a system whose atoms (made whole) come
+   within one cutoff of their own periodic images. */
 
 #ifdef PAIR_CLASS
 // clang-format off
@@ -47,6 +50,7 @@ class PairMLFF : public Pair {
 
  protected:
   void allocate();
+  void check_isolated();    // molecular models: no atom may see a periodic image
 
   std::unique_ptr<MLFF::ModelFile> model_;
   std::vector<int> type_z_;          // atomic number per type (index 1..ntypes), 0 = NULL
