@@ -62,3 +62,22 @@ def periodic_frames() -> Frames:
         cell=np.stack([cell, cell * 1.01]),
         pbc=True,
     )
+
+
+@pytest.fixture(scope="session")
+def exported_water_model(tmp_path_factory) -> Path:
+    """A model file made the way users make one: `mlff data generate` (one water, MMFF94),
+    `mlff train` (a tiny float64 SchNet, 2 epochs), `mlff export`; it records periodic: false."""
+    root = tmp_path_factory.mktemp("water-model")
+    steps = [
+        ("data", "generate", "--molecule", "water", "--level", "mmff94", "--frames", "24",
+         "--temperature", "400", "--seed", "3", "-o", root / "water.npz"),
+        ("train", "--data", root / "water.npz", "--model", "schnet", "--hidden", "16",
+         "--layers", "2", "--cutoff", "4", "--epochs", "2", "--dtype", "float64",
+         "-o", root / "run"),
+        ("export", root / "run", "-o", root / "water.pt", "--clusters", "2"),
+    ]
+    for args in steps:
+        result = run_mlff(*args)
+        assert result.returncode == 0, result.stderr
+    return root / "water.pt"

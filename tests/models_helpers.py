@@ -14,19 +14,21 @@ def random_potential(architecture: str, species=(1, 6, 8), dtype=torch.float64, 
     """An untrained potential with weights perturbed away from their initialisation, so that
     every layer (including PaiNN's zero-initialised vector features) contributes."""
     torch.manual_seed(seed)
-    potential = build_potential(architecture, list(species), **overrides).to(dtype)
+    potential = build_potential(architecture, list(species), **overrides).double()
     with torch.no_grad():
         for parameter in potential.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
         potential.atomic_reference.copy_(torch.linspace(-10.0, -3.0, len(species)))
-    return potential.eval()
+    return potential.to(dtype).eval()  # float32: the float64 weights, rounded
 
 
 def save_random_model(path, architecture: str = "painn", species=(1, 6, 8),
-                      dtype=torch.float64, **overrides):
+                      dtype=torch.float64, periodic=None, **overrides):
+    """A random model file; `periodic` is what its metadata says of the training data."""
     potential = random_potential(architecture, species, dtype, **overrides)
     params = hyperparameters(architecture, **overrides)
-    return save_model_file(potential, path, model_metadata(potential, architecture, params))
+    return save_model_file(potential, path, model_metadata(potential, architecture, params,
+                                                           periodic=periodic))
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:

@@ -74,3 +74,54 @@ def test_mlff_md_with_the_ase_engine(tmp_path):
     assert summary["engine"] == "ase" and summary["steps_run"] == 40
     assert {"trajectory.traj", "md.log", "collapse.log", "exploration.log"} <= \
         set(summary["files"])
+
+
+def test_one_periodicity_rule(tmp_path):
+    """A molecular model runs on a periodic cell only when the molecule, made whole, stays a
+    cutoff away from its images (then it gets the isolated molecule's energy and forces, also
+    across the boundary); a periodic model refuses a molecule."""
+    from mlff_core.errors import MLFFError
+
+    molecular = save_random_model(tmp_path / "mol.pt", "schnet", periodic=False)
+    aspirin = named_molecule("aspirin").atoms
+    aspirin.calc = MLFFCalculator(molecular)
+    energy, forces = aspirin.get_potential_energy(), aspirin.get_forces()
+
+    boxed = aspirin.copy()
+    boxed.set_cell(np.eye(3) * 20.0)
+    boxed.pbc = True
+    boxed.positions += [19.5 - boxed.positions[0, 0], 3.0, 3.0]
+    boxed.wrap()  # the molecule now straddles the x boundary
+    assert np.ptp(boxed.positions[:, 0]) > 10.0
+    boxed.calc = MLFFCalculator(molecular)
+    assert boxed.get_potential_energy() == pytest.approx(energy, abs=1e-9)
+    np.testing.assert_allclose(boxed.get_forces(), forces, atol=1e-9)
+
+    small = aspirin.copy()
+    small.set_cell(np.eye(3) * 6.0)
+    small.pbc = True
+    small.calc = MLFFCalculator(molecular)
+    with pytest.raises(MLFFError, match="trained on molecules, but these atoms come within"):
+        small.get_potential_energy()
+
+    periodic = save_random_model(tmp_path / "per.pt", "schnet", species=(1, 8), cutoff=4.0,
+                                 periodic=True)
+    molecule = water_box(1).atoms
+    molecule.pbc = False
+    molecule.calc = MLFFCalculator(periodic)
+    with pytest.raises(MLFFError, match="trained on periodic cells, but this system is not"):
+        molecule.get_potential_energy()
+
+
+@pytest.mark.parametrize("architecture", ["schnet", "painn"])
+def test_non_finite_or_overlapping_input_never_gives_a_finite_energy(tmp_path, architecture):
+    calculator = MLFFCalculator(save_random_model(tmp_path / "m.pt", architecture))
+    for plant in ("nan", "inf", "overlap"):
+        atoms = named_molecule("ethanol").atoms
+        if plant == "overlap":
+            atoms.positions[5] = atoms.positions[0]
+        else:
+            atoms.positions[5, 1] = float(plant)
+        atoms.calc = calculator
+        assert not np.isfinite(atoms.get_potential_energy()), plant
+        assert not np.isfinite(atoms.get_forces()).all(), plant

@@ -312,3 +312,54 @@ def test_inconsistent_api_input_is_one_clear_error(tmp_path):
         CollapseReporter(None, 10, threshold=0.0)
     with pytest.raises(MLFFError, match="reportInterval must be a positive whole number"):
         MaxForceReporter(tmp_path / "forces.log", -5)
+
+
+@pytest.mark.parametrize("straddling", [False, True])
+def test_molecular_model_on_the_ml_subset_of_a_water_box(exported_water_model, straddling):
+    """ML/MM with a model from `mlff train` + `mlff export` (periodic: false): the ML water of
+    a periodic TIP3P-FB box gets the energy and forces of the isolated molecule (ASE
+    calculator, float64), also when it straddles the box edge; through add_mlff_force and
+    through openmm-ml's createMixedSystem."""
+    from openmmml import MLPotential
+
+    from ase_bridge import MLFFCalculator
+
+    assert load_model(exported_water_model).metadata["periodic"] is False
+    water = water_box(64)
+    atoms = water.atoms.copy()
+    edge = atoms.cell.array[0, 0]
+    if straddling:  # ML oxygen 0.2 Å inside the x face: its hydrogens wrap to the far side
+        atoms.positions += [edge - 0.2 - atoms.positions[0, 0], 0.0, 0.0]
+        atoms.wrap()
+        assert np.ptp(atoms.positions[:3, 0]) > edge / 2
+    ml_atoms = [0, 1, 2]
+    isolated = water.atoms[ml_atoms]
+    isolated.pbc = False
+    isolated.calc = MLFFCalculator(exported_water_model)
+    energy = isolated.get_potential_energy() * KJ
+    forces = isolated.get_forces() * KJ * 10.0
+    topology = _water_topology(atoms)
+
+    direct = openmm.System()
+    for mass in atoms.get_masses():
+        direct.addParticle(mass)
+    direct.setDefaultPeriodicBoxVectors(*(atoms.cell.array * 0.1))
+    add_mlff_force(direct, topology, exported_water_model, atoms=ml_atoms)
+    e, f = _openmm(direct, atoms, "Reference")
+    assert e == pytest.approx(energy, abs=1e-6)
+    np.testing.assert_allclose(f[:3], forces, atol=1e-6)
+    np.testing.assert_allclose(f[3:], 0.0, atol=1e-12)
+
+    forcefield = app.ForceField("amber14/tip3pfb.xml")
+    mm = forcefield.createSystem(topology, nonbondedMethod=app.CutoffPeriodic,
+                                 nonbondedCutoff=0.6 * unit.nanometer, rigidWater=False)
+    potential = MLPotential("mlff", modelPath=str(exported_water_model))
+    mixed = potential.createMixedSystem(topology, mm, ml_atoms)
+    ml_force = next(f for f in mixed.getForces()
+                    if f.getName() == "TorchForce" or type(f).__name__ == "TorchForce")
+    ml_force.setForceGroup(1)
+    context = openmm.Context(mixed, openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(atoms.positions * 0.1)
+    ml_energy = context.getState(getEnergy=True, groups={1}).getPotentialEnergy()
+    assert ml_energy.value_in_unit(unit.kilojoule_per_mole) == pytest.approx(energy, abs=1e-6)
