@@ -20,6 +20,7 @@ from ase.md.verlet import VelocityVerlet
 from ase_bridge.calculator import MLFFCalculator
 from ase_bridge.observers import CollapseObserver, ExplorationObserver
 from mlff_core.data.molecules import structure_from_file
+from mlff_core.engines import ensemble
 from mlff_core.export.loading import load_model
 from mlff_core.fileio import atomic_output
 from mlff_core.progress import Advance, attach_step_progress, no_progress
@@ -77,6 +78,7 @@ def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_di
     summary = {
         "engine": "ase", "model": str(model), "structure": str(structure), "atoms": len(atoms),
         "trajectory": str(out / "trajectory.traj"), "topology": None,
+        "ensemble": ensemble(friction, temperature),
         "temperature_K": temperature, "timestep_fs": timestep, "steps_requested": steps,
         "steps_run": dynamics.nsteps, "stopped": collapse.stopped,
         "reason": f"collapse: {collapse.monitor.first_flagged[1]}" if collapse.stopped else None,

@@ -7,10 +7,12 @@ without importing a bridge by name (dependencies point one way: bridges → mlff
     summary = run(model, structure, output_dir, temperature=500.0, steps=20000, ...)
 
 Every runner takes (model, structure, output_dir) and the keywords temperature (K), timestep
-(fs), steps, report_interval, friction (1/ps), bond_threshold (Å), action ('stop', 'flag',
-'raise' on collapse), seed, advance (progress callback), plus engine-specific options, writes
-its files to output_dir, and returns a summary dict with at least steps_run, stopped, reason,
-last_good, seconds, ns_per_day, collapse, exploration, exploration_counts, trajectory (the
+(fs), steps, report_interval, friction (1/ps; 0 runs NVE), bond_threshold (Å), action ('stop',
+'flag', 'raise' on collapse), seed, advance (progress callback), plus engine-specific options,
+writes its files to output_dir, and returns a summary dict with at least ensemble
+(`ensemble()`), steps_run, stopped, reason (of the event that stopped the run), last_good (None
+when no good frame was saved), seconds, ns_per_day, collapse and exploration (lines from
+`mlff_core.monitors.summary_line`), exploration_counts, trajectory (the
 trajectory file, one frame per report interval) and topology (a structure file that the
 trajectory reader needs for coordinate-only formats, or None).
 """
@@ -24,6 +26,11 @@ from typing import Any
 from mlff_core.errors import MLFFError
 
 GROUP = "mlff.engines"
+
+
+def ensemble(friction: float, temperature: float) -> str:
+    """How every engine words its thermodynamic ensemble in the run summary."""
+    return "NVE" if friction == 0 else f"NVT (Langevin, {temperature:g} K, {friction:g}/ps)"
 
 
 def engine_names() -> list[str]:

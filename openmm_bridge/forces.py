@@ -31,8 +31,8 @@ import openmm
 import torch
 from torch import Tensor, nn
 
-from mlff_core.errors import MLFFError, SpeciesError
 from mlff_core.data.molecules import bond_tree_levels
+from mlff_core.errors import MLFFError, SpeciesError
 from mlff_core.export.loading import LoadedModel, load_model
 from mlff_core.export.periodicity import model_periodicity
 from mlff_core.units import KJ_PER_MOL, NANOMETER

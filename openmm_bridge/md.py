@@ -15,6 +15,7 @@ import openmm.unit as unit
 from ase import Atoms
 
 from mlff_core.data.molecules import covalent_bonds
+from mlff_core.engines import ensemble
 from mlff_core.errors import MLFFError
 from mlff_core.export.loading import load_model
 from mlff_core.fileio import atomic_output
@@ -153,6 +154,7 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
         "backend": backend, "model": str(model), "structure": str(structure),
         "trajectory": str(out / "trajectory.dcd"), "topology": str(out / "start.pdb"),
         "atoms": topology.getNumAtoms(), "temperature_K": temperature, "timestep_fs": timestep,
+        "ensemble": ensemble(friction, temperature),
         "steps_requested": steps, **outcome, "seconds": seconds,
         "ns_per_day": outcome["steps_run"] * timestep * 1e-6 / (seconds / 86400.0)
         if seconds > 0 else None,

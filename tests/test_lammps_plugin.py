@@ -346,21 +346,17 @@ def _data_file(path, atoms, type_of, masses, bonds=()):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def test_null_types_under_hybrid_overlay(tmp_path, plugin):
-    """An argon atom (type 4, NULL for mlff) far from ethanol: mlff sees only the molecule."""
-    import lammps
-    import mlff_lammps  # noqa: F401
+def _ethanol_and_argon(tmp_path, plugin, model):
+    """Ethanol (types 1-3, mlff) and an argon atom (type 4: NULL for mlff, lj/cut): the
+    molecule, the whole system and the deck up to its pair styles (ML/MM with hybrid/overlay)."""
     from ase import Atoms
 
     ethanol = _molecule_in_box(named_molecule("ethanol").atoms, 30.0)
     system = ethanol + Atoms("Ar", positions=[[1.0, 1.0, 1.0]])
-    model = save_random_model(tmp_path / "m.pt", "schnet")
     types = {1: 1, 6: 2, 8: 3, 18: 4}
     _data_file(tmp_path / "data", system, [types[z] for z in system.numbers],
                {1: 1.008, 2: 12.011, 3: 15.999, 4: 39.948})
-    energy, forces, _ = _reference(model, ethanol)
-    instance = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
-    instance.commands_string(f"""
+    return ethanol, system, f"""
 units metal
 atom_style atomic
 atom_modify map yes
@@ -370,8 +366,19 @@ pair_style hybrid/overlay mlff dtype float64 lj/cut 6.0
 pair_coeff * * mlff {model} H C O NULL
 pair_coeff * * lj/cut 0.0 1.0
 pair_coeff 4 4 lj/cut 0.0103 3.4
-run 0
-""")
+"""
+
+
+def test_null_types_under_hybrid_overlay(tmp_path, plugin):
+    """An argon atom (type 4, NULL for mlff) far from ethanol: mlff sees only the molecule."""
+    import lammps
+    import mlff_lammps  # noqa: F401
+
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+    ethanol, system, deck = _ethanol_and_argon(tmp_path, plugin, model)
+    energy, forces, _ = _reference(model, ethanol)
+    instance = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    instance.commands_string(deck + "run 0\n")
     n = len(system)
     ids = np.array(instance.numpy.extract_atom("id")[:n])
     f = np.array(instance.numpy.extract_atom("f")[:n])[np.argsort(ids)]
@@ -473,27 +480,11 @@ def test_monitor_watches_only_its_group_under_hybrid_overlay(tmp_path, plugin):
     """ML/MM: ethanol (mlff) next to an argon atom (lj/cut, NULL for mlff). The monitor on
     the ML group works, gathers only the 9 ML atoms and flags a planted stretch; on 'all' it
     names the NULL type."""
-    from ase import Atoms
     from ase.io import read
 
-    ethanol = _molecule_in_box(named_molecule("ethanol").atoms, 30.0)
-    system = ethanol + Atoms("Ar", positions=[[1.0, 1.0, 1.0]])
     model = save_random_model(tmp_path / "m.pt", "schnet", periodic=False)
-    types = {1: 1, 6: 2, 8: 3, 18: 4}
-    _data_file(tmp_path / "data", system, [types[z] for z in system.numbers],
-               {1: 1.008, 2: 12.011, 3: 15.999, 4: 39.948})
-    deck = f"""
-units metal
-atom_style atomic
-atom_modify map yes
-read_data {tmp_path / 'data'}
-plugin load {plugin}
-pair_style hybrid/overlay mlff dtype float64 lj/cut 6.0
-pair_coeff * * mlff {model} H C O NULL
-pair_coeff * * lj/cut 0.0 1.0
-pair_coeff 4 4 lj/cut 0.0103 3.4
-group ml type 1 2 3
-"""
+    ethanol, _, deck = _ethanol_and_argon(tmp_path, plugin, model)
+    deck += "group ml type 1 2 3\n"
     instance = _instance()
     with pytest.raises(Exception, match="atom type 4 is in group all but has no element"):
         instance.commands_string(deck + f"fix monitor all mlff/monitor 1 {model}\nrun 0\n")
@@ -502,7 +493,8 @@ group ml type 1 2 3
     step = 0.7 * bond / np.linalg.norm(bond)
     instance = _instance()
     instance.commands_string(deck + f"""
-fix monitor ml mlff/monitor 1 {model} explore no file {tmp_path / 'flags.txt'} frames {tmp_path / 'flagged.xyz'}
+fix monitor ml mlff/monitor 1 {model} explore no file {tmp_path / 'flags.txt'} &
+    frames {tmp_path / 'flagged.xyz'}
 run 0
 group moved id 6
 displace_atoms moved move {step[0]} {step[1]} {step[2]} units box
@@ -546,7 +538,8 @@ run 50
     instance.commands_string(f"""
 fix integrate all nve
 timestep 0.0001
-fix monitor all mlff/monitor 10 {model} stop yes file {tmp_path / 'b.txt'} last_good {tmp_path / 'last_good.xyz'}
+fix monitor all mlff/monitor 10 {model} stop yes file {tmp_path / 'b.txt'} &
+    last_good {tmp_path / 'last_good.xyz'}
 run 20
 group moved id 6
 set group moved x {atoms.positions[0, 0]} y {atoms.positions[0, 1]} z {atoms.positions[0, 2]}
@@ -629,3 +622,49 @@ def test_mlff_md_lammps_reason_last_good_friction_and_device(tmp_path, plugin):
     if not torch.cuda.is_available():
         assert_clean_error(run_mlff(*args, "--device", "cuda", "-o", tmp_path / "b"),
                            "device cuda requested but torch sees no CUDA device")
+
+
+def test_flagged_frames_of_a_killed_lammps_run_are_whole(tmp_path, plugin):
+    """`lmp` killed (SIGKILL) while the fix appends a flagged frame every step: the file holds
+    only whole frames (each written with one unbuffered write)."""
+    import signal
+    import time
+
+    from ase.io import read
+
+    atoms = _molecule_in_box(named_molecule("ethanol").atoms, 30.0)
+    write(tmp_path / "data", atoms, format="lammps-data", specorder=["H", "C", "O"],
+          masses=True, units="metal")
+    save_random_model(tmp_path / "m.pt", "schnet")
+    (tmp_path / "in.kill").write_text(f"""
+units metal
+atom_style atomic
+atom_modify map yes
+read_data data
+plugin load {plugin}
+pair_style mlff
+pair_coeff * * m.pt H C O
+velocity all create 300 1
+fix integrate all nve
+timestep 0.0005
+fix monitor all mlff/monitor 1 m.pt threshold 0.000001 explore no frames flagged.xyz
+run 10000000
+""")
+    lammps_dir = Path(__import__("lammps").__file__).parent
+    environment = dict(os.environ, OMP_NUM_THREADS="1",
+                       LD_LIBRARY_PATH=str(Path(sys.prefix) / "lib"))
+    process = subprocess.Popen([str(lammps_dir / "lmp"), "-in", "in.kill"], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=environment)
+    frames_file = tmp_path / "flagged.xyz"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+            not frames_file.exists() or frames_file.stat().st_size < 200 * 600):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    frames = read(frames_file, index=":")
+    assert len(frames) >= 150 and all(len(f) == 9 for f in frames)
+    assert frames_file.read_text().endswith("\n")
+    steps = [f.info["step"] for f in frames]
+    assert steps == list(range(steps[0], steps[0] + len(steps)))

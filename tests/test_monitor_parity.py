@@ -139,7 +139,7 @@ def test_python_monitors_and_the_lammps_fix_flag_the_same_frames(tmp_path, plugi
     # (the stretched hydrogens also leave the clusters; overlapping atoms cannot be classified)
     assert statuses == ["ok/FLAGGED", "ok/ok", "ok/FLAGGED", "ok/FLAGGED", "FLAGGED/FLAGGED",
                         "FLAGGED/FLAGGED", "ok/FLAGGED", "FLAGGED/ok", "ok/ok"], \
-        list(zip(planted, python[::2], python[1::2]))
+        list(zip(planted, python[::2], python[1::2], strict=True))
     assert python[14][1] == "collapse: atom 1 has a non-finite force (NaN or inf)"
     assert python[15][1].startswith("exploration: not classified")
 
@@ -157,7 +157,8 @@ read_data start.data
 plugin load {plugin}
 pair_style mlff dtype float64
 pair_coeff * * m.pt H C O
-fix monitor all mlff/monitor 1000000 m.pt threshold {THRESHOLD} file monitor.${{n}}.log frames flagged.${{n}}.xyz
+fix monitor all mlff/monitor 1000000 m.pt threshold {THRESHOLD} file monitor.${{n}}.log &
+    frames flagged.${{n}}.xyz
 rerun frames.dump dump x y z box no
 """)
     lammps_dir = Path(__import__("lammps").__file__).parent

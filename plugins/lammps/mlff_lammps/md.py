@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from mlff_core.data.molecules import structure_from_file
+from mlff_core.engines import ensemble
 from mlff_core.errors import MLFFError
 from mlff_core.export.loading import load_model
 from mlff_core.fileio import atomic_output
@@ -127,6 +128,7 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
         "engine": "lammps", "model": str(model), "structure": str(structure),
         "atoms": len(start.atoms), "trajectory": str(out / "trajectory.lammpstrj"),
         "topology": None, "temperature_K": temperature, "timestep_fs": timestep,
+        "ensemble": ensemble(friction, temperature),
         "steps_requested": steps, "steps_run": done, "stopped": stopped, "reason": reason,
         "last_good": str(last_good) if stopped and last_good.exists() else None,
         "seconds": seconds,
