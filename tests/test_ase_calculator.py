@@ -90,8 +90,9 @@ def test_one_periodicity_rule(tmp_path):
     boxed = aspirin.copy()
     boxed.set_cell(np.eye(3) * 20.0)
     boxed.pbc = True
-    boxed.positions += [19.5 - boxed.positions[0, 0], 3.0, 3.0]
-    boxed.wrap()  # the molecule now straddles the x boundary
+    x = boxed.positions[:, 0]
+    boxed.positions += [20.0 - 0.5 * (x.min() + x.max()), 10.0, 10.0]
+    boxed.wrap()  # the molecule, centred on the x face, now straddles it
     assert np.ptp(boxed.positions[:, 0]) > 10.0
     boxed.calc = MLFFCalculator(molecular)
     assert boxed.get_potential_energy() == pytest.approx(energy, abs=1e-9)

@@ -64,14 +64,14 @@ def _planted_trajectory(frames):
     centre = base.mean(axis=0)
     planted = [
         (reference, "reference (two H 1.1 Å apart)"),
-        (frames.positions[5] + shift, "MD frame"),
+        (frames.positions[5] + shift, "MD frame"),  # distance/radius ≈ 0.5: inside
         (_stretch(base, 1, h, ch, 0.45), "stretch 0.45"),
         (_stretch(base, 1, h, ch, 0.499), "stretch 0.499"),
         (_stretch(base, 1, h, ch, 0.501), "stretch 0.501"),
         (_stretch(base, 1, h, ch, 0.8), "stretch 0.8"),
         (centre + 1.12 * (base - centre), "scaled by 1.12 (outside the clusters)"),
         (overlap, "H on top of its carbon"),
-        (frames.positions[10] + shift, "MD frame"),
+        (frames.positions[20] + shift, "MD frame"),  # distance/radius ≈ 0.5: inside
     ]
     return np.stack([p for p, _ in planted]), [what for _, what in planted], (a, b)
 

@@ -230,8 +230,9 @@ def test_molecule_in_a_periodic_box_is_classified_as_the_molecule(model_with_clu
     detector = ExplorationDetector(path)
     free = detector.check(frames.positions[7], frames.atomic_numbers)
     cell = np.eye(3) * 20.0
-    wrapped = frames.positions[7] - frames.positions[7][0] + [19.7, 10.0, 10.0]
-    wrapped = wrapped % 20.0  # some atoms now sit at the other side of the box
+    x = frames.positions[7][:, 0]
+    wrapped = frames.positions[7] + [20.0 - 0.5 * (x.min() + x.max()), 10.0, 10.0]
+    wrapped = wrapped % 20.0  # centred on the x face: part of the molecule wraps over
     assert np.ptp(wrapped[:, 0]) > 10.0
     boxed = detector.check(wrapped, frames.atomic_numbers, cell, np.ones(3, dtype=bool))
     assert boxed.status == free.status and boxed.cluster == free.cluster

@@ -328,8 +328,9 @@ def test_molecular_model_on_the_ml_subset_of_a_water_box(exported_water_model, s
     water = water_box(64)
     atoms = water.atoms.copy()
     edge = atoms.cell.array[0, 0]
-    if straddling:  # ML oxygen 0.2 Å inside the x face: its hydrogens wrap to the far side
-        atoms.positions += [edge - 0.2 - atoms.positions[0, 0], 0.0, 0.0]
+    if straddling:  # the ML water's x extent centred on the x face: part of it wraps over
+        extent = atoms.positions[:3, 0]
+        atoms.positions += [edge - 0.5 * (extent.min() + extent.max()), 0.0, 0.0]
         atoms.wrap()
         assert np.ptp(atoms.positions[:3, 0]) > edge / 2
     ml_atoms = [0, 1, 2]
