@@ -22,6 +22,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from mlff_core.data.molecules import covalent_bonds, whole_positions
 from mlff_core.export.loading import LoadedModel, load_model
 from mlff_core.export.periodicity import check_isolated, model_periodicity, refuse_non_periodic
+from mlff_core.runtime import torch_device
 
 
 class MLFFCalculator(Calculator):
@@ -36,8 +37,8 @@ class MLFFCalculator(Calculator):
 
     def __init__(self, model: str | os.PathLike | LoadedModel, device: str = "cpu", **kwargs):
         super().__init__(**kwargs)
+        self.device = torch_device(device)
         self.model = model if isinstance(model, LoadedModel) else load_model(model, device)
-        self.device = torch.device(device)
         self._dtype = self.model.dtype
         self._trained_periodic = model_periodicity(self.model.metadata)
         self._bonds: dict[bytes, np.ndarray] = {}  # per system, to make molecules whole

@@ -52,3 +52,43 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator:
         yield fh
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def read_json_file(path: str | os.PathLike, what: str):
+    """Parsed JSON of `path`, or one clear `DataError` naming the file (missing, unreadable,
+    not JSON); `what` says what the file is, e.g. "the run's record"."""
+    import json
+
+    from mlff_core.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} is missing", path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{what} is not valid JSON ({exc}); the file is damaged", path) from None
+
+
+def load_weights(path: str | os.PathLike, map_location="cpu") -> dict:
+    """A checkpoint or weights file saved with `torch.save`, loaded with weights_only=True
+    (never unpickling code), or one clear `DataError` naming the file when it is missing,
+    empty, truncated or not a torch file."""
+    import torch
+
+    from mlff_core.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("is missing", path)
+    if path.stat().st_size == 0:
+        raise DataError("is empty (a run stopped while writing it?)", path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (torch raises RuntimeError, EOFError, pickle errors)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"is not a readable torch checkpoint, truncated or damaged ({first})",
+                        path) from None
+    if not isinstance(state, dict):
+        raise DataError("does not hold a checkpoint dictionary", path)
+    return state

@@ -7,6 +7,10 @@ import os
 import platform
 import sys
 from importlib import metadata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported lazily: this module is read before torch loads
+    import torch
 
 #: Distributions whose versions are recorded in data and model provenance.
 PROVENANCE_PACKAGES = (
@@ -47,3 +51,26 @@ def preload_mpi() -> bool:
             ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
             return True
     return False
+
+
+def torch_device(name: str | torch.device) -> torch.device:
+    """The torch device called `name` ('cpu', 'cuda', 'cuda:N'), or one clear `MLFFError` when
+    torch does not know the name or this machine has no such device."""
+    import torch
+
+    from mlff_core.errors import MLFFError
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise MLFFError(f"device {name!r} is not a torch device; use cpu, cuda or cuda:N") \
+            from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MLFFError(f"device {name!r}: torch sees no CUDA device on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise MLFFError(f"device {name!r}: this machine has {torch.cuda.device_count()} "
+                            "CUDA device(s)")
+    elif device.type != "cpu":
+        raise MLFFError(f"device {name!r} is not supported; use cpu, cuda or cuda:N")
+    return device

@@ -13,6 +13,7 @@ from mlff_core.data.frames import Frames
 from mlff_core.errors import ModelFileError
 from mlff_core.export.exploration import ExplorationModel
 from mlff_core.export.model_file import model_metadata, save_model_file
+from mlff_core.fileio import load_weights, read_json_file
 from mlff_core.metrics.clusters import ConformationClusters
 from mlff_core.models import build_potential
 from mlff_core.models.potential import Potential
@@ -25,9 +26,9 @@ def best_potential(run_dir: str | os.PathLike) -> tuple[Potential, dict]:
     """The best (EMA) weights of a training run as a `Potential` at the training precision
     (loading into a float32 model would round float64 weights), and the best.pt state."""
     run_dir = Path(run_dir)
-    run = json.loads((run_dir / "run.json").read_text())
+    run = read_json_file(run_dir / "run.json", "the run's record")
     config = run["config"]
-    state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    state = load_weights(run_dir / "best.pt")
     potential = build_potential(config["architecture"], run["species"],
                                 **config["hyperparameters"]).to(getattr(torch, config["dtype"]))
     potential.load_state_dict(state["model"])
@@ -60,7 +61,7 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
     for needed in (run_json, best):
         if not needed.exists():
             raise ModelFileError(f"{run_dir}: not a finished training run ({needed.name} missing)")
-    run = json.loads(run_json.read_text())
+    run = read_json_file(run_json, "the run's record")
     config = run["config"]
     dtype = dtype or config["dtype"]
     if dtype not in ("float32", "float64"):

@@ -99,6 +99,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         ModelFileError: missing file, not TorchScript, missing or invalid `mlff.json`, missing
             metadata keys, unsupported `format_version`, a missing or wrongly-typed method.
     """
+    from mlff_core.runtime import torch_device
+
+    device = torch_device(device)  # a device this machine lacks is not a bad model file
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
@@ -106,7 +109,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         raise ModelFileError(f"{path}: not a TorchScript model file (not a zip archive)")
     extra = {METADATA_NAME: ""}
     try:
-        module = torch.jit.load(str(path), map_location=torch.device(device), _extra_files=extra)
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
         raise ModelFileError(f"{path}: not a TorchScript model file ({first})") from None
@@ -131,7 +134,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     for name, n_tensors in REQUIRED_METHODS.items():
         _check_method(module, name, n_tensors, path)
     module.eval()
-    return LoadedModel(module=module, metadata=metadata, path=path, device=torch.device(device))
+    return LoadedModel(module=module, metadata=metadata, path=path, device=device)
 
 
 def _check_method(module: torch.jit.ScriptModule, name: str, n_tensors: int, path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +16,7 @@ from mlff_core.data.frames import Frames
 from mlff_core.data.splits import split_indices
 from mlff_core.errors import DataError
 from mlff_core.export.loading import load_model
+from mlff_core.fileio import read_json_file
 from mlff_core.progress import ProgressFactory, progress_bar
 from mlff_core.training.trainer import EpochRecord, Trainer, TrainingConfig, TrainingError
 
@@ -121,8 +121,12 @@ def make_trainer(config: TrainingConfig, run_dir: str | os.PathLike,
     if resume:
         if not has_run:
             raise TrainingError(f"{run_dir}: nothing to resume (no checkpoint.pt)")
-        stored = json.loads((run_dir / "run.json").read_text())
-        config = TrainingConfig(**stored["config"])
+        stored = read_json_file(run_dir / "run.json", "the run's record")
+        try:
+            config = TrainingConfig(**stored["config"])
+        except (KeyError, TypeError) as exc:
+            raise TrainingError(f"{run_dir / 'run.json'}: not a record of this suite's "
+                                f"training runs ({exc})") from None
         if epochs is not None:
             config.epochs = epochs
         data_seed = stored["data"].get("seed", config.seed)

@@ -29,10 +29,11 @@ from torch_geometric.data import Batch
 
 from mlff_core.data.frames import Frames
 from mlff_core.errors import MLFFError
-from mlff_core.fileio import atomic_output
+from mlff_core.fileio import atomic_output, load_weights
 from mlff_core.metrics.clusters import ConformationClusters
 from mlff_core.models import build_potential, hyperparameters
 from mlff_core.models.potential import Potential
+from mlff_core.runtime import torch_device
 from mlff_core.training.ema import ExponentialMovingAverage
 from mlff_core.training.graphs import batches, frame_graphs
 from mlff_core.training.losses import (
@@ -99,6 +100,18 @@ class TrainingConfig:
             raise TrainingError(str(exc)) from None
         if self.dtype not in ("float32", "float64"):
             raise TrainingError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if not self.learning_rate > 0:
+            raise TrainingError(f"learning rate must be positive, got {self.learning_rate}")
+        if not self.min_learning_rate >= 0 or not 0 < self.lr_factor < 1:
+            raise TrainingError("the learning-rate schedule needs min-lr >= 0 and 0 < lr-factor "
+                                f"< 1, got {self.min_learning_rate} and {self.lr_factor}")
+        if not self.energy_weight >= 0:
+            raise TrainingError(f"energy weight must be zero or positive, got "
+                                f"{self.energy_weight}")
+        try:
+            torch_device(self.device)
+        except MLFFError as exc:
+            raise TrainingError(str(exc)) from None
         if self.epochs < 1 or self.batch_size < 1:
             raise TrainingError("epochs and batch size must be at least 1")
         if self.cluster_sampling not in CLUSTER_SAMPLING:
@@ -355,7 +368,10 @@ class Trainer:
         """Continue from `checkpoint.pt` in the run directory (weights_only load)."""
         if not self.checkpoint_path.exists():
             raise TrainingError(f"{self.checkpoint_path}: no checkpoint to resume from")
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        try:
+            state = load_weights(self.checkpoint_path, map_location=self.device)
+        except MLFFError as exc:
+            raise TrainingError(f"{exc}; cannot resume from it") from None
         if state["species"] != self.species or state["config"]["architecture"] != \
                 self.config.architecture:
             raise TrainingError(f"{self.checkpoint_path}: checkpoint is for another model "
