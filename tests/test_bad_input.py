@@ -107,3 +107,18 @@ def test_bad_cli_options_are_one_line(tmp_path, finished_run):
                                 model, "--structure", start, "--steps", "10",
                                 "-o", tmp_path / "md"),
                        "OpenMM platform 'Bogus' is not available here")
+
+
+def test_an_npz_of_other_things_says_which_keys_it_lacks(tmp_path):
+    """A foreign npz whose arrays need pickle: the missing keys are the problem to report
+    (its values are never loaded)."""
+    import numpy as np
+
+    from mlff_core.data.formats import read_frames
+    from mlff_core.errors import DataError
+
+    np.savez(tmp_path / "random.npz", junk=np.array([{"a": 1}], dtype=object),
+             noise=np.random.default_rng(0).random(3))
+    with pytest.raises(DataError, match=r"random.npz: npz without the expected keys \(found "
+                                        r"junk, noise\)"):
+        read_frames(tmp_path / "random.npz")

@@ -101,29 +101,33 @@ def _guess_read_format(path: Path) -> str:
 def _read_npz(path: Path, fmt: str) -> Frames:
     try:
         with np.load(path, allow_pickle=False) as npz:
+            fmt = _npz_format(set(npz.files), fmt, path)  # from the keys, before any value
             data = {key: npz[key] for key in npz.files}
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise DataError(f"not a readable npz file ({exc})", path) from None
     except ValueError as exc:  # object arrays need pickle, which untrusted files never get
         raise DataError(f"npz holds objects that cannot be loaded safely ({exc})", path) from None
-    keys = set(data)
-    if fmt == "npz":
-        if {"positions", "atomic_numbers", "metadata"} <= keys:
-            fmt = "native"
-        elif {"R", "z"} <= keys:
-            fmt = "md17"
-        elif {"coords", "nuclear_charges"} <= keys:
-            fmt = "rmd17"
-        else:
-            raise DataError(
-                f"npz without the expected keys (found {', '.join(sorted(keys)) or 'none'}); "
-                "expected native (positions, atomic_numbers, metadata), MD17/MD22 (R, z, E, F) "
-                "or rMD17 (coords, nuclear_charges, energies, forces)",
-                path,
-            )
     reader = {"native": _from_native, "md17": _from_sgdml, "md22": _from_sgdml,
               "rmd17": _from_rmd17}[fmt]
     return reader(data, path)
+
+
+def _npz_format(keys: set[str], fmt: str, path: Path) -> str:
+    """The npz flavour its keys show ('npz': guess), or one clear error."""
+    if fmt != "npz":
+        return fmt
+    if {"positions", "atomic_numbers", "metadata"} <= keys:
+        return "native"
+    if {"R", "z"} <= keys:
+        return "md17"
+    if {"coords", "nuclear_charges"} <= keys:
+        return "rmd17"
+    raise DataError(
+        f"npz without the expected keys (found {', '.join(sorted(keys)) or 'none'}); "
+        "expected native (positions, atomic_numbers, metadata), MD17/MD22 (R, z, E, F) "
+        "or rMD17 (coords, nuclear_charges, energies, forces)",
+        path,
+    )
 
 
 def _require(data: dict[str, np.ndarray], names: tuple[str, ...], kind: str, path: Path) -> None:
