@@ -122,3 +122,12 @@ def test_an_npz_of_other_things_says_which_keys_it_lacks(tmp_path):
     with pytest.raises(DataError, match=r"random.npz: npz without the expected keys \(found "
                                         r"junk, noise\)"):
         read_frames(tmp_path / "random.npz")
+
+
+def test_a_single_atom_is_not_reported_as_nan_positions(tmp_path):
+    """`--smiles '[Fe+2]'` used to end in "positions contains NaN" (ASE's ZeroRotation of one
+    atom); a lone atom has nothing to sample."""
+    assert_clean_error(run_mlff("data", "generate", "--smiles", "[Fe+2]", "--level", "mmff94",
+                                "--frames", "2", "-o", tmp_path / "fe.npz"),
+                       "is a single atom: it has no geometry to sample")
+    assert not (tmp_path / "fe.npz").exists()

@@ -86,6 +86,9 @@ def sample_langevin(
     """
     if n_frames < 1:
         raise DataError(f"need at least one frame, got {n_frames}")
+    if len(structure.atoms) < 2:
+        raise DataError(f"{structure.name} is a single atom: it has no geometry to sample "
+                        "(Langevin MD needs at least two atoms)")
     if structure.atoms.pbc.any() and not level.periodic:
         raise LevelOfTheoryError(f"{level.tag} cannot drive a periodic system; use gfn1 or gfn2")
     atoms = structure.atoms.copy()
