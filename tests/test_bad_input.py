@@ -131,3 +131,21 @@ def test_a_single_atom_is_not_reported_as_nan_positions(tmp_path):
                                 "--frames", "2", "-o", tmp_path / "fe.npz"),
                        "is a single atom: it has no geometry to sample")
     assert not (tmp_path / "fe.npz").exists()
+
+
+def test_eval_of_overlapping_atoms_names_the_file_frame_and_atoms(tmp_path):
+    from mlff_core.data.formats import write_frames
+    from mlff_core.data.frames import Frames
+    from mlff_core.data.molecules import named_molecule
+
+    atoms = [named_molecule("ethanol").atoms for _ in range(3)]
+    atoms[2].positions[5] = atoms[2].positions[0]
+    frames = Frames(positions=[a.positions for a in atoms], atomic_numbers=atoms[0].numbers,
+                    energies=[-10.0] * 3, forces=[a.positions * 0.0 for a in atoms])
+    data = write_frames(frames, tmp_path / "test.npz")
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+    assert_clean_error(run_mlff("eval", "--model", model, "--data", data, "-o",
+                                tmp_path / "m.json"),
+                       f"{data}: predicted forces are NaN or infinite at frame 2, where atoms "
+                       "0 and 5 are 0.000 Å apart")
+    assert not (tmp_path / "m.json").exists()

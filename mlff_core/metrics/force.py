@@ -83,7 +83,9 @@ def frame_errors(reference: Frames, predicted_forces: np.ndarray,
             f"predicted forces have shape {predicted_forces.shape} but the data have "
             f"{reference.forces.shape} (frames, atoms, 3)", reference.source)
     if not np.isfinite(predicted_forces).all():
-        raise DataError("predicted forces contain NaN or infinite values")
+        frame = int(np.argmax(~np.isfinite(predicted_forces).all(axis=(1, 2))))
+        raise DataError(f"predicted forces are NaN or infinite at frame {frame}"
+                        f"{_closest_pair(reference.positions[frame])}", reference.source)
     energy_errors = None
     if predicted_energies is not None and reference.energies is not None:
         predicted_energies = np.asarray(predicted_energies, dtype=np.float64).reshape(-1)
@@ -94,6 +96,21 @@ def frame_errors(reference: Frames, predicted_forces: np.ndarray,
         energy_errors = predicted_energies - reference.energies
     return FrameErrors(np.abs(predicted_forces - reference.forces), reference.masses,
                        energy_errors)
+
+
+def _closest_pair(positions: np.ndarray) -> str:
+    """', where atoms i and j are d Å apart' when two atoms (nearly) overlap, else ''."""
+    from mlff_core.models.potential import OVERLAP_DISTANCE
+
+    if len(positions) < 2:
+        return ""
+    distances = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    distances[np.diag_indices(len(positions))] = np.inf
+    i, j = np.unravel_index(np.argmin(distances), distances.shape)
+    if distances[i, j] >= OVERLAP_DISTANCE:
+        return ""
+    return (f", where atoms {min(i, j)} and {max(i, j)} are {distances[i, j]:.3f} Å apart "
+            "(overlapping atoms are outside any model's domain)")
 
 
 def force_metrics(reference: Frames, predicted_forces: np.ndarray,

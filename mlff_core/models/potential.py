@@ -14,10 +14,12 @@ Methods (TorchScript, the model-file contract):
         (local + ghost atoms, positions already imaged); edges beyond the cutoff are ignored,
         and each layer skips the ghosts that can no longer reach a local atom.
 
-Both return NaN (and NaN forces) instead of a finite number when the input is outside any
-model's domain: a non-finite position or cell, or two atoms closer than `OVERLAP_DISTANCE`
-(atoms on top of each other). Engines then see a non-finite energy or force, which every
-engine's collapse monitor treats as a collapse.
+Both return NaN (and NaN forces) instead of a finite number where the input is outside any
+model's domain: the energy of an atom with a non-finite position (or in a non-finite cell), or
+closer than `OVERLAP_DISTANCE` to another atom (atoms on top of each other), is NaN, and so is
+every total and force it enters. Engines then see a non-finite energy or force, which every
+engine's collapse monitor treats as a collapse; in a batch of disjoint frames only the frame
+concerned is NaN.
 """
 
 from __future__ import annotations
@@ -37,21 +39,25 @@ _TABLE_SIZE = 119
 OVERLAP_DISTANCE = 0.1
 
 
-def domain_factor(finite: Tensor, edge_vectors: Tensor,
-                  overlap: float = OVERLAP_DISTANCE) -> Tensor:
-    """1 when the input is inside the model's domain, else NaN (a 0-d tensor of the vectors'
-    dtype): multiplying the energy by it makes energy and forces NaN, with no host sync."""
-    ok = finite
+def domain_factors(finite_atoms: Tensor, edge_index: Tensor, edge_vectors: Tensor,
+                   overlap: float = OVERLAP_DISTANCE) -> Tensor:
+    """Per-atom factor [N]: 1 for an atom inside the model's domain, NaN for an atom whose
+    position is not finite (`finite_atoms` False) or that is closer than `overlap` Å to a
+    neighbour. Multiplying the atomic energies by it makes those energies, and the forces they
+    reach, NaN, and leaves atoms elsewhere alone (other frames of a batch), with no host sync."""
+    bad = ~finite_atoms
     if edge_vectors.shape[0] > 0:
-        ok = ok & (torch.linalg.norm(edge_vectors, dim=-1).min() >= overlap)
-    one = torch.ones((), dtype=edge_vectors.dtype, device=edge_vectors.device)
-    return torch.where(ok, one, torch.full_like(one, float("nan")))
+        close = torch.linalg.norm(edge_vectors, dim=-1) < overlap
+        bad = bad.index_fill(0, edge_index[0][close], True)
+        bad = bad.index_fill(0, edge_index[1][close], True)
+    one = torch.ones(bad.shape[0], dtype=edge_vectors.dtype, device=edge_vectors.device)
+    return torch.where(bad, torch.full_like(one, float("nan")), one)
 
 
-def finite_part(values: Tensor) -> tuple[Tensor, Tensor]:
-    """(values with non-finite entries set to 0, whether all were finite)."""
-    finite = torch.isfinite(values)
-    return torch.where(finite, values, torch.zeros_like(values)), finite.all()
+def finite_rows(positions: Tensor) -> tuple[Tensor, Tensor]:
+    """(positions [N, 3] with non-finite entries set to 0, [N] whether each row was finite)."""
+    finite = torch.isfinite(positions)
+    return torch.where(finite, positions, torch.zeros_like(positions)), finite.all(dim=1)
 
 
 class Potential(nn.Module):
@@ -126,26 +132,28 @@ class Potential(nn.Module):
     def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor,
                 pbc: Tensor) -> Tensor:
         dtype = self.energy_scale.dtype
-        positions, finite_positions = finite_part(positions.to(dtype))
-        cell, finite_cell = finite_part(cell.to(dtype))
+        positions, finite = finite_rows(positions.to(dtype))
+        cell = cell.to(dtype)
+        finite = finite & torch.isfinite(cell).all()
+        cell = torch.where(torch.isfinite(cell), cell, torch.zeros_like(cell))
         edge_index, offsets = neighbor_list(positions, cell, pbc, self.cutoff)
         vectors = positions[edge_index[1]] - positions[edge_index[0]]
         if bool(pbc.any()):
             vectors = vectors + offsets @ cell
-        energy = self.atomic_energies(atomic_numbers, edge_index, vectors).sum()
-        return energy * domain_factor(finite_positions & finite_cell, vectors)
+        energies = self.atomic_energies(atomic_numbers, edge_index, vectors)
+        return (energies * domain_factors(finite, edge_index, vectors)).sum()
 
     @torch.jit.export
     def forward_graph(self, positions: Tensor, atomic_numbers: Tensor, edge_index: Tensor,
                       n_local: Tensor) -> Tensor:
-        positions, finite = finite_part(positions.to(self.energy_scale.dtype))
+        positions, finite = finite_rows(positions.to(self.energy_scale.dtype))
         vectors = positions[edge_index[1]] - positions[edge_index[0]]
         inside = torch.linalg.norm(vectors, dim=-1) < self.cutoff
         edges, vectors = edge_index[:, inside], vectors[inside]
         local = int(n_local)
         subsets = self.layer_edge_subsets(edges, positions.shape[0], local)
         energies = self.atomic_energies(atomic_numbers, edges, vectors, subsets)
-        return energies[:local] * domain_factor(finite, vectors)
+        return (energies * domain_factors(finite, edges, vectors))[:local]
 
     def batch_energies(self, atomic_numbers: Tensor, edge_index: Tensor, edge_vectors: Tensor,
                        batch: Tensor, num_graphs: int) -> Tensor:
