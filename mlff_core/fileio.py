@@ -27,7 +27,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix,
+                                   dir=directory)
+    except OSError as exc:  # name the user's path, not the hidden temporary file
+        raise OSError(exc.errno, f"cannot write here ({exc.strerror})", str(path)) from None
     os.close(fd)
     try:
         yield Path(tmp)

@@ -149,3 +149,42 @@ def test_eval_of_overlapping_atoms_names_the_file_frame_and_atoms(tmp_path):
                        f"{data}: predicted forces are NaN or infinite at frame 2, where atoms "
                        "0 and 5 are 0.000 Å apart")
     assert not (tmp_path / "m.json").exists()
+
+
+def test_an_unwritable_output_is_named_not_its_temporary_file(tmp_path, monkeypatch):
+    """A read-only output directory (simulated: the tests run as root, who may write
+    anywhere) is reported with the user's path."""
+    import errno
+    import tempfile
+
+    from mlff_core.fileio import atomic_output
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied",
+                              str(tmp_path / ".out.tmp-x1y2.json"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(OSError) as info, atomic_output(tmp_path / "out.json", "w"):
+        pass
+    assert info.value.filename == str(tmp_path / "out.json")
+    assert "cannot write here (Permission denied)" in str(info.value)
+
+
+def test_finetune_keeps_the_model_kind(tmp_path, finished_run):
+    """A molecular model fine-tuned on periodic cells used to come out `periodic: true`."""
+    from mlff_core.data.formats import write_frames
+    from mlff_core.data.generate import LangevinSampling, generate_frames
+    from mlff_core.data.molecules import water_box
+    from mlff_core.export.from_run import export_run
+    from mlff_core.labels import get_level
+    from mlff_core.training.finetune import finetune
+
+    model = export_run(finished_run / "run", tmp_path / "water.pt")
+    assert load_model(model).metadata["periodic"] is False
+    cells = generate_frames(water_box(2), get_level("gfn1"), 4, LangevinSampling(
+        stride=1, equilibration=1))
+    data = write_frames(cells, tmp_path / "box.npz")
+    with pytest.raises(TrainingError, match="trained on molecules but the fine-tuning data "
+                                            "are periodic cells"):
+        finetune(model, [data], tmp_path / "ft", TrainingConfig(epochs=1))
+    assert not (tmp_path / "ft").exists()

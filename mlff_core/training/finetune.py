@@ -22,6 +22,7 @@ import numpy as np
 from mlff_core.data.frames import Frames
 from mlff_core.export.from_run import export_run
 from mlff_core.export.loading import LoadedModel, load_model
+from mlff_core.export.periodicity import model_periodicity
 from mlff_core.fileio import atomic_output
 from mlff_core.metrics.clusters import ConformationClusters
 from mlff_core.metrics.force import force_metrics
@@ -78,6 +79,14 @@ def finetune(model_path: str | os.PathLike, data: Sequence[str | os.PathLike],
     train, val, provenance = prepare_data(data, val_data, None, n_val, config.seed)
     for part in (*train, *val):
         model.check_species(part.atomic_numbers)
+    trained_periodic = model_periodicity(model.metadata)
+    data_periodic = any(part.is_periodic for part in (*train, *val))
+    if trained_periodic is not None and trained_periodic != data_periodic:
+        kinds = ("periodic cells", "molecules")
+        raise TrainingError(
+            f"model {Path(model_path).name} was trained on {kinds[not trained_periodic]} but "
+            f"the fine-tuning data are {kinds[not data_periodic]}; fine-tuning would silently "
+            "make it another kind of model. Fine-tune on data of its own kind, or train anew")
 
     clusters, labels, weights, before, tables = [], [], [], [], []
     for part in train:
