@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mlff_core.commands.train import loss_option, merge_losses
+from mlff_core.commands.train import LEARNING_RATE, loss_option, merge_losses
 from mlff_core.engines import engine_names
 from mlff_core.labels import list_levels
 from mlff_core.progress import progress_bar
@@ -50,7 +50,7 @@ _DEFAULTS = ActiveLearningSettings()
               show_default=True, help="Frames labelled per round at most.")
 @click.option("--epochs", type=click.IntRange(min=1), default=_DEFAULTS.epochs,
               show_default=True, help="Training epochs per round.")
-@click.option("--lr", "learning_rate", type=float, default=_DEFAULTS.learning_rate,
+@click.option("--lr", "learning_rate", type=LEARNING_RATE, default=_DEFAULTS.learning_rate,
               show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=_DEFAULTS.batch_size,
               show_default=True)

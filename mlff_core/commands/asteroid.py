@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from mlff_core.commands.data import SubsetSize
+from mlff_core.commands.train import LEARNING_RATE
 from mlff_core.models import ARCHITECTURES
 from mlff_core.progress import progress_bar
 from mlff_core.training import TrainingConfig
@@ -71,8 +72,8 @@ class GammaSpec(click.ParamType):
 @click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True,
               help="Epochs of stages 1 and 2.")
 @click.option("--finetune-epochs", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--lr", "learning_rate", type=float, default=5e-4, show_default=True)
-@click.option("--finetune-lr", "finetune_learning_rate", type=float, default=2e-4,
+@click.option("--lr", "learning_rate", type=LEARNING_RATE, default=5e-4, show_default=True)
+@click.option("--finetune-lr", "finetune_learning_rate", type=LEARNING_RATE, default=2e-4,
               show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--patience", "early_stopping_patience", type=int, default=40, show_default=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mlff_core.commands.data import SubsetSize
-from mlff_core.commands.train import loss_option, merge_losses
+from mlff_core.commands.train import LEARNING_RATE, loss_option, merge_losses
 from mlff_core.progress import progress_bar
 from mlff_core.training import TrainingConfig
 from mlff_core.training.finetune import REWEIGHTING
@@ -33,11 +33,12 @@ from mlff_core.units import force_conversion
               help="Run directory; the fine-tuned model is written there as model.pt.")
 @click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--lr", "learning_rate", type=float, default=1e-4, show_default=True,
+@click.option("--lr", "learning_rate", type=LEARNING_RATE, default=1e-4, show_default=True,
               help="Adam learning rate (small: the weights are already trained).")
 @click.option("--patience", "early_stopping_patience", type=int, default=20, show_default=True,
               help="Early stopping: epochs without validation improvement.")
-@click.option("--energy-weight", type=float, default=0.01, show_default=True, help="ρ.")
+@click.option("--energy-weight", type=click.FloatRange(min=0), default=0.01, show_default=True,
+              help="ρ.")
 @loss_option
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -17,6 +17,9 @@ from mlff_core.training.trainer import CLUSTER_SAMPLING
 
 _DEFAULTS = TrainingConfig()
 
+#: A learning rate on the command line: a run at 0 would train nothing (the API allows 0).
+LEARNING_RATE = click.FloatRange(min=0, min_open=True)
+
 
 class LossSpec(click.ParamType):
     """`--loss cluster` or `--loss cluster=1,maxerr=0.1` (repeatable; weights add up)."""
@@ -81,7 +84,7 @@ cluster_sampling_option = click.option(
 @click.option("--epochs", type=click.IntRange(min=1), default=_DEFAULTS.epochs, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=_DEFAULTS.batch_size,
               show_default=True)
-@click.option("--lr", "learning_rate", type=float, default=_DEFAULTS.learning_rate,
+@click.option("--lr", "learning_rate", type=LEARNING_RATE, default=_DEFAULTS.learning_rate,
               show_default=True, help="Adam learning rate.")
 @click.option("--lr-factor", type=float, default=_DEFAULTS.lr_factor, show_default=True,
               help="LR multiplier when the validation loss plateaus.")
@@ -92,7 +95,8 @@ cluster_sampling_option = click.option(
 @click.option("--patience", "early_stopping_patience", type=int,
               default=_DEFAULTS.early_stopping_patience, show_default=True,
               help="Early stopping: epochs without validation improvement.")
-@click.option("--energy-weight", type=float, default=_DEFAULTS.energy_weight, show_default=True,
+@click.option("--energy-weight", type=click.FloatRange(min=0), default=_DEFAULTS.energy_weight,
+              show_default=True,
               help="ρ: weight of squared energy errors (eV²) against force errors (eV²/Å²); "
                    "of absolute energy errors with metric-guided losses only.")
 @loss_option

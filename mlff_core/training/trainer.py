@@ -100,8 +100,8 @@ class TrainingConfig:
             raise TrainingError(str(exc)) from None
         if self.dtype not in ("float32", "float64"):
             raise TrainingError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        if not self.learning_rate > 0:
-            raise TrainingError(f"learning rate must be positive, got {self.learning_rate}")
+        if not self.learning_rate >= 0:  # 0 is allowed here (a stage that must not move)
+            raise TrainingError(f"learning rate must not be negative, got {self.learning_rate}")
         if not self.min_learning_rate >= 0 or not 0 < self.lr_factor < 1:
             raise TrainingError("the learning-rate schedule needs min-lr >= 0 and 0 < lr-factor "
                                 f"< 1, got {self.min_learning_rate} and {self.lr_factor}")
