@@ -61,22 +61,19 @@ def run_simulation(simulation: app.Simulation, steps: int) -> dict:
     start = simulation.currentStep
     try:
         simulation.step(steps)
-    except SimulationStopped as stop:
-        log.warning(str(stop))
-        return {"steps_run": simulation.currentStep - start, "stopped": True,
-                "reason": stop.reason, "last_good": None if stop.last_good is None
-                else str(stop.last_good)}
+    except SimulationStopped as stopped:
+        stop = stopped
     except openmm.OpenMMException as exc:
         if "nan" not in str(exc).lower():
             raise
         message = str(exc).strip().splitlines()[0].split("  For more information")[0]
         stop = _stop_on_nan(simulation, message)
-        log.warning(str(stop))
-        return {"steps_run": simulation.currentStep - start, "stopped": True,
-                "reason": stop.reason, "last_good": None if stop.last_good is None
-                else str(stop.last_good)}
-    return {"steps_run": simulation.currentStep - start, "stopped": False, "reason": None,
-            "last_good": None}
+    else:
+        return {"steps_run": simulation.currentStep - start, "stopped": False, "reason": None,
+                "last_good": None}
+    log.warning(str(stop))
+    return {"steps_run": simulation.currentStep - start, "stopped": True, "reason": stop.reason,
+            "last_good": None if stop.last_good is None else str(stop.last_good)}
 
 
 def _stop_on_nan(simulation: app.Simulation, message: str) -> SimulationStopped:

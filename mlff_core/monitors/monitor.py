@@ -104,7 +104,6 @@ class FlaggedFrameWriter:
         self.flagged_by = flagged_by
         self.provenance = {k: str(v) for k, v in (provenance or {}).items()}
         self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (open for the run)
-        self.count = 0
 
     def append(self, snapshot: Snapshot, reason: str) -> None:
         import ase.io
@@ -116,7 +115,6 @@ class FlaggedFrameWriter:
         ase.io.write(text, atoms, format="extxyz")
         self._file.write(text.getvalue())  # the whole frame at once
         self._file.flush()
-        self.count += 1
 
     def close(self) -> None:
         if not self._file.closed:
@@ -160,10 +158,6 @@ class Monitor:
             Path(log).parent.mkdir(parents=True, exist_ok=True)
             self._log = open(log, "w", encoding="utf-8")  # noqa: SIM115 (open for the run)
             self._log.write("# step\tstatus\tdetails\n")
-
-    @property
-    def flagged_path(self) -> Path | None:
-        return None if self._frames is None else self._frames.path
 
     @property
     def first_flagged_step(self) -> int | None:
