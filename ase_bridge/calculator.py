@@ -39,7 +39,6 @@ class MLFFCalculator(Calculator):
         super().__init__(**kwargs)
         self.device = torch_device(device)
         self.model = model if isinstance(model, LoadedModel) else load_model(model, device)
-        self._dtype = self.model.dtype
         self._trained_periodic = model_periodicity(self.model.metadata)
         self._bonds: dict[bytes, np.ndarray] = {}  # per system, to make molecules whole
 
@@ -67,12 +66,13 @@ class MLFFCalculator(Calculator):
             raise PropertyNotImplementedError("stress needs a cell periodic in all directions")
         model_positions, periodic = self._model_input(atoms)
 
-        as_tensor = lambda x: torch.as_tensor(x, dtype=self._dtype, device=self.device)  # noqa: E731
+        # float64 in: the model moves to a local origin before casting to its own precision
+        as_tensor = lambda x: torch.as_tensor(x, dtype=torch.float64, device=self.device)  # noqa: E731
         positions = as_tensor(model_positions).requires_grad_(True)
         cell = as_tensor(atoms.cell.array if periodic else np.zeros((3, 3)))
         numbers = torch.as_tensor(atoms.numbers, dtype=torch.long, device=self.device)
         pbc = torch.as_tensor(atoms.pbc & periodic, device=self.device)
-        strain = torch.zeros(3, 3, dtype=self._dtype, device=self.device, requires_grad=True)
+        strain = torch.zeros(3, 3, dtype=torch.float64, device=self.device, requires_grad=True)
         symmetric = 0.5 * (strain + strain.T)
         strained_positions = positions + positions @ symmetric
         strained_cell = cell + cell @ symmetric
@@ -98,7 +98,7 @@ class MLFFCalculator(Calculator):
                                                         self.model.num_interactions)
         with torch.no_grad():
             energies = self.model.module.forward_graph(
-                torch.as_tensor(positions, dtype=self._dtype, device=self.device),
+                torch.as_tensor(positions, dtype=torch.float64, device=self.device),
                 torch.as_tensor(numbers, device=self.device),
                 torch.as_tensor(edge_index, device=self.device), torch.tensor(len(atoms)))
         return energies.double().cpu().numpy()

@@ -236,17 +236,17 @@ class _PythonForceComputation:
                  whole_levels: list):
         self.module = torch.jit.script(OpenMMModule(loaded.module, atomic_numbers, None,
                                                     periodic, whole_levels))
-        self.dtype = loaded.dtype
         self.periodic = periodic or bool(whole_levels)
 
     def __call__(self, state: openmm.State):
         positions = state.getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer)
-        pos = torch.as_tensor(np.asarray(positions), dtype=self.dtype).requires_grad_(True)
+        # float64 in: the model translates to a local origin before its own precision
+        pos = torch.as_tensor(np.asarray(positions), dtype=torch.float64).requires_grad_(True)
         box = None
         if self.periodic:
             vectors = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(
                 openmm.unit.nanometer)
-            box = torch.as_tensor(np.asarray(vectors), dtype=self.dtype)
+            box = torch.as_tensor(np.asarray(vectors), dtype=torch.float64)
         energy = self.module(pos, box)
         (gradient,) = torch.autograd.grad(energy, pos)
         return float(energy.detach()), -gradient.double().numpy()

@@ -117,3 +117,40 @@ def test_float32_nve_conserves_energy(tmp_path):
     dynamics.attach(lambda: energies.append(atoms.get_total_energy()), interval=5)
     dynamics.run(200)
     assert np.ptp(energies) < 8 * EPS32 * abs(atoms.get_potential_energy())
+
+
+@pytest.mark.parametrize("where", ["shifted by 1e5 Å", "in a 1e6 Å box"])
+def test_float32_far_from_the_origin(models, reference, where):
+    """Absolute coordinates of 1e5 Å keep only ~0.01 Å in float32: the model must work in a
+    local frame (energy is invariant under translation). Before: forces off by 0.27 eV/Å
+    (shifted) and 1.74 eV/Å (box)."""
+    atoms, energy, forces = reference
+    far = atoms.copy()
+    if where == "in a 1e6 Å box":
+        far.set_cell(np.eye(3) * 1e6)
+        far.center()
+        far.pbc = True
+    else:
+        far.positions += 1e5
+    far.calc = MLFFCalculator(models[1])
+    _close(far.get_potential_energy(), far.get_forces(), energy, forces)
+    assert far.calc.model.module.explore(torch.as_tensor(far.positions),
+                                         torch.as_tensor(far.numbers)).shape == (2,)
+
+
+def test_openmm_float32_far_from_the_origin(models, reference):
+    atoms, energy, forces = reference
+    molecule = named_molecule("aspirin")
+    topology = topology_from_atoms(molecule.atoms, molecule.bonds)
+    system = openmm.System()
+    for mass in atoms.get_masses():
+        system.addParticle(mass)
+    add_mlff_force(system, topology, models[1])
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions((atoms.positions + 1e5) * 0.1)
+    state = context.getState(getEnergy=True, getForces=True)
+    e = state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole) / KJ
+    f = state.getForces(asNumpy=True).value_in_unit(
+        openmm.unit.kilojoule_per_mole / openmm.unit.nanometer) / (KJ * 10.0)
+    _close(e, f, energy, forces)

@@ -131,23 +131,26 @@ class Potential(nn.Module):
 
     def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor,
                 pbc: Tensor) -> Tensor:
-        dtype = self.energy_scale.dtype
-        positions, finite = finite_rows(positions.to(dtype))
-        cell = cell.to(dtype)
+        # Geometry in the input's precision, the network in the model's: float32 coordinates
+        # of 1e5 Å keep only 0.01 Å, their differences in float64 keep everything.
+        positions, finite = finite_rows(positions)
+        cell = cell.to(positions.dtype)
         finite = finite & torch.isfinite(cell).all()
         cell = torch.where(torch.isfinite(cell), cell, torch.zeros_like(cell))
         edge_index, offsets = neighbor_list(positions, cell, pbc, self.cutoff)
         vectors = positions[edge_index[1]] - positions[edge_index[0]]
         if bool(pbc.any()):
             vectors = vectors + offsets @ cell
+        vectors = vectors.to(self.energy_scale.dtype)
         energies = self.atomic_energies(atomic_numbers, edge_index, vectors)
         return (energies * domain_factors(finite, edge_index, vectors)).sum()
 
     @torch.jit.export
     def forward_graph(self, positions: Tensor, atomic_numbers: Tensor, edge_index: Tensor,
                       n_local: Tensor) -> Tensor:
-        positions, finite = finite_rows(positions.to(self.energy_scale.dtype))
-        vectors = positions[edge_index[1]] - positions[edge_index[0]]
+        positions, finite = finite_rows(positions)  # differences in the input's precision
+        vectors = (positions[edge_index[1]] - positions[edge_index[0]]).to(
+            self.energy_scale.dtype)
         inside = torch.linalg.norm(vectors, dim=-1) < self.cutoff
         edges, vectors = edge_index[:, inside], vectors[inside]
         local = int(n_local)
