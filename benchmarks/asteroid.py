@@ -21,12 +21,18 @@ same label cost) and the wall time of one ASTEROID path (stage 1 + stage 2 + sta
 
     python benchmarks/asteroid.py [--molecules ethanol,malonaldehyde,aspirin] [--minutes 2]
         [--cheap-level gfn2 --accurate-level dft --test 100]
+
+Everything is cached under `--cache` and reused only with the settings that made it: labelled
+files are checked against the configurations and level they should hold, every run directory
+(ASTEROID stages, the standard model, MD runs) keeps a settings.json (`mlff_core.stage_cache`);
+what was made with other settings is redone, with a note of what changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -46,6 +52,14 @@ from mlff_core.labels.levels import get_level
 from mlff_core.metrics.predict import predict_with_model
 from mlff_core.progress import progress_bar
 from mlff_core.report.plots import plt
+from mlff_core.stage_cache import (
+    claim_stage,
+    config_settings,
+    content_digest,
+    describe_differences,
+    model_digest,
+    settings_differences,
+)
 from mlff_core.training import Trainer, TrainingConfig
 from mlff_core.training.asteroid import AsteroidSettings, asteroid, measure_cost_ratio
 from mlff_core.training.run import fit_with_progress
@@ -67,23 +81,55 @@ def gfn2_trajectory(molecule: str, n_frames: int, seed: int) -> Frames:
     return read_frames(path)
 
 
+def label_settings(frames: Frames, tag: str | None = None) -> dict:
+    """What decides a labelled file: its configurations and the level that labelled them
+    (`tag`; default: the levels the frames record)."""
+    return {"level": tag or ", ".join(sorted(set(frames.levels.tolist()))),
+            "configurations": content_digest(frames.atomic_numbers, frames.positions,
+                                             frames.cell, frames.pbc)}
+
+
+def cached_labels(path: Path, frames: Frames, tag: str, note: bool = True) -> Frames | None:
+    """The labelled frames cached at `path` when they are `frames` labelled at level `tag`;
+    None (with a note of what differs unless `note` is False) when they are other frames or
+    another level."""
+    if not path.exists():
+        return None
+    cached = read_frames(path)
+    changes = settings_differences(label_settings(cached), label_settings(frames, tag))
+    if not changes:
+        return cached
+    if note:
+        print(f"{path}: made from other settings ({describe_differences(changes)}); "
+              "relabelling")
+    return None
+
+
 def labelled(frames: Frames, level: str, path: Path, chunk: int = 10) -> Frames:
-    """`frames` relabelled with `level`, cached at `path`. Labels are written in chunks of
-    `chunk` frames next to it, so an interrupted run (DFT: hours) resumes where it stopped."""
-    if path.exists():
-        return read_frames(path)
+    """`frames` relabelled with `level`, cached at `path` (reused only when it holds these
+    configurations at this level). Labels are written in chunks of `chunk` frames next to it,
+    so an interrupted run (DFT: hours) resumes where it stopped."""
+    tag = get_level(level).tag
+    cached = cached_labels(path, frames, tag)
+    if cached is not None:
+        return cached
     parts_dir = path.with_suffix(".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
-    parts = []
+    parts, stale = [], 0
     with progress_bar(f"{path.parent.name} · {level} labels", frames.n_frames) as advance:
         for start in range(0, frames.n_frames, chunk):
             part_path = parts_dir / f"{start:06d}.npz"
-            if not part_path.exists():
-                write_frames(relabel_frames(frames[start: start + chunk], get_level(level),
-                                            advance), part_path)
+            part = cached_labels(part_path, frames[start: start + chunk], tag, note=False)
+            if part is None:
+                stale += part_path.exists()
+                part = relabel_frames(frames[start: start + chunk], get_level(level), advance)
+                write_frames(part, part_path)
             else:
                 advance(min(chunk, frames.n_frames - start))
-            parts.append(read_frames(part_path))
+            parts.append(part)
+    if stale:
+        print(f"{parts_dir}: {stale} chunks held other configurations or another level; "
+              "relabelled")
     labels = Frames.concatenate(parts)
     write_frames(labels, path)
     for part in parts_dir.iterdir():
@@ -173,7 +219,8 @@ def molecule_benchmark(molecule: str, args) -> dict:
                                 finetune_learning_rate=3e-4, finetune_minutes=args.minutes / 2,
                                 gammas=args.gammas, cost_ratio=cost["cost_ratio"])
     run = runs / "asteroid"
-    summary = asteroid([acc_path], run, settings, cheap=[cheap_path], progress=progress_bar)
+    summary = asteroid([acc_path], run, settings, cheap=[cheap_path], progress=progress_bar,
+                       redo_changed=True)
     chosen = summary["chosen"]
     result = {"molecule": molecule, "cost": cost, "budget": summary["budget"],
               "n_standard": n_standard, "gamma": summary["gamma"],
@@ -193,7 +240,7 @@ def molecule_benchmark(molecule: str, args) -> dict:
         (uniform / "stage1_bias").symlink_to(run / "stage1_bias", target_is_directory=True)
     ablation = asteroid([acc_path], uniform, AsteroidSettings(**{**asdict(settings),
                         "config": config, "bias_weights": False}), cheap=[cheap_path],
-                        progress=progress_bar)
+                        progress=progress_bar, redo_changed=True)
     result["no_bias_weights"] = test_f_mae(ablation["model"], test)
 
     # score matching on the cheap frames' configurations, labels dropped
@@ -201,19 +248,23 @@ def molecule_benchmark(molecule: str, args) -> dict:
     unl_path = write_frames(unlabeled, CACHE / molecule / f"unlabeled_{args.cheap}.npz")
     sm = asteroid([acc_path], runs / "asteroid_score", AsteroidSettings(
         **{**asdict(settings), "config": config, "temperature": 500.0}),
-        unlabeled=[unl_path], progress=progress_bar)
+        unlabeled=[unl_path], progress=progress_bar, redo_changed=True)
     result["score_matching"] = test_f_mae(sm["model"], test)
 
     # standard training on the same label budget and the wall time of one ASTEROID path
     standard_dir = runs / "standard"
-    if not (standard_dir / "model.pt").exists():
-        standard_config = TrainingConfig(**{**asdict(config),
-                                            "max_minutes": 2.5 * args.minutes})
-        n_val = max(1, round(0.1 * n_standard))
-        frames = standard_frames(molecule, pool, accurate, n_standard, args)
-        order = np.random.default_rng(0).permutation(n_standard)
-        trainer = Trainer(standard_config, [frames[np.sort(order[n_val:])]],
-                          [frames[np.sort(order[:n_val])]], standard_dir)
+    standard_config = TrainingConfig(**{**asdict(config), "max_minutes": 2.5 * args.minutes})
+    n_val = max(1, round(0.1 * n_standard))
+    frames = standard_frames(molecule, pool, accurate, n_standard, args)
+    order = np.random.default_rng(0).permutation(n_standard)
+    train, val = frames[np.sort(order[n_val:])], frames[np.sort(order[:n_val])]
+    standard = {"config": config_settings(standard_config),
+                "data": {"train": content_digest(train), "val": content_digest(val)}}
+    if not claim_stage(standard_dir, standard, redo=True) or \
+            not (standard_dir / "model.pt").exists():
+        trainer = Trainer(standard_config, [train], [val], standard_dir)
+        if trainer.checkpoint_path.exists():  # interrupted with the same settings
+            trainer.resume()
         fit_with_progress(trainer, f"{molecule} · standard training")
         export_run(standard_dir, standard_dir / "model.pt", clusters=False)
     result["standard"] = test_f_mae(standard_dir / "model.pt", test)
@@ -228,23 +279,31 @@ def md_stability(result: dict, args) -> dict:
     """Frames before collapse vs time step for the standard and the ASTEROID model."""
     runner = get_engine("ase")
     molecule = result["molecule"]
-    start = write_frames(gfn2_trajectory(molecule, TEST_TRAJECTORY, 1)[:1],
-                         CACHE / molecule / "start.xyz")
+    start_frames = gfn2_trajectory(molecule, TEST_TRAJECTORY, 1)[:1]
+    start = write_frames(start_frames, CACHE / molecule / "start.xyz")
     stability: dict[str, dict[str, list[int]]] = {}
     for name, model in result["models"].items():
         stability[name] = {}
+        weights = model_digest(model)
         for timestep in args.timesteps:
             frames = []
             for seed in range(args.md_runs):
-                out = runs_root(molecule, args) / f"md_{args.md_temperature:g}K" / \
+                stage = runs_root(molecule, args) / f"md_{args.md_temperature:g}K" / \
                     f"{name}_{timestep:g}fs_{seed}"
+                out = stage / "run"  # the engine's output; the settings record beside it
                 summary_file = out / "summary.json"
-                if not summary_file.exists():
-                    steps = int(round(args.md_time / timestep))
+                steps = int(round(args.md_time / timestep))
+                interval = max(1, int(round(5 / timestep)))
+                md = {"engine": "ase", "model_weights": weights,
+                      "start": content_digest(start_frames), "temperature": args.md_temperature,
+                      "timestep": timestep, "steps": steps, "seed": seed,
+                      "report_interval": interval}
+                if not claim_stage(stage, md, redo=True) or not summary_file.exists():
+                    shutil.rmtree(out, ignore_errors=True)  # an interrupted run starts anew
                     with progress_bar(f"MD {name} {timestep:g} fs #{seed}", steps) as advance:
                         runner(model, start, str(out), temperature=args.md_temperature,
                                timestep=timestep, steps=steps, seed=seed, advance=advance,
-                               report_interval=max(1, int(round(5 / timestep))))
+                               report_interval=interval)
                 summary = json.loads(summary_file.read_text())
                 frames.append(summary["steps_run"] * timestep)  # simulated fs before stop
             stability[name][f"{timestep:g}"] = frames

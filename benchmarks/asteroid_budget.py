@@ -3,7 +3,9 @@ time budgets (a follow-up to `asteroid.py`, reusing its cached data).
 
 ASTEROID: fixed γ, `--minutes` per stage (stages 1, 2, 3); standard: 3 × `--minutes` on
 200 + round(1000 / r) accurate frames. Runs are kept in the cache (asteroid_long/,
-standard_long/; delete them to change the settings). Run the two side by side, one thread each:
+standard_long/), each with the settings that made it (settings.json); a run with other settings
+(--minutes, --gamma, the cost ratio's frame count, the data) is redone, with a note of what
+changed. Run the two side by side, one thread each:
 
     OMP_NUM_THREADS=1 python benchmarks/asteroid_budget.py asteroid --molecule aspirin &
     OMP_NUM_THREADS=1 python benchmarks/asteroid_budget.py standard --molecule aspirin
@@ -20,6 +22,7 @@ from asteroid import CACHE, HYPER, TEST_TRAJECTORY, gfn2_trajectory, test_f_mae
 
 from mlff_core.data.formats import read_frames
 from mlff_core.export import export_run
+from mlff_core.stage_cache import claim_stage, config_settings, content_digest
 from mlff_core.training import Trainer, TrainingConfig
 from mlff_core.training.asteroid import AsteroidSettings, asteroid, measure_cost_ratio
 from mlff_core.training.run import fit_with_progress
@@ -51,7 +54,7 @@ def main() -> None:
                                     finetune_learning_rate=3e-4, finetune_minutes=args.minutes,
                                     gammas=(args.gamma,), cost_ratio=ratio)
         summary = asteroid([accurate], root / "asteroid_long", settings,
-                           cheap=[cheap])
+                           cheap=[cheap], redo_changed=True)
         print(json.dumps({"asteroid_test_F_mae": test_f_mae(summary["model"], test),
                           "stages": {k: [v["epochs"], v["val_force_mae"]]
                                      for k, v in summary["stages"].items()}}))
@@ -61,10 +64,18 @@ def main() -> None:
     order = np.random.default_rng(0).permutation(n)
     frames = pool[:n]
     out = root / "standard_long"
-    trainer = Trainer(TrainingConfig(**{**asdict(config), "max_minutes": 3 * args.minutes}),
-                      [frames[np.sort(order[n_val:])]], [frames[np.sort(order[:n_val])]], out)
-    fit_with_progress(trainer, f"{args.molecule} · standard training")
-    model = export_run(out, out / "model.pt", clusters=False)
+    standard_config = TrainingConfig(**{**asdict(config), "max_minutes": 3 * args.minutes})
+    train, val = frames[np.sort(order[n_val:])], frames[np.sort(order[:n_val])]
+    record = {"config": config_settings(standard_config),
+              "data": {"train": content_digest(train), "val": content_digest(val)}}
+    model = out / "model.pt"
+    reuse = claim_stage(out, record, redo=True) and model.exists()
+    trainer = Trainer(standard_config, [train], [val], out)
+    if trainer.checkpoint_path.exists():  # finished or interrupted with the same settings
+        trainer.resume()
+    if not reuse:
+        fit_with_progress(trainer, f"{args.molecule} · standard training")
+        export_run(out, model, clusters=False)
     print(json.dumps({"standard_test_F_mae": test_f_mae(model, test), "frames": n,
                       "epochs": trainer.epoch}))
 

@@ -20,13 +20,20 @@ Part (a) variants: `--val-per-cluster 8` (validation set stratified by cluster),
 `--losses global,cluster,global+cluster`, `--cluster-sampling balanced`, `--hidden/--interactions`
 (model size), `--train/--minority` (imbalance). Train the models of one comparison side by side
 (one process per loss, OMP_NUM_THREADS=1 each) so they share the machine evenly.
+
+Models and runs are kept in `--cache`, each directory with the settings that made it
+(settings.json, `mlff_core.stage_cache`): the training configuration (time budget, model size,
+seed, loss), content digests of its frames and of the model it starts from, the clusters'
+settings. One made with other settings is redone, with a note of what changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +49,12 @@ from mlff_core.metrics.force import force_metrics  # noqa: E402
 from mlff_core.metrics.predict import predict_with_model  # noqa: E402
 from mlff_core.progress import progress_bar  # noqa: E402
 from mlff_core.report.plots import plt, stability_violins  # noqa: E402
+from mlff_core.stage_cache import (  # noqa: E402
+    claim_stage,
+    config_settings,
+    content_digest,
+    model_digest,
+)
 from mlff_core.training import Trainer, TrainingConfig  # noqa: E402
 from mlff_core.training.active import ActiveLearningSettings, active_learn  # noqa: E402
 from mlff_core.training.finetune import finetune  # noqa: E402
@@ -89,7 +102,16 @@ def build_sets(args) -> dict:
     return {"frames": frames, "clusters": clusters, "labels": labels, "minority": minority,
             "sizes": sizes.tolist(), "train": train, "val": np.array(val),
             "test": np.array(sorted(test)),
-            "hyper": {"hidden": args.hidden, "num_interactions": args.interactions}}
+            "hyper": {"hidden": args.hidden, "num_interactions": args.interactions},
+            "cluster_settings": {"n_clusters": args.clusters, "random_state": 0,
+                                 "frames": content_digest(frames)}}
+
+
+def data_settings(sets: dict) -> dict:
+    """The training and validation frames (content digests) and the clusters' settings."""
+    frames = sets["frames"]
+    return {"train": content_digest(frames[sets["train"]]),
+            "val": content_digest(frames[sets["val"]]), "clusters": sets["cluster_settings"]}
 
 
 def per_cluster(model_path: Path, frames, labels) -> dict:
@@ -114,15 +136,18 @@ def train_model(name: str, loss: dict, sets: dict, minutes: float, seed: int = 0
                 sampling: str = "weights") -> Path:
     out = CACHE / name
     model_path = out / "model.pt"
-    if model_path.exists():
-        return model_path
     frames = sets["frames"]
     config = TrainingConfig(architecture="painn", hyperparameters=sets["hyper"], epochs=10_000,
                             batch_size=16, learning_rate=1e-3, lr_patience=10,
                             early_stopping_patience=10_000, loss=loss, max_minutes=minutes,
                             seed=seed, cluster_sampling=sampling)
+    record = {"config": config_settings(config), "data": data_settings(sets)}
+    if claim_stage(out, record, redo=True) and model_path.exists():
+        return model_path
     trainer = Trainer(config, [frames[sets["train"]]], [frames[sets["val"]]], out / "run",
                       clusters=[sets["clusters"]])
+    if trainer.checkpoint_path.exists():  # interrupted with the same settings
+        trainer.resume()
     fit_with_progress(trainer, f"training ({name})")
     return export_run(out / "run", model_path)
 
@@ -151,13 +176,18 @@ def part_a_finetune(sets: dict, epochs: int) -> dict:
     result = {}
     for name in ("global", "cluster"):
         out = CACHE / f"finetune_loss_{name}"
-        if not (out / "model.pt").exists():
-            config = TrainingConfig(architecture="painn", hyperparameters=sets["hyper"],
-                                    epochs=epochs, batch_size=16, learning_rate=2e-4,
-                                    early_stopping_patience=10_000, loss={name: 1.0})
-            start = load_model(CACHE / "global" / "model.pt").to_potential()
+        config = TrainingConfig(architecture="painn", hyperparameters=sets["hyper"],
+                                epochs=epochs, batch_size=16, learning_rate=2e-4,
+                                early_stopping_patience=10_000, loss={name: 1.0})
+        base = CACHE / "global" / "model.pt"
+        record = {"config": config_settings(config), "data": data_settings(sets),
+                  "start": model_digest(base)}
+        if not claim_stage(out, record, redo=True) or not (out / "model.pt").exists():
+            start = load_model(base).to_potential()
             trainer = Trainer(config, [frames[sets["train"]]], [frames[sets["val"]]],
                               out / "run", init_potential=start, clusters=[sets["clusters"]])
+            if trainer.checkpoint_path.exists():  # interrupted with the same settings
+                trainer.resume()
             fit_with_progress(trainer, f"fine-tuning with the {name} loss")
             export_run(out / "run", out / "model.pt", clusters=False)
         result[name] = test_table(out / "model.pt", sets)
@@ -172,15 +202,19 @@ def part_b(sets: dict, epochs: int) -> dict:
     result = {"before": per_cluster(base, frames[sets["train"]], labels[sets["train"]])}
     for reweight in ("rbp", "none"):
         out = CACHE / f"finetune_{reweight}"
-        if not (out / "model.pt").exists():
-            config = TrainingConfig(epochs=epochs, batch_size=16, learning_rate=2e-4,
-                                    early_stopping_patience=10_000, loss={"global": 1.0})
+        run = out / "run"  # finetune's run directory; the settings record beside it
+        config = TrainingConfig(epochs=epochs, batch_size=16, learning_rate=2e-4,
+                                early_stopping_patience=10_000, loss={"global": 1.0})
+        record = {"config": config_settings(config), "data": data_settings(sets),
+                  "start": model_digest(base), "reweight": reweight}
+        if not claim_stage(out, record, redo=True) or not (run / "model.pt").exists():
             with progress_bar(f"fine-tuning ({reweight})", epochs) as advance:
-                finetune(base, [train_file], out, config, val_data=[val_file],
-                         reweight=reweight, on_epoch=lambda _r: advance(1))
-        result[reweight] = per_cluster(out / "model.pt", frames[sets["train"]],
+                finetune(base, [train_file], run, config, val_data=[val_file],
+                         reweight=reweight, on_epoch=lambda _r: advance(1),
+                         resume=(run / "checkpoint.pt").exists())
+        result[reweight] = per_cluster(run / "model.pt", frames[sets["train"]],
                                        labels[sets["train"]])
-        result[f"{reweight}_test"] = per_cluster(out / "model.pt", frames[sets["test"]],
+        result[f"{reweight}_test"] = per_cluster(run / "model.pt", frames[sets["test"]],
                                                  labels[sets["test"]])
     for key in ("before", "rbp", "none"):
         rbp = [c["RBP"] for c in result[key]["clusters"].values()]
@@ -191,20 +225,24 @@ def part_b(sets: dict, epochs: int) -> dict:
 
 def part_c(sets: dict, args) -> dict:
     frames = sets["frames"]
-    out = CACHE / f"active_{args.temperature:g}K"
-    if not (out / "summary.json").exists():
-        rng = np.random.default_rng(1)
-        starts = frames[rng.choice(sets["test"], args.md_runs, replace=False)]
+    stage = CACHE / f"active_{args.temperature:g}K"
+    out = stage / "run"  # active_learn's output; the settings record beside it
+    rng = np.random.default_rng(1)
+    starts = frames[rng.choice(sets["test"], args.md_runs, replace=False)]
+    data = frames[np.concatenate([sets["train"], sets["val"]])]
+    settings = ActiveLearningSettings(
+        engine="ase", level="gfn2", rounds=args.rounds, runs_per_structure=1,
+        temperature=args.temperature, steps=args.steps, report_interval=20,
+        max_new_frames=args.new_frames, epochs=args.al_epochs, learning_rate=2e-4,
+        n_val=len(sets["val"]), seed=0)
+    base = CACHE / "global" / "model.pt"
+    record = {"settings": asdict(settings), "start_model": model_digest(base),
+              "starts": content_digest(starts), "data": content_digest(data)}
+    if not claim_stage(stage, record, redo=True) or not (out / "summary.json").exists():
+        shutil.rmtree(out, ignore_errors=True)  # an interrupted run cannot continue
         start_file = write_frames(starts, CACHE / "starts.xyz")
-        data_file = write_frames(frames[np.concatenate([sets["train"], sets["val"]])],
-                                 CACHE / "train_val.npz")
-        settings = ActiveLearningSettings(
-            engine="ase", level="gfn2", rounds=args.rounds, runs_per_structure=1,
-            temperature=args.temperature, steps=args.steps, report_interval=20,
-            max_new_frames=args.new_frames, epochs=args.al_epochs, learning_rate=2e-4,
-            n_val=len(sets["val"]), seed=0)
-        active_learn(CACHE / "global" / "model.pt", start_file, out, settings,
-                     data=[data_file], progress=progress_bar)
+        data_file = write_frames(data, CACHE / "train_val.npz")
+        active_learn(base, start_file, out, settings, data=[data_file], progress=progress_bar)
     summary = json.loads((out / "summary.json").read_text())
     passes = {f"M{r['round'] - 1}": r["frames_before_collapse"] for r in summary["rounds"]}
     passes[f"M{len(summary['rounds'])}"] = summary["final"]["frames_before_collapse"]

@@ -6,6 +6,10 @@ trajectory (another seed) as a second, harder test set. Reports test force MAE i
 and meV/Å and energy MAE.
 
     python benchmarks/train_aspirin.py [--max-minutes 75] [--json out.json]
+
+An interrupted run in --run-dir is continued (for up to --max-minutes more, to --epochs) only when
+it was started with the same settings (settings.json: configuration, data); a run made with
+others is redone, with a note of what changed.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from mlff_core.data.splits import split_indices
 from mlff_core.export import export_run, load_model
 from mlff_core.labels import get_level
 from mlff_core.progress import progress_bar
+from mlff_core.stage_cache import claim_stage, config_settings, content_digest
 from mlff_core.training import Trainer, TrainingConfig
 
 CACHE = Path(__file__).parent / ".cache"
@@ -77,6 +82,12 @@ def main() -> None:
                             learning_rate=1e-3, lr_patience=15, early_stopping_patience=60,
                             max_minutes=args.max_minutes, seed=0)
     run_dir = Path(args.run_dir)
+    # the epoch limit and the time budget may grow when a run is continued; the rest may not
+    record = {"config": {k: v for k, v in config_settings(config).items()
+                         if k not in ("epochs", "max_minutes")},
+              "data": {"train": content_digest(frames[split.train]),
+                       "val": content_digest(frames[split.val])}}
+    claim_stage(run_dir, record, redo=True)
     trainer = Trainer(config, [frames[split.train]], [frames[split.val]], run_dir,
                       provenance={"level_of_theory": "GFN2-xTB", "dataset_hash":
                                   frames.content_hash()[:16], "split_seed": 0})

@@ -177,3 +177,143 @@ def test_cli_score_matching_variant(ethanol_sets, tmp_path):
     missing = run_mlff("asteroid", "--accurate", ethanol_sets["accurate"], "--unlabeled",
                        ethanol_sets["cheap"], "-o", tmp_path / "t")
     assert_clean_error(missing, "--temperature")
+
+
+# ------------------------------------------------------- settings stored with every stage
+def _stage_files(run) -> dict[str, tuple[int, int]]:
+    """(mtime ns, size) of every file in the run's stage directories."""
+    return {str(p.relative_to(run)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in sorted(run.rglob("*")) if p.is_file() and
+            p.relative_to(run).parts[0].startswith("stage")}
+
+
+def _all_files(run) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(run)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in sorted(run.rglob("*"))}
+
+
+def _tiny_settings(epochs: int = 2, finetune_lr: float = 1e-3) -> AsteroidSettings:
+    config = TrainingConfig(architecture="schnet", hyperparameters=TINY, epochs=epochs,
+                            batch_size=8, learning_rate=2e-3, dtype="float64", seed=3)
+    return AsteroidSettings(config=config, finetune_epochs=1, finetune_learning_rate=finetune_lr,
+                            gammas=(0.5,), cost_ratio=10.0, n_val=4)
+
+
+def test_rerun_reuses_stages_only_with_their_settings(ethanol_sets, tmp_path):
+    """A stage is reused only with the settings that made it: the same settings reuse every
+    stage untouched; other epochs, another fine-tuning rate or other data content are refused
+    with one error naming the stage directory and the differences, writing nothing."""
+    from mlff_core.training import TrainingError
+
+    accurate = tmp_path / "acc.npz"
+    write_frames(read_frames(ethanol_sets["accurate"]), accurate)
+    cheap, run = [ethanol_sets["cheap"]], tmp_path / "run"
+    first = asteroid([accurate], run, _tiny_settings(), cheap=cheap)
+    stages = _stage_files(run)
+
+    # other epochs of stages 1-2: refused before anything is written
+    before = _all_files(run)
+    with pytest.raises(TrainingError) as refused:
+        asteroid([accurate], run, _tiny_settings(epochs=3), cheap=cheap)
+    message = str(refused.value)
+    assert str(run / "stage1_bias") in message and "config.epochs: 2 → 3" in message
+    assert f"use another output directory or delete {run}" in message
+    assert "\n" not in message
+    assert _all_files(run) == before
+
+    # another fine-tuning learning rate: stages 1-2 would match, stage 3 does not
+    with pytest.raises(TrainingError) as refused:
+        asteroid([accurate], run, _tiny_settings(finetune_lr=5e-4), cheap=cheap)
+    message = str(refused.value)
+    assert str(run / "stage3_gamma0.5") in message
+    assert "config.learning_rate: 0.001 → 0.0005" in message
+    assert "stage1" not in message.split(":")[0] and "config.epochs" not in message
+    assert _all_files(run) == before
+
+    # the same settings: every stage is reused, none of its files is written again
+    again = asteroid([accurate], run, _tiny_settings(), cheap=cheap)
+    assert _stage_files(run) == stages
+    assert again["gamma_selection"] == first["gamma_selection"]
+    before = _all_files(run)
+
+    # the same file name with other content (forces changed)
+    frames = read_frames(accurate)
+    write_frames(frames.with_labels(frames.energies, frames.forces * 1.01,
+                                    str(frames.levels[0])), accurate)
+    with pytest.raises(TrainingError) as refused:
+        asteroid([accurate], run, _tiny_settings(), cheap=cheap)
+    message = str(refused.value)
+    assert str(run / "stage1_bias") in message and "data.accurate_train" in message
+    assert _all_files(run) == before
+
+
+def test_cli_resume_with_other_settings_is_one_error(ethanol_sets, tmp_path):
+    run = tmp_path / "run"
+    asteroid([ethanol_sets["accurate"]], run, _tiny_settings(), cheap=[ethanol_sets["cheap"]])
+    before = _all_files(run)
+    result = run_mlff("asteroid", "--accurate", ethanol_sets["accurate"], "--cheap",
+                      ethanol_sets["cheap"], "--model", "schnet", "--hidden", "8", "--layers",
+                      "1", "--cutoff", "4", "--epochs", "3", "--cost-ratio", "10", "--n-val",
+                      "4", "--gamma", "0.5", "--resume", "-o", run)
+    assert_clean_error(result, "stage1_bias", "config.epochs: 2 → 3",
+                       "use another output directory or delete")
+    assert _all_files(run) == before
+
+
+def test_stage_settings_helper(tmp_path):
+    """The shared rule: a stage's directory keeps the settings that made it; the same settings
+    reuse it, others are refused (naming old → new) or, with redo, cleared and redone."""
+    from mlff_core.stage_cache import (
+        claim_stage,
+        content_digest,
+        read_stage_settings,
+        stage_differences,
+    )
+    from mlff_core.training import TrainingError
+
+    weights = np.array([0.5, 1.0, 2.0])
+    assert content_digest(weights) == content_digest(weights.copy())
+    assert content_digest(weights) != content_digest(weights * 1.001)
+    assert content_digest(weights + 1e-15, rounded=True) == content_digest(weights, rounded=True)
+    assert content_digest({"a": 1, "b": weights}) == content_digest({"b": weights, "a": 1})
+    assert content_digest(torch.tensor(weights)) == content_digest(weights)
+
+    stage = tmp_path / "stage"
+    settings = {"config": {"epochs": 2, "lr": 1e-3}, "gammas": (0.5, 1.0),
+                "weights": content_digest(weights)}
+    assert stage_differences(stage, settings) is None          # nothing there yet
+    assert claim_stage(stage, settings) is False               # fresh: the record is written
+    assert read_stage_settings(stage) == {**settings, "gammas": [0.5, 1.0]}
+    (stage / "result.txt").write_text("done")
+    assert stage_differences(stage, settings) == []
+    assert claim_stage(stage, settings) is True                # same settings: reuse
+
+    changed = {**settings, "config": {"epochs": 3, "lr": 1e-3}, "extra": True,
+               "weights": content_digest(weights * 2)}
+    assert stage_differences(stage, changed) == [
+        "config.epochs: 2 → 3",
+        f"weights: {content_digest(weights)} → {content_digest(weights * 2)}",
+        "extra: (absent) → true"]
+    with pytest.raises(TrainingError, match=r"stage: made with other settings "
+                       r"\(config\.epochs: 2 → 3; .*\); use another output directory or "
+                       r"delete .*stage"):
+        claim_stage(stage, changed)
+    assert (stage / "result.txt").exists() and read_stage_settings(stage)["config"]["epochs"] == 2
+    with pytest.raises(TrainingError, match="pass --overwrite"):
+        claim_stage(stage, changed, hint="pass --overwrite")
+    # only the keys asked for (e.g. before inputs computed later are known)
+    assert stage_differences(stage, {"gammas": [0.5, 1.0]}, only_given=True) == []
+
+    notes: list[str] = []
+    assert claim_stage(stage, changed, redo=True, log=notes.append) is False
+    assert not (stage / "result.txt").exists()
+    assert read_stage_settings(stage)["config"]["epochs"] == 3
+    assert len(notes) == 1 and "config.epochs: 2 → 3" in notes[0] and "redoing" in notes[0]
+
+    legacy = tmp_path / "legacy"                               # results without a record
+    legacy.mkdir()
+    (legacy / "result.txt").write_text("old")
+    with pytest.raises(TrainingError, match="no record of the settings"):
+        claim_stage(legacy, settings)
+    assert claim_stage(legacy, settings, redo=True, log=notes.append) is False
+    assert not (legacy / "result.txt").exists()

@@ -29,6 +29,11 @@ Run directory:
     stage3_gamma<γ>/         fine-tuning run on A (or stage3_score/)
     asteroid.json            settings, budget, bias statistics, every stage's validation figures
     model.pt                 the chosen stage 3, with `training.asteroid` in its metadata
+Every stage directory keeps a `settings.json` (`mlff_core.stage_cache`): everything that decides
+its result (configuration, content digests of its frames, γ, the stages it builds on, digests of
+its sample weights or initial weights). A finished stage is reused, and an interrupted one
+continued, only by a run with the same settings; with others the run is refused before anything
+is written (or, with `redo_changed`, those stages are emptied and run again).
 """
 
 from __future__ import annotations
@@ -56,6 +61,12 @@ from mlff_core.labels.timing import label_seconds
 from mlff_core.metrics.predict import predict_with_model
 from mlff_core.models.potential import Potential
 from mlff_core.progress import ProgressFactory, silent_progress
+from mlff_core.stage_cache import (
+    claim_stage,
+    config_settings,
+    content_digest,
+    verify_stage,
+)
 from mlff_core.training.graphs import batches, frame_graphs
 from mlff_core.training.run import fit_with_progress, prepare_data, read_systems_from_files
 from mlff_core.training.score_matching import ScoreMatching
@@ -217,10 +228,16 @@ class StageResult:
     seconds: float
 
 
+#: claim_stage with the run's policy (refuse or redo) and hint bound: (stage dir, settings).
+Claim = Callable[[Path, dict[str, Any]], bool]
+
+
 def _run_stage(name: str, make_trainer: Callable[[], Trainer], run_dir: Path,
-               progress: ProgressFactory) -> StageResult:
-    """Train one stage, or read its result when an earlier run finished it (stage.json); an
-    interrupted stage continues from its checkpoint."""
+               progress: ProgressFactory, record: dict[str, Any], claim: Claim) -> StageResult:
+    """Train one stage, or read its result when an earlier run with the same settings
+    (`record`) finished it (stage.json); an interrupted stage continues from its checkpoint.
+    A stage made with other settings is refused (or redone) by `claim`."""
+    claim(run_dir, record)
     done = run_dir / "stage.json"
     if done.exists():
         return StageResult(**json.loads(done.read_text()))
@@ -236,6 +253,67 @@ def _run_stage(name: str, make_trainer: Callable[[], Trainer], run_dir: Path,
     with atomic_output(done, "w") as fh:
         json.dump(asdict(result), fh, indent=2)
     return result
+
+
+# ---------------------------------------------------------------------------- stage records
+def _finetune_config(settings: AsteroidSettings) -> TrainingConfig:
+    config = replace(settings.config, epochs=settings.finetune_epochs,
+                     learning_rate=settings.finetune_learning_rate,
+                     max_minutes=settings.finetune_minutes)
+    if not settings.finetune:  # stage 2's weights saved as a one-epoch run at learning rate 0
+        config = replace(config, epochs=1, learning_rate=0.0, max_minutes=None)
+    return config
+
+
+def _stage_records(sets: _Sets, settings: AsteroidSettings, labelled: bool
+                   ) -> dict[str, dict[str, Any]]:
+    """Every stage's settings record by directory name, known before any stage runs: the
+    configuration, content digests of the frames (so of the files and the split), γ and the
+    records of the stages it builds on. Inputs computed by an earlier stage (sample weights,
+    initial weights) are added under "inputs" when the stage starts."""
+    config = config_settings(settings.config)
+    accurate = {"accurate_train": content_digest(sets.acc_train[0]),
+                "accurate_val": content_digest(sets.acc_val[0])}
+    records: dict[str, dict[str, Any]] = {}
+    stage2: dict[str, dict[str, Any]] = {}
+    if labelled:
+        stage1 = {"stage": "bias identification", "config": config, "data": accurate}
+        records["stage1_bias"] = stage1
+        cheap = {"cheap_train": content_digest(sets.extra_train),
+                 "cheap_val": content_digest(sets.extra_val)}
+        for gamma in list(settings.gammas) if settings.bias_weights else [None]:
+            record: dict[str, Any] = {"stage": "bias-aware training", "config": config,
+                                      "data": cheap, "gamma": gamma}
+            if gamma is None:
+                record["weights"] = "uniform"
+            else:
+                record.update(weights="exp(-B / (gamma * median B)), B from stage 1",
+                              stage1=stage1)
+            stage2[_gamma_name(gamma)] = records[f"stage2_{_gamma_name(gamma)}"] = record
+    else:
+        objective = ScoreMatching(settings.temperature, settings.score_method,
+                                  settings.n_projections, noise=settings.noise)
+        unused = {"sliced": ("noise_A",),  # the parameters the method does not read
+                  "denoising": ("n_projections", "projection", "variance_reduced")}
+        described = {k: v for k, v in objective.describe().items()
+                     if k not in unused.get(objective.method, ())}
+        stage2["score"] = records["stage2_score"] = {
+            "stage": "score matching", "config": config, "objective": described,
+            "data": {"unlabeled_train": content_digest(sets.extra_train),
+                     "unlabeled_val": content_digest(sets.extra_val),
+                     "accurate_train": accurate["accurate_train"]}}
+    for name, record in stage2.items():
+        records[f"stage3_{name}"] = {
+            "stage": "fine-tuning" if settings.finetune else "no fine-tuning",
+            "config": config_settings(_finetune_config(settings)), "data": accurate,
+            "stage2": record}
+    return records
+
+
+def _with_inputs(record: dict[str, Any], **inputs: Any) -> dict[str, Any]:
+    """`record` with digests (float32 precision) of inputs an earlier stage computed."""
+    return {**record, "inputs": {key: content_digest(value, rounded=True)
+                                 for key, value in inputs.items()}}
 
 
 # ------------------------------------------------------------------------------------ driver
@@ -287,7 +365,8 @@ def _read_sets(accurate: Sequence[str | os.PathLike], extra_files: Sequence[str 
 
 def _bias_aware_stages(sets: _Sets, cheap: Sequence[str | os.PathLike], run_dir: Path,
                        settings: AsteroidSettings, progress: ProgressFactory,
-                       summary: dict[str, Any]) -> list[dict[str, Any]]:
+                       summary: dict[str, Any], records: dict[str, dict[str, Any]],
+                       claim: Claim) -> list[dict[str, Any]]:
     """Stages 1 and 2 (one stage 2 per γ); returns the stage-2 candidates."""
     config = settings.config
     stage1_dir = run_dir / "stage1_bias"
@@ -295,13 +374,17 @@ def _bias_aware_stages(sets: _Sets, cheap: Sequence[str | os.PathLike], run_dir:
     stage1 = _run_stage("stage 1 · bias identification (accurate labels)",
                         partial(Trainer, config, sets.acc_train, sets.acc_val, stage1_dir,
                                 provenance=sets.acc_provenance),
-                        stage1_dir, progress)
-    stage1_model = load_model(export_run(stage1_dir, stage1_dir / "model.pt", clusters=False))
+                        stage1_dir, progress, records["stage1_bias"], claim)
+    model_path = stage1_dir / "model.pt"
+    if not model_path.exists():  # a reused stage keeps its files untouched
+        export_run(stage1_dir, model_path, clusters=False)
+    stage1_model = load_model(model_path)
     bias_train = frame_bias(stage1_model, sets.extra_train)
     bias_val = frame_bias(stage1_model, sets.extra_val)
     scale = float(np.median(bias_train))
-    with atomic_output(stage1_dir / "bias.npz") as fh:
-        np.savez(fh, train=bias_train, val=bias_val, median=scale)
+    if not (stage1_dir / "bias.npz").exists():
+        with atomic_output(stage1_dir / "bias.npz") as fh:
+            np.savez(fh, train=bias_train, val=bias_val, median=scale)
     summary["stages"]["stage1"] = asdict(stage1)
     summary["bias"] = {"unit": "eV/A (L1 over all components)", "median": scale,
                        "mean": float(bias_train.mean()), "max": float(bias_train.max()),
@@ -315,9 +398,6 @@ def _bias_aware_stages(sets: _Sets, cheap: Sequence[str | os.PathLike], run_dir:
             w_train = bias_weights(bias_train, gamma, scale)
             w_val = bias_weights(bias_val, gamma, scale)
         stage2_dir = run_dir / f"stage2_{name}"
-        stage2_dir.mkdir(exist_ok=True)
-        with atomic_output(stage2_dir / "weights.npz") as fh:
-            np.savez(fh, train=w_train, val=w_val)
         provenance = {"files": [str(p) for p in cheap], "asteroid_stage": 2, "gamma": gamma,
                       "level_of_theory": sorted(set(sets.extra_train.levels.tolist()))}
         torch.manual_seed(config.seed)  # from scratch: the same initial weights for every γ
@@ -325,7 +405,12 @@ def _bias_aware_stages(sets: _Sets, cheap: Sequence[str | os.PathLike], run_dir:
                             partial(Trainer, config, [sets.extra_train], [sets.extra_val],
                                     stage2_dir, sample_weights=[w_train],
                                     val_sample_weights=[w_val], provenance=provenance),
-                            stage2_dir, progress)
+                            stage2_dir, progress,
+                            _with_inputs(records[f"stage2_{name}"],
+                                         sample_weights=[w_train, w_val]), claim)
+        if not (stage2_dir / "weights.npz").exists():
+            with atomic_output(stage2_dir / "weights.npz") as fh:
+                np.savez(fh, train=w_train, val=w_val)
         effective = float(w_train.sum() ** 2 / (w_train ** 2).sum())
         summary["stages"][f"stage2_{name}"] = {
             **asdict(stage2), "gamma": gamma,
@@ -337,7 +422,8 @@ def _bias_aware_stages(sets: _Sets, cheap: Sequence[str | os.PathLike], run_dir:
 
 def _score_stage(sets: _Sets, unlabeled: Sequence[str | os.PathLike], run_dir: Path,
                  settings: AsteroidSettings, progress: ProgressFactory,
-                 summary: dict[str, Any]) -> list[dict[str, Any]]:
+                 summary: dict[str, Any], records: dict[str, dict[str, Any]],
+                 claim: Claim) -> list[dict[str, Any]]:
     """Score matching from scratch on the unlabeled configurations (replaces stages 1–2)."""
     config = settings.config
     objective = ScoreMatching(settings.temperature, settings.score_method,
@@ -352,41 +438,49 @@ def _score_stage(sets: _Sets, unlabeled: Sequence[str | os.PathLike], run_dir: P
                         partial(Trainer, config, [sets.extra_train], [sets.extra_val],
                                 stage2_dir, init_potential=start, objective=objective,
                                 provenance=provenance),
-                        stage2_dir, progress)
+                        stage2_dir, progress,
+                        _with_inputs(records["stage2_score"],
+                                     initial_weights=start.state_dict()), claim)
     summary["stages"]["stage2_score"] = {**asdict(stage2), **objective.describe()}
     return [{"name": "score", "gamma": None, "stage2": stage2_dir}]
 
 
 def _finetune_stage(candidate: dict[str, Any], sets: _Sets, run_dir: Path,
-                    settings: AsteroidSettings, progress: ProgressFactory) -> StageResult:
+                    settings: AsteroidSettings, progress: ProgressFactory,
+                    records: dict[str, dict[str, Any]], claim: Claim) -> StageResult:
     """Stage 3 from a stage-2 run: reference energies refitted, then fine-tuned on A."""
-    config = replace(settings.config, epochs=settings.finetune_epochs,
-                     learning_rate=settings.finetune_learning_rate,
-                     max_minutes=settings.finetune_minutes)
+    config = _finetune_config(settings)
     stage3_dir = run_dir / f"stage3_{candidate['name']}"
     start, _ = best_potential(candidate["stage2"])
+    record = _with_inputs(records[stage3_dir.name], initial_weights=start.state_dict())
     shift = refit_reference_energies(start, sets.acc_train)
     provenance = {**sets.acc_provenance, "asteroid_stage": 3,
                   "init_run": str(candidate["stage2"]), "reference_shift": shift.tolist()}
     if not settings.finetune:
+        claim(stage3_dir, record)
         return _evaluate_only(config, sets.acc_train, sets.acc_val, stage3_dir, start,
                               provenance)
     torch.manual_seed(config.seed)
     return _run_stage(f"stage 3 · fine-tuning on accurate labels ({candidate['name']})",
                       partial(Trainer, config, sets.acc_train, sets.acc_val, stage3_dir,
                               init_potential=start, provenance=provenance),
-                      stage3_dir, progress)
+                      stage3_dir, progress, record, claim)
 
 
 def asteroid(accurate: Sequence[str | os.PathLike], run_dir: str | os.PathLike,
              settings: AsteroidSettings, *, cheap: Sequence[str | os.PathLike] = (),
              unlabeled: Sequence[str | os.PathLike] = (),
-             progress: ProgressFactory = silent_progress) -> dict[str, Any]:
+             progress: ProgressFactory = silent_progress,
+             redo_changed: bool = False) -> dict[str, Any]:
     """Run ASTEROID; returns the summary also written to `run_dir/asteroid.json`.
 
     Exactly one of `cheap` (labelled, biased) and `unlabeled` (configurations sampled at
-    `settings.temperature`) is given. A run directory left by an interrupted run is continued
-    stage by stage (finished stages are kept). Bad input raises before anything is written.
+    `settings.temperature`) is given. A run directory left by an earlier run is continued
+    stage by stage: a stage made with the same settings is kept (finished) or continued
+    (interrupted). A stage made with other settings (configuration, data content, γ, an earlier
+    stage's result) raises a `TrainingError` naming its directory and the differences, before
+    anything is written; with `redo_changed` such stages are emptied and run again instead.
+    Bad input raises before anything is written.
     """
     if bool(cheap) == bool(unlabeled):
         raise MLFFError("give either cheap labelled frames or unlabeled configurations "
@@ -403,6 +497,12 @@ def asteroid(accurate: Sequence[str | os.PathLike], run_dir: str | os.PathLike,
         budget = label_budget(sets.n_accurate, sets.n_extra, cost)
     else:
         budget = label_budget(sets.n_accurate, 0, None, sets.n_extra)
+    records = _stage_records(sets, settings, bool(cheap))
+    hint = f"use another output directory or delete {run_dir}"
+    if not redo_changed:  # every stage whose settings are known now, before anything runs
+        for name, record in records.items():
+            verify_stage(run_dir / name, record, hint=hint, only_given=True)
+    claim = partial(claim_stage, redo=redo_changed, hint=hint)
     run_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {
         "variant": "cheap labels" if cheap else "score matching",
@@ -418,11 +518,14 @@ def asteroid(accurate: Sequence[str | os.PathLike], run_dir: str | os.PathLike,
         "stages": {},
     }
     if cheap:
-        candidates = _bias_aware_stages(sets, cheap, run_dir, settings, progress, summary)
+        candidates = _bias_aware_stages(sets, cheap, run_dir, settings, progress, summary,
+                                        records, claim)
     else:
-        candidates = _score_stage(sets, unlabeled, run_dir, settings, progress, summary)
+        candidates = _score_stage(sets, unlabeled, run_dir, settings, progress, summary,
+                                  records, claim)
     for candidate in candidates:
-        candidate["stage3"] = _finetune_stage(candidate, sets, run_dir, settings, progress)
+        candidate["stage3"] = _finetune_stage(candidate, sets, run_dir, settings, progress,
+                                              records, claim)
         summary["stages"][f"stage3_{candidate['name']}"] = asdict(candidate["stage3"])
 
     chosen = min(candidates, key=lambda c: c["stage3"].val_loss)
@@ -448,9 +551,9 @@ def _evaluate_only(config: TrainingConfig, train: Sequence[Frames], val: Sequenc
                    run_dir: Path, potential: Potential, provenance: dict[str, Any]
                    ) -> StageResult:
     """No fine-tuning (ablation): stage 2's weights with refitted reference energies, saved as
-    a one-epoch run at learning rate 0 so it exports like any other."""
-    frozen = replace(config, epochs=1, learning_rate=0.0, max_minutes=None)
-    trainer = Trainer(frozen, train, val, run_dir, init_potential=potential,
+    a one-epoch run at learning rate 0 (`config`, see `_finetune_config`) so it exports like
+    any other."""
+    trainer = Trainer(config, train, val, run_dir, init_potential=potential,
                       provenance={**provenance, "finetuned": False})
     started = time.monotonic()
     if not trainer.best_path.exists():
