@@ -1,6 +1,9 @@
 """Issue 9 (bad input): each gets one clear error naming the file or option and the problem —
 never a traceback or a wrong diagnosis. (Further bullets of the issue are still open.)"""
 
+import re
+
+import numpy as np
 import pytest
 import torch
 from conftest import assert_clean_error, run_mlff
@@ -191,3 +194,107 @@ def test_finetune_keeps_the_model_kind(tmp_path, finished_run):
                                             "are periodic cells"):
         finetune(model, [data], tmp_path / "ft", TrainingConfig(epochs=1))
     assert not (tmp_path / "ft").exists()
+
+
+def _relevelled(frames_path, level, out):
+    """A copy of a data file whose frames claim another level of theory."""
+    from mlff_core.data.formats import read_frames, write_frames
+
+    frames = read_frames(frames_path)
+    frames.levels = np.full(frames.n_frames, level)
+    return write_frames(frames, out)
+
+
+def test_mixed_levels_of_theory_are_refused_unless_allowed(tmp_path, finished_run):
+    water = finished_run / "w.npz"
+    other = _relevelled(water, "gfn2", tmp_path / "w_gfn2.npz")
+    result = run_mlff("train", "--data", water, "--data", other, "--model", "schnet",
+                      "--epochs", "1", "-o", tmp_path / "mixed")
+    assert_clean_error(result, "the data mix levels of theory", "w.npz: MMFF94",
+                       "w_gfn2.npz: gfn2", "--allow-mixed-levels")
+    assert not (tmp_path / "mixed").exists()
+    result = run_mlff("train", "--data", water, "--val-data", other, "--model", "schnet",
+                      "--epochs", "1", "-o", tmp_path / "mixed")
+    assert_clean_error(result, "the data mix levels of theory")
+    result = run_mlff("train", "--data", water, "--data", other, "--model", "schnet",
+                      "--hidden", "8", "--layers", "1", "--epochs", "1", "--allow-mixed-levels",
+                      "-o", tmp_path / "mixed")
+    assert result.returncode == 0, result.stderr
+
+    from mlff_core.export.from_run import export_run
+
+    model = export_run(finished_run / "run", tmp_path / "water.pt", clusters=False)
+    result = run_mlff("finetune", "--model", model, "--data", other, "--epochs", "1",
+                      "-o", tmp_path / "ft")
+    assert_clean_error(result, "water.pt was trained on MMFF94 labels",
+                       "w_gfn2.npz: gfn2", "--allow-mixed-levels")
+    assert not (tmp_path / "ft").exists()
+
+
+def test_a_cutoff_that_leaves_atoms_alone_is_refused(tmp_path, finished_run):
+    result = run_mlff("train", "--data", finished_run / "w.npz", "--model", "schnet",
+                      "--cutoff", "0.1", "-o", tmp_path / "r")
+    assert_clean_error(result, "cutoff 0.1 Å leaves atom 0 (O) of frame ",
+                       "w.npz without a neighbour (the nearest is 0.9")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_frames(tmp_path, finished_run):
+    """Before: the loss turned NaN, the run exited 0, and `export` said "best.pt missing"."""
+    from mlff_core.data.formats import read_frames, write_frames
+
+    frames = read_frames(finished_run / "w.npz")
+    frames.energies[5] = 1e30  # squared in float32: inf
+    bad = write_frames(frames, tmp_path / "bad.npz")
+    result = run_mlff("train", "--data", bad, "--model", "schnet", "--hidden", "8", "--layers",
+                      "1", "--n-val", "2", "--batch-size", "12", "--epochs", "2",
+                      "-o", tmp_path / "r")
+    assert_clean_error(result, "training loss is not finite (inf) at epoch 1",
+                       "the largest label is", "bad.npz frame 5's: energy 1e+30 eV",
+                       "check their labels", "no epoch finished")
+    assert not (tmp_path / "r" / "best.pt").exists()
+    result = run_mlff("train", "--data", finished_run / "w.npz", "--model", "schnet", "--hidden",
+                      "8", "--layers", "1", "--lr", "1e6", "--clip", "0", "--epochs", "2",
+                      "-o", tmp_path / "diverged")  # the weights diverge
+    assert_clean_error(result, "loss is not finite", "at epoch 1", "lower --lr")
+
+
+def test_resume_with_other_settings_names_the_differences(tmp_path, finished_run):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run / "run", run)
+    result = run_mlff("train", "--data", finished_run / "w.npz", "--model", "painn", "--hidden",
+                      "128", "--lr", "0.01", "-o", run, "--resume")
+    assert_clean_error(result, "cannot resume with other settings", "--model schnet → painn",
+                       "--hidden 8 → 128", "--lr 0.0005 → 0.01")
+    result = run_mlff("train", "--data", finished_run / "w.npz", "--model", "schnet",
+                      "--hidden", "8", "--epochs", "2", "-o", run, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "epoch 2" in result.stdout
+
+
+def _with_metadata(model, out, **changes):
+    """A copy of a model file whose mlff.json was edited by hand."""
+    import json
+
+    extra = {"mlff.json": ""}
+    module = torch.jit.load(str(model), _extra_files=extra)
+    metadata = {**json.loads(extra["mlff.json"]), **changes}
+    torch.jit.save(module, str(out), _extra_files={"mlff.json": json.dumps(metadata)})
+    return out
+
+
+@pytest.mark.parametrize(("changes", "needle"), [
+    ({"cutoff": 2.0}, "mlff.json says cutoff 2.0 but the scripted model's is 5.0"),
+    ({"energy_unit": "kcal/mol"}, "mlff.json says energy_unit kcal/mol"),
+    ({"species": [1, 6, 7]}, "mlff.json says species [1, 6, 7] but the scripted model's is "
+                             "[1, 6, 8]"),
+    ({"num_interactions": 2}, "mlff.json says num_interactions 2 but the scripted model's is 3"),
+    ({"dtype": "float32"}, "mlff.json says dtype float32 but the scripted model's is float64"),
+])
+def test_hand_edited_metadata_is_checked_against_the_module(tmp_path, changes, needle):
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+    load_model(model)
+    with pytest.raises(MLFFError, match=re.escape(needle)):
+        load_model(_with_metadata(model, tmp_path / "edited.pt", **changes))

@@ -5,7 +5,12 @@ from __future__ import annotations
 import click
 
 from mlff_core.commands.data import SubsetSize
-from mlff_core.commands.train import LEARNING_RATE, loss_option, merge_losses
+from mlff_core.commands.train import (
+    LEARNING_RATE,
+    allow_mixed_levels_option,
+    loss_option,
+    merge_losses,
+)
 from mlff_core.progress import progress_bar
 from mlff_core.training import TrainingConfig
 from mlff_core.training.finetune import REWEIGHTING
@@ -44,9 +49,10 @@ from mlff_core.units import force_conversion
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-minutes", type=float, help="Stop cleanly after this much wall time.")
 @click.option("--resume", is_flag=True, help="Continue the run in -o from its last checkpoint.")
+@allow_mixed_levels_option
 def finetune(model_path, data, val_data, n_val, reweight, strength, n_clusters, run_dir, epochs,
              batch_size, learning_rate, early_stopping_patience, energy_weight, losses, device,
-             seed, max_minutes, resume) -> None:
+             seed, max_minutes, resume, allow_mixed_levels) -> None:
     """Fine-tune a model file; with --reweight rbp, frames of conformation clusters where the
     model is often worse than its average (high ratio of bad points) weigh more.
 
@@ -63,7 +69,8 @@ def finetune(model_path, data, val_data, n_val, reweight, strength, n_clusters, 
     with progress_bar("fine-tuning", epochs) as advance:
         summary = run_finetune(model_path, data, run_dir, config, val_data=val_data, n_val=n_val,
                                reweight=reweight, strength=strength, n_clusters=n_clusters,
-                               resume=resume, on_epoch=lambda record: advance(1))
+                               resume=resume, allow_mixed_levels=allow_mixed_levels,
+                               on_epoch=lambda record: advance(1))
     scale = force_conversion("kcal/mol/A")
     for system in summary["systems"]:
         click.echo(f"{system['formula']}: {system['frames']} training frames, clusters from "

@@ -61,6 +61,37 @@ cluster_sampling_option = click.option(
          "about 1/K of each batch; smoother when a cluster is very rare).")
 
 
+allow_mixed_levels_option = click.option(
+    "--allow-mixed-levels", is_flag=True,
+    help="Accept data of several levels of theory (or another level than the starting "
+         "model's); refused by default, as one model cannot fit both.")
+
+#: `mlff train` options that set a hyperparameter of the architecture.
+_HYPERPARAMETER_OPTIONS = ("hidden", "num_interactions", "cutoff", "num_rbf", "radial",
+                           "cutoff_fn")
+
+
+def requested_settings(ctx: click.Context, config: TrainingConfig
+                       ) -> dict[str, tuple[str, object]]:
+    """The settings given on the command line: option name → (config key, value as the config
+    holds it), for `make_trainer` to compare with a resumed run's own."""
+    requested = {}
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name) != click.core.ParameterSource.COMMANDLINE:
+            continue
+        option = max(param.opts, key=len)
+        if param.name in _HYPERPARAMETER_OPTIONS:
+            key, value = f"hyperparameters.{param.name}", config.hyperparameters[param.name]
+        elif param.name == "losses":
+            key, value = "loss", config.loss
+        elif hasattr(config, param.name):
+            key, value = param.name, getattr(config, param.name)
+        else:
+            continue  # data, output, resume, ...: not settings of the run
+        requested[option] = (key, value)
+    return requested
+
+
 @click.command()
 @click.option("--data", "data", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Labelled frames (repeat for several files or systems).")
@@ -112,12 +143,15 @@ cluster_sampling_option = click.option(
 @click.option("--max-minutes", type=float, help="Stop cleanly after this much wall time.")
 @click.option("--init-model", type=click.Path(dir_okay=False),
               help="Warm start (fine-tune) from this model file.")
-@click.option("--resume", is_flag=True, help="Continue the run in -o from its last checkpoint.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in -o from its last checkpoint, with its own settings "
+                   "(only --epochs, --max-minutes and --device may change).")
+@allow_mixed_levels_option
 def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_interactions,
           cutoff, num_rbf, radial, cutoff_fn, epochs, batch_size, learning_rate, lr_factor,
           lr_patience, min_learning_rate, early_stopping_patience, energy_weight, ema_decay,
           losses, n_clusters, cluster_sampling, gradient_clip, dtype, device, seed, max_minutes,
-          init_model, resume) -> None:
+          init_model, resume, allow_mixed_levels) -> None:
     """Train a force field on labelled frames (energies and forces).
 
     \b
@@ -141,10 +175,11 @@ def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_int
         max_minutes=max_minutes, loss=merge_losses(losses), n_clusters=n_clusters,
         cluster_sampling=cluster_sampling,
     )
-    explicit_epochs = click.get_current_context().get_parameter_source("epochs")
+    requested = requested_settings(click.get_current_context(), config)
     trainer = make_trainer(
         config, run_dir, data, val_data, n_train, n_val, init_model=init_model, resume=resume,
-        epochs=epochs if explicit_epochs == click.core.ParameterSource.COMMANDLINE else None,
+        epochs=epochs if "--epochs" in requested else None,
+        allow_mixed_levels=allow_mixed_levels, requested=requested,
     )
     if trainer.epoch >= trainer.config.epochs:
         click.echo(f"{run_dir}: already trained for {trainer.epoch} epochs; pass a larger "

@@ -133,8 +133,50 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         )
     for name, n_tensors in REQUIRED_METHODS.items():
         _check_method(module, name, n_tensors, path)
+    _check_metadata_against_module(module, metadata, path)
     module.eval()
     return LoadedModel(module=module, metadata=metadata, path=path, device=device)
+
+
+#: Units every engine bridge assumes (they convert at their boundary from these).
+MODEL_UNITS = {"energy_unit": "eV", "length_unit": "Angstrom"}
+
+
+def _scripted_values(module: torch.jit.ScriptModule) -> dict[str, Any]:
+    """What the scripted potential itself says of the metadata's key facts (empty for a
+    module without this suite's `potential` submodule)."""
+    potential = getattr(module, "potential", None)
+    if potential is None:
+        return {}
+    values: dict[str, Any] = {}
+    if hasattr(potential, "species"):
+        values["species"] = [int(z) for z in potential.species.tolist()]
+    for key, kind in (("cutoff", float), ("num_interactions", int)):
+        if hasattr(potential, key):
+            values[key] = kind(getattr(potential, key))
+    if hasattr(potential, "energy_scale"):
+        values["dtype"] = str(potential.energy_scale.dtype).removeprefix("torch.")
+    return values
+
+
+def _check_metadata_against_module(module: torch.jit.ScriptModule, metadata: dict[str, Any],
+                                   path: Path) -> None:
+    """A hand-edited mlff.json must not contradict the weights it travels with: engines take
+    the cutoff, species and units from the metadata."""
+    for key, unit in MODEL_UNITS.items():
+        if metadata[key] != unit:
+            raise ModelFileError(f"{path}: {METADATA_NAME} says {key} {metadata[key]} but model "
+                                 f"files hold {unit} (the engines convert from {unit}); was "
+                                 f"{METADATA_NAME} edited by hand?")
+    for key, value in _scripted_values(module).items():
+        stated = metadata[key]
+        if key == "cutoff":
+            same = isinstance(stated, (int, float)) and abs(float(stated) - value) <= 1e-9
+        else:
+            same = stated == value
+        if not same:
+            raise ModelFileError(f"{path}: {METADATA_NAME} says {key} {stated} but the scripted "
+                                 f"model's is {value}; was {METADATA_NAME} edited by hand?")
 
 
 def _check_method(module: torch.jit.ScriptModule, name: str, n_tensors: int, path: Path) -> None:

@@ -28,7 +28,7 @@ from mlff_core.metrics.clusters import ConformationClusters
 from mlff_core.metrics.force import force_metrics
 from mlff_core.metrics.predict import predict_with_model
 from mlff_core.training.reweight import rbp_weights
-from mlff_core.training.run import prepare_data
+from mlff_core.training.run import model_levels, prepare_data
 from mlff_core.training.trainer import EpochRecord, Trainer, TrainingConfig, TrainingError
 
 REWEIGHTING = ("rbp", "none")
@@ -59,12 +59,13 @@ def finetune(model_path: str | os.PathLike, data: Sequence[str | os.PathLike],
              run_dir: str | os.PathLike, config: TrainingConfig, *,
              val_data: Sequence[str | os.PathLike] = (), n_val: int | float = 0.1,
              reweight: str = "rbp", strength: float = 1.0, n_clusters: int | None = None,
-             resume: bool = False,
+             resume: bool = False, allow_mixed_levels: bool = False,
              on_epoch: Callable[[EpochRecord], None] | None = None) -> dict[str, Any]:
     """Fine-tune the model file on `data`; returns the summary also written to finetune.json.
 
     `config` supplies the optimisation settings; architecture and hyperparameters come from the
-    model file. The exported model is `run_dir/model.pt`.
+    model file. The exported model is `run_dir/model.pt`. Data of another level of theory
+    than the model's are refused unless `allow_mixed_levels`.
     """
     if reweight not in REWEIGHTING:
         raise TrainingError(f"unknown reweighting {reweight!r}; use one of "
@@ -76,7 +77,9 @@ def finetune(model_path: str | os.PathLike, data: Sequence[str | os.PathLike],
     model = load_model(model_path)
     config = TrainingConfig(**{**asdict(config), "architecture": model.metadata["architecture"],
                                "hyperparameters": model.metadata["hyperparameters"]})
-    train, val, provenance = prepare_data(data, val_data, None, n_val, config.seed)
+    train, val, provenance = prepare_data(data, val_data, None, n_val, config.seed,
+                                          allow_mixed_levels, model_levels(model.metadata),
+                                          Path(model_path).name)
     for part in (*train, *val):
         model.check_species(part.atomic_numbers)
     trained_periodic = model_periodicity(model.metadata)

@@ -274,6 +274,7 @@ class Trainer:
                            for g in frame_graphs(part, cutoff, config.torch_dtype, system=k,
                                                  weights=val_weights[k],
                                                  clusters=val_clusters[k])]
+        self._check_cutoff(cutoff)
         self.sampling_probabilities: np.ndarray | None = None
         if self.loss_function.needs_clusters:
             balance = cluster_balance(np.concatenate(train_clusters))
@@ -299,6 +300,76 @@ class Trainer:
         self.best_epoch = 0
         self.epochs_without_improvement = 0
         self.stop_reason = ""
+
+    def _frame_name(self, system: int, frame: int) -> tuple[str, int]:
+        """(file, frame index in it) of training frame `frame` of system `system`, as far as
+        the provenance tells (the index within the training set otherwise)."""
+        part = self.train_frames[system]
+        described = self.provenance.get("systems") or []
+        if system < len(described) and frame < len(described[system].get("train_indices", [])):
+            frame = int(described[system]["train_indices"][frame])
+        return part.source or part.formula, frame
+
+    def _check_cutoff(self, cutoff: float) -> None:
+        """Refuse a cutoff that leaves an atom of a training frame with no neighbour: the model
+        then sees nothing of its environment (e.g. `--cutoff 0.1`)."""
+        from ase.data import chemical_symbols
+
+        for system, part in enumerate(self.train_frames):
+            graph = next((g for g in self.train_graphs if int(g.system) == system), None)
+            if graph is None or part.n_atoms < 2:
+                continue
+            alone = np.setdiff1d(np.arange(part.n_atoms), graph.edge_index[0].numpy())
+            if alone.size == 0:
+                continue
+            atom, (name, frame) = int(alone[0]), self._frame_name(system, int(graph.frame))
+            nearest = ""
+            if not part.is_periodic:
+                positions = part.positions[int(graph.frame)]
+                distances = np.linalg.norm(positions - positions[atom], axis=1)
+                nearest = f" (the nearest is {np.sort(distances)[1]:.2f} Å away)"
+            raise TrainingError(
+                f"cutoff {cutoff:g} Å leaves atom {atom} ({chemical_symbols[part.atomic_numbers[atom]]}) "
+                f"of frame {frame} of {name} without a neighbour{nearest}: the model would see "
+                "nothing of its environment; use a larger --cutoff")
+
+    def _stopped_here(self) -> str:
+        done = self.epoch - 1
+        return ("The run stops here; no epoch finished" if done == 0 else
+                f"The run stops here; checkpoint.pt holds epoch {done}")
+
+    def _nonfinite_frames(self, batch: Batch) -> str:
+        """'FILE frame(s) i, j' for the frames of `batch` whose own loss is not finite; when
+        each alone is finite (the weights diverged) or none is (a huge label poisoned the
+        fitted reference energies or force scale), all of the batch's, and the frame with the
+        largest label."""
+        graphs = batch.to_data_list()
+        bad = []
+        for graph in graphs:
+            single = Batch.from_data_list([graph]).to(self.device)
+            if self.objective is not None:
+                loss = self.objective(self.potential, single)
+            else:
+                loss = self._loss(single, predict(self.potential, single))
+            if not torch.isfinite(loss.detach()).all():
+                bad.append(graph)
+        named = bad if 0 < len(bad) < len(graphs) else graphs
+        by_file: dict[str, list[int]] = {}
+        for graph in named:
+            name, frame = self._frame_name(int(graph.system), int(graph.frame))
+            by_file.setdefault(name, []).append(frame)
+        text = "; ".join(f"{name} frame{'s' if len(frames) > 1 else ''} "
+                         f"{', '.join(map(str, sorted(frames)))}"
+                         for name, frames in by_file.items())
+        if named is graphs and getattr(graphs[0], "energy", None) is not None:
+            size = [max(abs(float(g.energy)) / g.num_nodes, float(g.forces.abs().max()))
+                    for g in graphs]
+            top = graphs[int(np.argmax(size))]
+            name, frame = self._frame_name(int(top.system), int(top.frame))
+            text += (f" (the largest label is {name} frame {frame}'s: energy "
+                     f"{float(top.energy):.4g} eV, max |force| "
+                     f"{float(top.forces.abs().max()):.4g} eV/Å)")
+        return text
 
     def _cluster_ids(self, systems: Sequence[Frames]) -> list[np.ndarray]:
         """Per system, [F] the nearest training cluster of each frame, numbered across systems
@@ -425,6 +496,13 @@ class Trainer:
                 loss = self.objective(self.potential, batch)
             else:
                 loss = self._loss(batch, predict(self.potential, batch, create_graph=True))
+            value = float(loss.detach())
+            if not np.isfinite(value):
+                raise TrainingError(
+                    f"training loss is not finite ({value}) at epoch {self.epoch} in the batch "
+                    f"of {self._nonfinite_frames(batch)}: check their labels (a huge, NaN or "
+                    f"infinite energy or force), or lower --lr if the weights diverged. "
+                    f"{self._stopped_here()}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.gradient_clip > 0:
@@ -432,7 +510,7 @@ class Trainer:
                                                self.config.gradient_clip)
             self.optimizer.step()
             self.ema.update(self.potential)
-            total += float(loss.detach()) * batch.num_graphs
+            total += value * batch.num_graphs
             count += batch.num_graphs
         return total / max(count, 1)
 
@@ -482,6 +560,11 @@ class Trainer:
             with self.ema.applied(self.potential):
                 metrics = self.evaluate(self.val_graphs if self.val_graphs else
                                         self.train_graphs)
+            if not np.isfinite(metrics["loss"]):
+                raise TrainingError(
+                    f"validation loss is not finite at epoch {self.epoch}: a validation frame's "
+                    f"labels are huge or NaN, or the weights diverged (lower --lr). "
+                    f"{self._stopped_here()}")
             self.scheduler.step(metrics["loss"])
             improved = metrics["loss"] < self.best_val_loss
             if improved:
