@@ -668,3 +668,145 @@ run 10000000
     assert frames_file.read_text().endswith("\n")
     steps = [f.info["step"] for f in frames]
     assert steps == list(range(steps[0], steps[0] + len(steps)))
+
+
+FAKE_CMAKE = '''#!{python}
+"""cmake stand-in: configuring makes the -B folder; --build puts $FAKE_CMAKE_PLUGIN (a plugin to
+copy, or 'broken') there as mlffplugin.so and counts the builds in $FAKE_CMAKE_CALLS."""
+import os, shutil, sys, time
+from pathlib import Path
+
+if "-B" in sys.argv:
+    Path(sys.argv[sys.argv.index("-B") + 1]).mkdir(parents=True, exist_ok=True)
+elif sys.argv[1] == "--build":
+    with open(os.environ["FAKE_CMAKE_CALLS"], "a") as calls:
+        calls.write("build\\n")
+    time.sleep(float(os.environ.get("FAKE_CMAKE_SECONDS", "0")))  # lets two builds overlap
+    target = Path(sys.argv[2]) / "mlffplugin.so"
+    source = os.environ["FAKE_CMAKE_PLUGIN"]
+    if source == "broken":
+        target.write_bytes(b"\\x7fELF cut short")
+    else:
+        shutil.copy(source, target)
+    print("[ 25%] Building CXX object CMakeFiles/mlffplugin.dir/src/pair_mlff.cpp.o")
+'''
+
+
+def _fake_cmake(tmp_path, monkeypatch, plugin_source, seconds=0.0):
+    """A `cmake` on PATH whose 'compilation' copies `plugin_source` (the real plugin) or writes
+    a broken file, and a plugin cache in tmp_path/cache: the cache logic is tested for real
+    (the real LAMMPS loads what it publishes) without a minute-long compilation per build.
+    Returns the cache folder and the file that counts the builds."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    cmake = bin_dir / "cmake"
+    cmake.write_text(FAKE_CMAKE.format(python=sys.executable))
+    cmake.chmod(0o755)
+    calls = tmp_path / "cmake-builds.txt"
+    calls.write_text("")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("MLFF_PLUGIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FAKE_CMAKE_PLUGIN", str(plugin_source))
+    monkeypatch.setenv("FAKE_CMAKE_CALLS", str(calls))
+    monkeypatch.setenv("FAKE_CMAKE_SECONDS", str(seconds))
+    return tmp_path / "cache", calls
+
+
+def _cache_entries(cache):
+    """Everything in the plugin cache but its lock files and the log of a failed build."""
+    return sorted(p.name for p in cache.iterdir()
+                  if not p.name.endswith((".lock", ".failed.log")))
+
+
+def test_a_plugin_that_does_not_load_is_never_cached(tmp_path, monkeypatch):
+    """A build whose plugin does not load into LAMMPS: one clear error, nothing in the cache,
+    and the next run builds again instead of returning the broken plugin."""
+    from conftest import assert_clean_error, run_mlff
+
+    cache, calls = _fake_cmake(tmp_path, monkeypatch, "broken")
+    for attempt in (1, 2):
+        result = run_mlff("lammps-plugin", "--path-only")
+        assert_clean_error(result, "does not load into LAMMPS")
+        assert _cache_entries(cache) == [], _cache_entries(cache)
+        assert calls.read_text().count("build") == attempt
+
+
+def test_a_corrupted_cached_plugin_is_rebuilt(tmp_path, monkeypatch, plugin):
+    """A cached plugin cut short after it was published (a full disk, a killed copy) is
+    detected and rebuilt, not returned; the folder of a build killed halfway is cleaned up."""
+    import filecmp
+
+    from mlff_lammps.build import build_key, build_plugin, verify_plugin
+
+    cache, calls = _fake_cmake(tmp_path, monkeypatch, plugin)
+    (cache / f".{build_key()}.building-killed" / "build").mkdir(parents=True)
+    first = build_plugin()
+    assert len(_cache_entries(cache)) == 1, _cache_entries(cache)
+    assert filecmp.cmp(first, plugin, shallow=False)
+    assert build_plugin() == first and calls.read_text().count("build") == 1  # cached
+    data = first.read_bytes()
+    first.write_bytes(data[: len(data) // 2])
+    again = build_plugin()
+    assert calls.read_text().count("build") == 2
+    assert again == first and filecmp.cmp(again, plugin, shallow=False)
+    verify_plugin(again)
+    assert len(_cache_entries(cache)) == 1, _cache_entries(cache)
+
+
+def test_two_builds_at_once_publish_one_plugin(tmp_path, monkeypatch, plugin):
+    """Two `mlff lammps-plugin` started together: the second waits for the first and uses its
+    plugin; both succeed with the same path and the cache holds one whole entry."""
+    from conftest import MLFF
+    from mlff_lammps.build import verify_plugin
+
+    cache, calls = _fake_cmake(tmp_path, monkeypatch, plugin, seconds=3.0)
+    processes = [subprocess.Popen([str(MLFF), "lammps-plugin", "--path-only"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr
+    paths = {stdout.strip() for stdout, _ in outputs}
+    assert len(paths) == 1
+    assert calls.read_text().count("build") == 1
+    assert len(_cache_entries(cache)) == 1, _cache_entries(cache)
+    verify_plugin(Path(paths.pop()))
+
+
+@pytest.mark.parametrize(("elements", "warnings"), [
+    ("C H O", ["type 1 has mass 1.008 but pair_coeff maps it to C (12.011): check the element "
+               "order in pair_coeff",
+               "type 2 has mass 12.011 but pair_coeff maps it to H (1.008): check the element "
+               "order in pair_coeff"]),
+    ("H C O", []),
+])
+def test_masses_that_contradict_the_elements_are_warned_about(tmp_path, plugin, elements,
+                                                              warnings):
+    """The data file's masses say types 1 2 3 are H C O: pair_coeff mapping them to C H O (a
+    swapped element order, which runs and then blows up) gets one warning per wrong type in
+    LAMMPS's log, however many runs follow; the right order gets none."""
+    import lammps
+    import mlff_lammps  # noqa: F401
+
+    atoms = _molecule_in_box(named_molecule("ethanol").atoms, 30.0)
+    types = {1: 1, 6: 2, 8: 3}
+    _data_file(tmp_path / "data", atoms, [types[z] for z in atoms.numbers],
+               {1: 1.008, 2: 12.011, 3: 15.999})
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+    log = tmp_path / "log.lammps"
+    instance = lammps.lammps(cmdargs=["-log", str(log), "-screen", "none", "-nocite"])
+    instance.commands_string(f"""
+units metal
+atom_style atomic
+read_data {tmp_path / 'data'}
+plugin load {plugin}
+pair_style mlff
+pair_coeff * * {model} {elements}
+run 0
+run 0
+""")
+    instance.close()
+    lines = [line for line in log.read_text().splitlines() if "pair mlff: type" in line]
+    assert len(lines) == len(warnings), lines
+    for line, warning in zip(lines, warnings, strict=True):
+        assert line.startswith(f"WARNING: pair mlff: {warning}"), line

@@ -30,6 +30,25 @@ std::string first_line(const std::string &text)
   return text.substr(0, text.find('\n'));
 }
 
+// Standard atomic weights in g/mol (IUPAC 2016, as tabulated by ASE: the mass number of the
+// longest-lived isotope for elements without a stable one), index = atomic number.
+const double MASSES[] = {
+    0.0, 1.008, 4.0026, 6.94, 9.01218, 10.81, 12.011, 14.007, 15.999, 18.9984, 20.1797, 22.9898,
+    24.305, 26.9815, 28.085, 30.9738, 32.06, 35.45, 39.948, 39.0983, 40.078, 44.9559, 47.867,
+    50.9415, 51.9961, 54.938, 55.845, 58.9332, 58.6934, 63.546, 65.38, 69.723, 72.63, 74.9216,
+    78.971, 79.904, 83.798, 85.4678, 87.62, 88.9058, 91.224, 92.9064, 95.95, 97.9072, 101.07,
+    102.906, 106.42, 107.868, 112.414, 114.818, 118.71, 121.76, 127.6, 126.904, 131.293, 132.905,
+    137.327, 138.905, 140.116, 140.908, 144.242, 144.913, 150.36, 151.964, 157.25, 158.925, 162.5,
+    164.93, 167.259, 168.934, 173.054, 174.967, 178.49, 180.948, 183.84, 186.207, 190.23, 192.217,
+    195.084, 196.967, 200.592, 204.38, 207.2, 208.98, 208.982, 209.987, 222.018, 223.02, 226.025,
+    227.028, 232.038, 231.036, 238.029, 237.048, 244.064, 243.061, 247.07, 247.07, 251.08, 252.083,
+    257.095, 258.098, 259.101, 262.11, 267.122, 268.126, 271.134, 270.133, 269.134, 278.156,
+    281.165, 281.166, 285.177, 286.182, 289.19, 289.194, 293.204, 293.208, 294.214};
+constexpr int NUM_MASSES = sizeof(MASSES) / sizeof(MASSES[0]);
+
+// g/mol: a type whose mass is further than this from its element's gets a warning
+constexpr double MASS_TOLERANCE = 0.5;
+
 }    // namespace
 
 PairMLFF::PairMLFF(LAMMPS *lmp) : Pair(lmp)
@@ -138,6 +157,7 @@ void PairMLFF::coeff(int narg, char **arg)
     }
     type_z_[t] = z;
   }
+  mass_checked_.assign(ntypes + 1, 0);
   int count = 0;
   for (int i = 1; i <= ntypes; i++)
     for (int j = i; j <= ntypes; j++) {
@@ -169,12 +189,35 @@ void PairMLFF::init_style()
                "periodic in any direction; use boundary p (or a model trained on molecules)",
                model_->path);
 
+  check_masses();
+
   neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
 
   // Message passing over num_interactions layers needs every atom within
   // cutoff x num_interactions of a local atom (plus the skin) as a ghost.
   const double needed = model_->cutoff * model_->num_interactions + neighbor->skin;
   if (comm->cutghostuser < needed) comm->cutghostuser = needed;
+}
+
+/* A type whose mass (g/mol in units metal and real) is far from the standard mass of the element
+   pair_coeff maps it to is most likely a wrong element order in pair_coeff: the run would go on
+   with the wrong elements and blow up. Warned once per type and pair_coeff, on rank 0; per-atom
+   masses (atom styles with rmass) are not checked. */
+
+void PairMLFF::check_masses()
+{
+  if (atom->rmass_flag || !atom->mass || !atom->mass_setflag) return;
+  for (int t = 1; t <= atom->ntypes; t++) {
+    const int z = type_z_[t];
+    if (z <= 0 || z >= NUM_MASSES || mass_checked_[t] || !atom->mass_setflag[t]) continue;
+    mass_checked_[t] = 1;
+    if (comm->me == 0 && std::fabs(atom->mass[t] - MASSES[z]) > MASS_TOLERANCE)
+      error->warning(FLERR,
+                     "pair mlff: type {} has mass {:g} but pair_coeff maps it to {} ({:g}): "
+                     "check the element order in pair_coeff (or ignore this if the mass was "
+                     "changed on purpose)",
+                     t, atom->mass[t], MLFF::element_symbol(z), MASSES[z]);
+  }
 }
 
 double PairMLFF::init_one(int, int)

@@ -12,7 +12,9 @@
    (kcal/mol, Angstrom).
    Periodicity, as in every engine: a model trained on periodic cells refuses a box periodic in
    no direction; a model trained on molecules refuses a system whose atoms (made whole) come
-   within one cutoff of their own periodic images. */
+   within one cutoff of their own periodic images.
+   A type whose mass is more than 0.5 g/mol from its element's standard mass gets a warning (a
+   wrong element order in pair_coeff). */
 
 #ifdef PAIR_CLASS
 // clang-format off
@@ -51,9 +53,11 @@ class PairMLFF : public Pair {
  protected:
   void allocate();
   void check_isolated();    // molecular models: no atom may see a periodic image
+  void check_masses();      // warn when a type's mass is not its element's
 
   std::unique_ptr<MLFF::ModelFile> model_;
   std::vector<int> type_z_;          // atomic number per type (index 1..ntypes), 0 = NULL
+  std::vector<char> mass_checked_;   // per type: mass compared with its element's already
   torch::Device device_{torch::kCPU};
   std::string device_name_ = "cpu";
   std::string dtype_name_;           // empty: the model file's own dtype
