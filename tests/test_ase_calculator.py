@@ -126,3 +126,38 @@ def test_non_finite_or_overlapping_input_never_gives_a_finite_energy(tmp_path, a
         atoms.calc = calculator
         assert not np.isfinite(atoms.get_potential_energy()), plant
         assert not np.isfinite(atoms.get_forces()).all(), plant
+
+
+def test_ase_md_example_script_runs_end_to_end(tmp_path):
+    """examples/ase_md.py as a user runs it: a model file and a structure file; it runs, writes
+    the trajectory and the monitor logs, and stops cleanly on a collapse (a 0.001 Å threshold
+    is crossed within the first 10 steps at 500 K)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import ase.io
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "ase_md.py"
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+    named_molecule("ethanol").atoms.write(tmp_path / "ethanol.xyz")
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(script), "--model", str(model),
+                               "--structure", str(tmp_path / "ethanol.xyz"), "--steps", "20",
+                               "--interval", "10", *args],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=600)
+
+    result = run("--output-dir", "md")
+    assert result.returncode == 0, result.stderr
+    assert "9 atoms, 20 of 20 steps" in result.stdout
+    assert "collapse: 3 frames checked" in result.stdout
+    assert "exploration: 3 frames checked" in result.stdout
+    assert len(ase.io.read(tmp_path / "md" / "trajectory.traj", index=":")) == 3
+    assert {"md.log", "collapse.log", "exploration.log"} <= \
+        {p.name for p in (tmp_path / "md").iterdir()}
+
+    stopped = run("--output-dir", "stopped", "--threshold", "0.001")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "10 of 20 steps" in stopped.stdout and "stopped: bond" in stopped.stdout
+    assert (tmp_path / "stopped" / "last_good.xyz").exists()

@@ -108,3 +108,60 @@ def test_help_has_examples():
         result = run_mlff(*command, "--help")
         assert result.returncode == 0
         assert "Example" in result.stdout, command
+
+
+def _write_ase_trajectory(path, labelled=True):
+    """Two water frames written with ASE's own Trajectory, labels set by hand (eV, eV/Å)."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import Trajectory
+
+    positions = [
+        [[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]],
+        [[0.0, 0.0, 0.1], [0.95, 0.05, 0.0], [-0.25, 0.92, 0.0]],
+    ]
+    energies = [-2080.25, -2080.5]
+    forces = [
+        [[0.5, -0.25, 0.0], [-0.75, 0.125, 0.0], [0.25, 0.125, 0.0]],
+        [[-1.0, 0.5, 0.25], [0.5, -0.5, 0.0], [0.5, 0.0, -0.25]],
+    ]
+    with Trajectory(str(path), "w") as trajectory:
+        for pos, energy, force in zip(positions, energies, forces, strict=True):
+            atoms = Atoms("OH2", positions=pos)
+            if labelled:
+                atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=force)
+            trajectory.write(atoms)
+    return np.array(positions), np.array(energies), np.array(forces)
+
+
+def test_convert_from_ase_format(tmp_path):
+    # A file whose suffix says nothing: only `--from ase:traj` tells the reader what it is.
+    source = tmp_path / "water.dat"
+    positions, energies, forces = _write_ase_trajectory(source)
+    out = tmp_path / "water.npz"
+    result = run_mlff("data", "convert", source, out, "--from", "ase:traj")
+    assert result.returncode == 0, result.stderr
+    assert "wrote 2 frames" in result.stdout
+    frames = read_frames(out)
+    assert frames.atomic_numbers.tolist() == [8, 1, 1]
+    np.testing.assert_allclose(frames.positions, positions)
+    np.testing.assert_allclose(frames.energies, energies)  # ASE's eV are the native unit
+    np.testing.assert_allclose(frames.forces, forces)
+
+
+def test_convert_from_unknown_ase_format_is_one_clear_line(tmp_path):
+    source = tmp_path / "water.dat"
+    _write_ase_trajectory(source)
+    result = run_mlff("data", "convert", source, tmp_path / "out.npz", "--from", "ase:nosuchfmt")
+    assert_clean_error(result, "nosuchfmt")
+    assert "unknown" in result.stderr.lower()
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_convert_from_ase_format_without_labels_to_md17_is_one_clear_line(tmp_path):
+    source = tmp_path / "water.dat"
+    _write_ase_trajectory(source, labelled=False)
+    out = tmp_path / "md17.npz"
+    result = run_mlff("data", "convert", source, out, "--from", "ase:traj", "--to", "md17")
+    assert_clean_error(result, str(out), "need energies and forces")
+    assert not out.exists()

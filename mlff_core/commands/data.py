@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mlff_core.data.formats import FORMATS, read_frames, write_frames
+from mlff_core.data.formats import FORMATS, check_format, read_frames, write_frames
 from mlff_core.data.frames import Frames
 from mlff_core.data.generate import LangevinSampling, generate_frames, relabel_frames
 from mlff_core.data.molecules import (
@@ -21,11 +21,30 @@ from mlff_core.data.molecules import (
     water_box,
 )
 from mlff_core.data.splits import split_indices
+from mlff_core.errors import DataError
 from mlff_core.labels.dft import PYSCF_INSTALL
 from mlff_core.labels.levels import get_level, list_levels
 from mlff_core.progress import progress_bar
 
 FORMAT_CHOICE = click.Choice([*FORMATS], case_sensitive=False)
+
+
+class FormatName(click.ParamType):
+    """A data format: one of `FORMATS`, or ase:NAME for any format ASE can read (write)."""
+
+    name = "format"
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def convert(self, value, param, ctx):
+        try:
+            return check_format(value, self.mode)
+        except DataError as exc:
+            self.fail(exc.problem, param, ctx)
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "[" + "|".join(FORMATS) + "|ase:NAME]"
 
 
 class SubsetSize(click.ParamType):
@@ -206,16 +225,19 @@ def format_summary(frames: Frames, name: str) -> str:
 @data.command()
 @click.argument("input_file", type=click.Path(dir_okay=False))
 @click.argument("output_file", type=click.Path(dir_okay=False))
-@click.option("--from", "from_fmt", type=FORMAT_CHOICE, help="Input format (default: guessed).")
-@click.option("--to", "to_fmt", type=FORMAT_CHOICE, help="Output format (default: from suffix).")
+@click.option("--from", "from_fmt", type=FormatName("read"),
+              help="Input format (default: guessed); ase:NAME reads any format ASE reads.")
+@click.option("--to", "to_fmt", type=FormatName("write"),
+              help="Output format (default: from suffix); ase:NAME writes with ASE.")
 def convert(input_file, output_file, from_fmt, to_fmt) -> None:
-    """Convert between native npz, MD17/MD22/rMD17 npz, extxyz and ASE trajectories.
+    """Convert between native npz, MD17/MD22/rMD17 npz, extxyz, ASE trajectories and ase:NAME.
 
     \b
     Examples:
       mlff data convert md17_aspirin.npz aspirin.npz         # MD17 → native (eV, Å)
       mlff data convert aspirin.npz aspirin.xyz              # native → extxyz
       mlff data convert aspirin.npz rmd17.npz --to rmd17
+      mlff data convert vasprun.xml si.npz --from ase:vasp-xml  # any format ASE reads
     """
     frames = read_frames(input_file, from_fmt)
     frames.provenance.setdefault("converted_from", str(input_file))

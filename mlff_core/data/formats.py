@@ -77,8 +77,42 @@ def read_systems(path: str | os.PathLike, fmt: str | None = None) -> list[Frames
     if fmt in ("native", "md17", "md22", "rmd17", "npz"):
         return [_read_npz(path, fmt)]
     if fmt in ("extxyz", "traj") or fmt.startswith("ase:"):
+        if fmt.startswith("ase:"):
+            _check_format_of(path, fmt, "read")
         return _read_with_ase(path, fmt.removeprefix("ase:"))
     raise DataError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)} or ase:NAME", path)
+
+
+def _check_format_of(path: Path, fmt: str, mode: str) -> None:
+    """`check_format`, with the error naming the file."""
+    try:
+        check_format(fmt, mode)
+    except DataError as exc:
+        raise DataError(exc.problem, path) from None
+
+
+def check_format(fmt: str, mode: str = "read") -> str:
+    """`fmt` in lower case if it names a format this suite can `mode` ('read' or 'write'):
+    one of `FORMATS`, or 'ase:NAME' for a format ASE can read (write).
+
+    Raises:
+        DataError: an unknown name, or an ASE format ASE cannot `mode` (naming the format).
+    """
+    name = fmt.strip().lower()
+    if name in FORMATS:
+        return name
+    if not name.startswith("ase:"):
+        raise DataError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)} or ase:NAME")
+    from ase.io.formats import ioformats
+
+    ase_name = name.removeprefix("ase:")
+    io_format = ioformats.get(ase_name)
+    if io_format is None:
+        raise DataError(f"unknown ASE format {ase_name!r} in {fmt!r} (see `ase info --formats` "
+                        "for the names ASE knows)")
+    if not (io_format.can_read if mode == "read" else io_format.can_write):
+        raise DataError(f"ASE cannot {mode} the format {ase_name!r} ({io_format.description})")
+    return name
 
 
 def _guess_read_format(path: Path) -> str:
@@ -264,6 +298,8 @@ def write_frames(frames: Frames, path: str | os.PathLike, fmt: str | None = None
     elif fmt == "rmd17":
         _write_rmd17(frames, path)
     elif fmt in ("extxyz", "traj") or fmt.startswith("ase:"):
+        if fmt.startswith("ase:"):
+            _check_format_of(path, fmt, "write")
         _write_with_ase(frames, path, fmt.removeprefix("ase:"))
     else:
         raise DataError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)} or ase:NAME",
