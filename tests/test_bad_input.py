@@ -192,7 +192,8 @@ def test_finetune_keeps_the_model_kind(tmp_path, finished_run):
     data = write_frames(cells, tmp_path / "box.npz")
     with pytest.raises(TrainingError, match="trained on molecules but the fine-tuning data "
                                             "are periodic cells"):
-        finetune(model, [data], tmp_path / "ft", TrainingConfig(epochs=1))
+        finetune(model, [data], tmp_path / "ft", TrainingConfig(epochs=1),
+                 allow_mixed_levels=True)  # GFN1-xTB cells for an MMFF94 model
     assert not (tmp_path / "ft").exists()
 
 
@@ -298,3 +299,71 @@ def test_hand_edited_metadata_is_checked_against_the_module(tmp_path, changes, n
     load_model(model)
     with pytest.raises(MLFFError, match=re.escape(needle)):
         load_model(_with_metadata(model, tmp_path / "edited.pt", **changes))
+
+
+def test_a_used_split_directory_is_refused_unless_overwrite(tmp_path, finished_run):
+    """Before: a new split without a test set kept the earlier split's test.npz, whose frames
+    were partly in the new train.npz (leakage)."""
+    from mlff_core.data.formats import read_frames
+
+    data, out = finished_run / "w.npz", tmp_path / "s"
+    (tmp_path / "s").mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert run_mlff("data", "split", data, "--train", "6", "--val", "3", "-o", out).returncode == 0
+    assert (out / "test.npz").exists()
+    assert_clean_error(run_mlff("data", "split", data, "--train", "9", "--val", "3", "--test",
+                                "0", "-o", out),
+                       f"{out}: already holds an earlier split (test.npz, train.npz, val.npz)",
+                       "--overwrite")
+    result = run_mlff("data", "split", data, "--train", "9", "--val", "3", "--test", "0",
+                      "--overwrite", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "train.npz", "val.npz"]
+    assert read_frames(out / "train.npz").n_frames == 9
+
+
+def test_export_does_not_replace_a_file_unless_overwrite(tmp_path, finished_run):
+    target = tmp_path / "data.npz"
+    target.write_bytes((finished_run / "w.npz").read_bytes())
+    assert_clean_error(run_mlff("export", finished_run / "run", "-o", target),
+                       f"{target}: already exists; pass --overwrite")
+    assert target.read_bytes() == (finished_run / "w.npz").read_bytes()
+    assert run_mlff("export", finished_run / "run", "-o", target, "--no-clusters",
+                    "--overwrite").returncode == 0
+    assert load_model(target).metadata["architecture"] == "schnet"
+
+
+def test_md_refuses_an_earlier_run_and_leaves_nothing_when_it_fails(tmp_path):
+    """Before: an earlier run's collapse.npz and last_good.* stayed beside the new run's files,
+    and a run that failed at its start left an empty or partial directory."""
+    import json
+
+    from mlff_core.data.formats import write_frames
+    from mlff_core.data.frames import Frames
+    from mlff_core.data.molecules import named_molecule
+
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+    start = write_frames(Frames.from_atoms([named_molecule("ethanol").atoms]),
+                         tmp_path / "start.xyz")
+    out = tmp_path / "md"
+    out.mkdir()
+    for stale in ("collapse.npz", "last_good.xyz"):
+        (out / stale).write_text("from an earlier run")
+    args = ("md", "--engine", "ase", "--model", model, "--structure", start, "--steps", "4",
+            "--report-interval", "2", "--on-collapse", "flag", "-o", out)
+    assert_clean_error(run_mlff(*args), f"{out}: already holds an earlier MD run "
+                                        "(collapse.npz, last_good.xyz); pass --overwrite")
+    result = run_mlff(*args, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert not (out / "collapse.npz").exists() and not (out / "last_good.xyz").exists()
+    assert "last_good.xyz" not in json.dumps(json.loads((out / "summary.json").read_text()))
+
+    unknown_atoms = named_molecule("ethanol").atoms
+    unknown_atoms.numbers[0] = 7  # nitrogen: the model knows H, C, O
+    bad = write_frames(Frames.from_atoms([unknown_atoms]), tmp_path / "bad.xyz")
+    for engine in ("ase", "openmm", "lammps"):
+        failed = tmp_path / f"failed_{engine}"
+        result = run_mlff("md", "--engine", engine, "--model", model, "--structure", bad,
+                          "--steps", "4", "-o", failed)
+        assert_clean_error(result, "does not know element(s) N")
+        assert not failed.exists(), sorted(p.name for p in failed.iterdir())

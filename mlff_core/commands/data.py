@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import click
 
@@ -24,6 +23,7 @@ from mlff_core.data.splits import split_indices
 from mlff_core.errors import DataError
 from mlff_core.labels.dft import PYSCF_INSTALL
 from mlff_core.labels.levels import get_level, list_levels
+from mlff_core.outputs import SPLIT_OUTPUTS, claim_output_dir
 from mlff_core.progress import progress_bar
 
 FORMAT_CHOICE = click.Choice([*FORMATS], case_sensitive=False)
@@ -254,7 +254,10 @@ def convert(input_file, output_file, from_fmt, to_fmt) -> None:
 @click.option("--test", type=SubsetSize(), help="Test frames (default: all the rest).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False))
-def split(input_file, train, val, test, seed, output_dir) -> None:
+@click.option("--overwrite", is_flag=True,
+              help="Replace an earlier split in the output directory (refused otherwise: its "
+                   "test frames may be in the new training set).")
+def split(input_file, train, val, test, seed, output_dir, overwrite) -> None:
     """Seeded train/val/test split into OUTPUT_DIR/{train,val,test}.npz.
 
     \b
@@ -263,7 +266,7 @@ def split(input_file, train, val, test, seed, output_dir) -> None:
     """
     frames = read_frames(input_file)
     parts = split_indices(frames.n_frames, train, val, test, seed)
-    out = Path(output_dir)
+    out = claim_output_dir(output_dir, SPLIT_OUTPUTS, overwrite, "split")
     for name, indices in (("train", parts.train), ("val", parts.val), ("test", parts.test)):
         if len(indices) == 0:
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from mlff_core.engines import engine_names, get_engine
+from mlff_core.outputs import md_outputs
 from mlff_core.progress import progress_bar
 
 
@@ -35,8 +36,10 @@ from mlff_core.progress import progress_bar
               help="ASE and LAMMPS: torch device (cpu, cuda; LAMMPS uses one GPU per MPI rank).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True,
+              help="Replace an earlier run's files in the output directory (refused otherwise).")
 def md(engine, model, structure, temperature, timestep, steps, report_interval, friction,
-       bond_threshold, action, backend, platform, device, seed, output_dir) -> None:
+       bond_threshold, action, backend, platform, device, seed, output_dir, overwrite) -> None:
     """Langevin MD with a model file; collapse, exploration and force monitors on.
 
     \b
@@ -46,10 +49,16 @@ def md(engine, model, structure, temperature, timestep, steps, report_interval, 
       mlff md --engine ase --model aspirin.pt --structure start.xyz --steps 2000 -o runs/md2
     """
     run = get_engine(engine)
-    with progress_bar(f"{engine} MD", steps) as advance:
+    with md_outputs(output_dir, overwrite) as steps_done, \
+            progress_bar(f"{engine} MD", steps) as advance:
+
+        def counted(n: int) -> None:
+            steps_done[0] += n
+            advance(n)
+
         summary = run(model, structure, output_dir, temperature=temperature, timestep=timestep,
                       steps=steps, report_interval=report_interval, friction=friction,
-                      bond_threshold=bond_threshold, action=action, seed=seed, advance=advance,
+                      bond_threshold=bond_threshold, action=action, seed=seed, advance=counted,
                       backend=backend, platform=platform, device=device)
     click.echo(f"{summary['steps_run']} of {steps} steps in {summary['seconds']:.1f} s "
                f"({summary['ns_per_day']:.3g} ns/day)" if summary["ns_per_day"] else "")

@@ -10,6 +10,7 @@ from mlff_core.commands.data import SubsetSize
 from mlff_core.errors import MLFFError
 from mlff_core.export import export_run, load_model
 from mlff_core.models import ARCHITECTURES
+from mlff_core.outputs import claim_output_file
 from mlff_core.progress import progress_bar
 from mlff_core.training import TrainingConfig, make_trainer
 from mlff_core.training.losses import FORCE_TERMS, parse_loss
@@ -212,7 +213,8 @@ def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_int
               help="Conformation clusters per training system (default: chosen by silhouette).")
 @click.option("--no-clusters", is_flag=True,
               help="Store no conformation clusters (engines then report no reference clusters).")
-def export(run_dir, output, dtype, n_clusters, no_clusters) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an existing file at -o.")
+def export(run_dir, output, dtype, n_clusters, no_clusters, overwrite) -> None:
     """Write a training run's best weights as a model file (TorchScript + mlff.json).
 
     \b
@@ -220,6 +222,7 @@ def export(run_dir, output, dtype, n_clusters, no_clusters) -> None:
       mlff export runs/aspirin -o aspirin.pt
       mlff export runs/aspirin -o aspirin64.pt --dtype float64 --clusters 5
     """
+    claim_output_file(output, overwrite)
     path = export_run(run_dir, output, dtype, clusters=not no_clusters, n_clusters=n_clusters)
     loaded = load_model(path)
     meta = loaded.metadata

@@ -328,10 +328,11 @@ class Trainer:
                 positions = part.positions[int(graph.frame)]
                 distances = np.linalg.norm(positions - positions[atom], axis=1)
                 nearest = f" (the nearest is {np.sort(distances)[1]:.2f} Å away)"
+            symbol = chemical_symbols[part.atomic_numbers[atom]]
             raise TrainingError(
-                f"cutoff {cutoff:g} Å leaves atom {atom} ({chemical_symbols[part.atomic_numbers[atom]]}) "
-                f"of frame {frame} of {name} without a neighbour{nearest}: the model would see "
-                "nothing of its environment; use a larger --cutoff")
+                f"cutoff {cutoff:g} Å leaves atom {atom} ({symbol}) of frame {frame} of {name} "
+                f"without a neighbour{nearest}: the model would see nothing of its environment; "
+                "use a larger --cutoff")
 
     def _stopped_here(self) -> str:
         done = self.epoch - 1
