@@ -26,8 +26,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
     try:
+        directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix,
                                    dir=directory)
     except OSError as exc:  # name the user's path, not the hidden temporary file
@@ -41,6 +41,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+class _Probe(Exception):
+    pass
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail now, not after hours of work, when `path` cannot be written: a temporary file is
+    made beside it and removed again (its directory is created if missing).
+
+    Raises:
+        OSError: naming `path` (see `atomic_path`).
+    """
+    with contextlib.suppress(_Probe), atomic_path(path):
+        raise _Probe
 
 
 @contextlib.contextmanager

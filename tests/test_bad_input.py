@@ -367,3 +367,38 @@ def test_md_refuses_an_earlier_run_and_leaves_nothing_when_it_fails(tmp_path):
                           "--steps", "4", "-o", failed)
         assert_clean_error(result, "does not know element(s) N")
         assert not failed.exists(), sorted(p.name for p in failed.iterdir())
+
+
+def test_generate_checks_its_output_before_the_work(tmp_path):
+    """Before: the output's format and writability were checked after labelling (hours for
+    DFT). The structure here does not exist: the output's problem must be the one reported."""
+    missing = tmp_path / "missing.xyz"
+    assert_clean_error(run_mlff("data", "generate", "--structure", missing, "--level", "mmff94",
+                                "-o", tmp_path / "out.pdb"), "unknown output format")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a directory")
+    assert_clean_error(run_mlff("data", "generate", "--structure", missing, "--level", "mmff94",
+                                "-o", blocker / "out.npz"), str(blocker / "out.npz"))
+    existing = tmp_path / "done.npz"
+    existing.write_text("earlier results")
+    assert_clean_error(run_mlff("data", "generate", "--structure", missing, "--level", "mmff94",
+                                "-o", existing), f"{existing}: already exists; pass --overwrite")
+    assert existing.read_text() == "earlier results"
+
+
+def test_generate_resumes_only_what_it_was_asked_to(tmp_path):
+    from mlff_core.data.formats import read_frames
+    from mlff_core.data.partial import PartialRun, partial_path
+
+    out = tmp_path / "w.npz"
+    args = ("data", "generate", "--molecule", "water", "--level", "mmff94", "--frames", "3",
+            "--stride", "2", "--equilibration", "2", "-o", out)
+    assert_clean_error(run_mlff(*args, "--resume"), "nothing to resume")
+    PartialRun(partial_path(out), {"made": "by hand"}).save({}, 1, "sample")
+    assert_clean_error(run_mlff(*args), "w.npz.partial.npz: a stopped run of this command "
+                                        "left its frames here; pass --resume")
+    assert_clean_error(run_mlff(*args, "--resume"), "the partial run was made with other "
+                                                    "settings")
+    result = run_mlff(*args, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert read_frames(out).n_frames == 3 and not partial_path(out).exists()

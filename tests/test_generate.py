@@ -112,3 +112,49 @@ def test_periodic_water_box_with_gfn1():
 def test_sampling_settings_are_checked():
     with pytest.raises(DataError, match="temperature must be positive"):
         LangevinSampling(temperature=-1)
+
+
+class _Kill(Exception):
+    """Stands for Ctrl-C or a batch system's kill in the middle of a run."""
+
+
+def _killed_after(units):
+    """A progress callback that kills the run after `units` MD steps + labelled frames."""
+    count = [0]
+
+    def advance(n=1):
+        count[0] += n
+        if count[0] > units:
+            raise _Kill
+
+    return advance
+
+
+@pytest.mark.parametrize("label", [None, "gfn1"])
+def test_a_killed_generation_resumes_to_the_uninterrupted_frames(tmp_path, label):
+    """Before: a Ctrl-C lost every labelled frame. The resumed run continues the same MD
+    (positions, momenta, thermostat random state) and gives bit for bit the frames of a run
+    that was never stopped. Killed during sampling (half-way through the MD), or during
+    labelling (after 4 of 6 frames: partial saves every 2 frames)."""
+    from mlff_core.data.partial import PartialRun
+
+    ethanol, driver = named_molecule("ethanol"), get_level("mmff94")
+    labeller = get_level(label) if label else None
+    settings = {"case": label}
+    reference = generate_frames(ethanol, driver, 6, SHORT, labeller)
+    # 10 equilibration steps, 6 frames × stride 3, then (with labels) 6 labelled frames
+    kill_after = 10 + 18 + 4 if label else 10 + 3 * 3 + 2
+    partial = PartialRun(tmp_path / "e.npz.partial.npz", settings, every_frames=2,
+                         every_seconds=1e9)
+    with pytest.raises(_Kill):
+        generate_frames(ethanol, driver, 6, SHORT, labeller, _killed_after(kill_after), partial)
+    saved = partial.load()
+    assert str(saved["phase"]) == ("label" if label else "sample")
+    assert int(saved["frames_done"]) == (4 if label else 2), int(saved["frames_done"])
+    resumed = generate_frames(ethanol, driver, 6, SHORT, labeller,
+                              partial=PartialRun(partial.path, settings, every_frames=2))
+    for name in ("positions", "energies", "forces"):
+        assert np.array_equal(getattr(resumed, name), getattr(reference, name)), name
+    assert list(resumed.levels) == list(reference.levels)
+    with pytest.raises(DataError, match=r"other settings \(case: "):
+        PartialRun(partial.path, {"case": "other"}).load()

@@ -7,7 +7,13 @@ import time
 
 import click
 
-from mlff_core.data.formats import FORMATS, check_format, read_frames, write_frames
+from mlff_core.data.formats import (
+    FORMATS,
+    check_format,
+    output_format,
+    read_frames,
+    write_frames,
+)
 from mlff_core.data.frames import Frames
 from mlff_core.data.generate import LangevinSampling, generate_frames, relabel_frames
 from mlff_core.data.molecules import (
@@ -19,11 +25,13 @@ from mlff_core.data.molecules import (
     structure_from_file,
     water_box,
 )
+from mlff_core.data.partial import PartialRun, partial_path
 from mlff_core.data.splits import split_indices
 from mlff_core.errors import DataError
+from mlff_core.fileio import check_writable
 from mlff_core.labels.dft import PYSCF_INSTALL
 from mlff_core.labels.levels import get_level, list_levels
-from mlff_core.outputs import SPLIT_OUTPUTS, claim_output_dir
+from mlff_core.outputs import SPLIT_OUTPUTS, claim_output_dir, claim_output_file
 from mlff_core.progress import progress_bar
 
 FORMAT_CHOICE = click.Choice([*FORMATS], case_sensitive=False)
@@ -95,8 +103,14 @@ def data() -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output file (.npz native, .xyz extxyz, .traj).")
 @click.option("--to", "fmt", type=FORMAT_CHOICE, help="Output format (default: from the suffix).")
+@click.option("--resume", is_flag=True,
+              help="Continue a run that was stopped (its frames so far are kept in "
+                   "OUTPUT.partial.npz, saved every 25 frames or minute); same options needed.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing output file (and discard a partial run).")
 def generate(molecule, smiles, water_box, structure_file, level, label_level, n_frames,
-             temperature, timestep, friction, stride, equilibration, seed, output, fmt) -> None:
+             temperature, timestep, friction, stride, equilibration, seed, output, fmt,
+             resume, overwrite) -> None:
     """Sample configurations by Langevin MD and label them with a level of theory.
 
     \b
@@ -105,23 +119,62 @@ def generate(molecule, smiles, water_box, structure_file, level, label_level, n_
           --seed 0 -o aspirin.npz
       mlff data generate --molecule ethanol --level mmff94 --label-level gfn2 -o ethanol.npz
       mlff data generate --water-box 32 --level gfn1 --frames 20 -o water.npz
+      mlff data generate --molecule aspirin --level dft:PBE/def2-SVP --frames 1000 \
+          -o aspirin_dft.npz --resume        # after an interruption: continues where it stopped
     """
+    fmt = output_format(output, fmt)  # before hours of labelling, not after
+    claim_output_file(output, overwrite)
+    check_writable(output)
     structure = _structure(molecule, smiles, water_box, structure_file, seed)
     driver = get_level(level)
     labeller = get_level(label_level) if label_level else None
     sampling = LangevinSampling(temperature, timestep, friction, stride, equilibration, seed)
+    partial = _partial_run(output, resume, overwrite, structure, driver, labeller, sampling,
+                           n_frames)
     total = sampling.total_steps(n_frames)
     if labeller is not None and labeller.key != driver.key:
         total += n_frames
     start = time.perf_counter()
-    with progress_bar(f"{structure.name} · {driver.tag}", total) as advance:
-        frames = generate_frames(structure, driver, n_frames, sampling, labeller, advance)
+    try:
+        with progress_bar(f"{structure.name} · {driver.tag}", total) as advance:
+            frames = generate_frames(structure, driver, n_frames, sampling, labeller, advance,
+                                     partial)
+    except BaseException:
+        if partial.path.exists():
+            click.echo(f"mlff: the frames labelled so far are kept in {partial.path}; the same "
+                       "command with --resume continues from there", err=True)
+        raise
     frames.provenance["command"] = "mlff data generate"
     write_frames(frames, output, fmt)
+    partial.remove()
     click.echo(
         f"wrote {frames.n_frames} frames of {frames.formula} ({frames.levels[0]} labels) "
         f"to {output} in {time.perf_counter() - start:.1f} s"
     )
+
+
+def _partial_run(output, resume, overwrite, structure, driver, labeller, sampling,
+                 n_frames) -> PartialRun:
+    """Where `generate` keeps its progress; refuses to start over a partial run silently."""
+    from dataclasses import asdict
+
+    from mlff_core.stage_cache import content_digest
+
+    settings = {"structure": {"name": structure.name,
+                              "atomic_numbers": structure.atoms.numbers.tolist(),
+                              "positions": content_digest(structure.atoms.positions),
+                              "cell": content_digest(structure.atoms.cell.array)},
+                "level": driver.tag, "label_level": labeller.tag if labeller else None,
+                "sampling": asdict(sampling), "frames": n_frames}
+    partial = PartialRun(partial_path(output), settings)
+    if partial.path.exists() and overwrite:
+        partial.remove()
+    elif partial.path.exists() and not resume:
+        raise DataError("a stopped run of this command left its frames here; pass --resume to "
+                        "continue it, or --overwrite to start over", partial.path)
+    elif resume and not partial.path.exists():
+        raise DataError("nothing to resume (no partial run beside the output)", output)
+    return partial
 
 
 def _structure(molecule, smiles, n_water, structure_file, seed) -> Structure:

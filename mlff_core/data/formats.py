@@ -83,10 +83,10 @@ def read_systems(path: str | os.PathLike, fmt: str | None = None) -> list[Frames
     raise DataError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)} or ase:NAME", path)
 
 
-def _check_format_of(path: Path, fmt: str, mode: str) -> None:
+def _check_format_of(path: Path, fmt: str, mode: str) -> str:
     """`check_format`, with the error naming the file."""
     try:
-        check_format(fmt, mode)
+        return check_format(fmt, mode)
     except DataError as exc:
         raise DataError(exc.problem, path) from None
 
@@ -279,10 +279,12 @@ def _read_with_ase(path: Path, fmt: str) -> list[Frames]:
 
 
 # ---------------------------------------------------------------------------------- writing
-def write_frames(frames: Frames, path: str | os.PathLike, fmt: str | None = None) -> Path:
-    """Write frames atomically; the format comes from `fmt` or the suffix (.npz → native).
+def output_format(path: str | os.PathLike, fmt: str | None = None) -> str:
+    """The format `write_frames` will use for `path` (checked: a command that works for hours
+    asks this first, before the work rather than after it).
 
-    Returns the path written. MD17/MD22/rMD17 need labelled frames.
+    Raises:
+        DataError: no `fmt` and an unknown suffix, or an unknown `fmt`.
     """
     path = Path(path)
     if fmt is None:
@@ -291,19 +293,24 @@ def write_frames(frames: Frames, path: str | os.PathLike, fmt: str | None = None
             raise DataError(
                 "unknown output format; use a .npz, .xyz/.extxyz or .traj name, or --to", path
             )
+    return _check_format_of(path, fmt, "write")
+
+
+def write_frames(frames: Frames, path: str | os.PathLike, fmt: str | None = None) -> Path:
+    """Write frames atomically; the format comes from `fmt` or the suffix (.npz → native).
+
+    Returns the path written. MD17/MD22/rMD17 need labelled frames.
+    """
+    path = Path(path)
+    fmt = output_format(path, fmt)
     if fmt == "native":
         _write_native(frames, path)
     elif fmt in ("md17", "md22"):
         _write_sgdml(frames, path, fmt)
     elif fmt == "rmd17":
         _write_rmd17(frames, path)
-    elif fmt in ("extxyz", "traj") or fmt.startswith("ase:"):
-        if fmt.startswith("ase:"):
-            _check_format_of(path, fmt, "write")
+    else:  # extxyz, traj, ase:NAME
         _write_with_ase(frames, path, fmt.removeprefix("ase:"))
-    else:
-        raise DataError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)} or ase:NAME",
-                        path)
     return path
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_mom
 
 from mlff_core.data.frames import Frames
 from mlff_core.data.molecules import Structure
+from mlff_core.data.partial import PartialRun
 from mlff_core.errors import DataError, LevelOfTheoryError
 from mlff_core.labels.levels import LevelOfTheory
 from mlff_core.progress import Advance, attach_step_progress, no_progress
@@ -68,18 +70,35 @@ def _system_provenance(structure: Structure) -> dict:
     }
 
 
+def _sampling_provenance(structure: Structure, level: LevelOfTheory,
+                         sampling: LangevinSampling) -> dict:
+    return {
+        "system": _system_provenance(structure),
+        "level_of_theory": level.tag,
+        "sampling": {"method": "langevin", "driver_level": level.tag, **asdict(sampling)},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "package_versions": package_versions(),
+    }
+
+
 def sample_langevin(
     structure: Structure,
     level: LevelOfTheory,
     n_frames: int,
     sampling: LangevinSampling = LangevinSampling(),
     advance: Advance = no_progress,
+    partial: PartialRun | None = None,
+    state: dict[str, np.ndarray] | None = None,
 ) -> Frames:
     """Langevin MD on `structure` driven by `level`; frames labelled by that same level.
 
     Args:
         n_frames: number of configurations to keep.
         advance: progress callback, called once per MD step.
+        partial: where to save progress as it goes (frames so far, the MD state and the
+            thermostat's random state), so that a killed run continues exactly: a resumed
+            run gives the frames an uninterrupted one gives.
+        state: what `partial.load()` returned for the sampling phase (None: start afresh).
 
     Returns:
         [n_frames] Frames with energies (eV) and forces (eV/Å) of the driving level.
@@ -94,10 +113,11 @@ def sample_langevin(
     atoms = structure.atoms.copy()
     atoms.calc = level.calculator(smiles=structure.smiles, charge=structure.charge)
     rng = np.random.default_rng(sampling.seed)
-    thermalize_momenta(atoms, temperature_K=sampling.temperature, rng=rng)
-    Stationary(atoms)
-    if not atoms.pbc.any():
-        ZeroRotation(atoms)
+    if state is None:
+        thermalize_momenta(atoms, temperature_K=sampling.temperature, rng=rng)
+        Stationary(atoms)
+        if not atoms.pbc.any():
+            ZeroRotation(atoms)
     atoms.set_constraint(FixCom())  # no drift, without Langevin's biased `fixcm`
     dynamics = Langevin(
         atoms,
@@ -107,24 +127,40 @@ def sample_langevin(
         fixcm=False,
         rng=rng,
     )
-    attach_step_progress(dynamics, advance)
 
     positions, cells, energies, forces = [], [], [], []
-    dynamics.run(sampling.equilibration)
-    for _ in range(n_frames):
+    provenance = _sampling_provenance(structure, level, sampling)
+    if state is not None:  # continue where the saved run stopped, bit for bit
+        done = int(state["frames_done"])
+        positions, cells = list(state["positions"][:done]), list(state["cells"][:done])
+        energies, forces = list(state["energies"][:done]), list(state["forces"][:done])
+        atoms.positions = state["md_positions"]
+        atoms.set_momenta(state["md_momenta"], apply_constraint=False)
+        rng.bit_generator.state = json.loads(str(state["rng_state"]))
+        provenance = json.loads(str(state["provenance"]))
+        advance(sampling.equilibration + done * sampling.stride)
+    attach_step_progress(dynamics, advance)
+    if not positions:
+        dynamics.run(sampling.equilibration)
+
+    def save_progress() -> None:
+        assert partial is not None
+        partial.save({"positions": np.array(positions), "cells": np.array(cells),
+                      "energies": np.array(energies), "forces": np.array(forces),
+                      "md_positions": atoms.positions, "md_momenta": atoms.get_momenta(),
+                      "rng_state": np.array(json.dumps(rng.bit_generator.state)),
+                      "provenance": np.array(json.dumps(provenance))},
+                     len(positions), "sample")
+
+    while len(positions) < n_frames:
         dynamics.run(sampling.stride)
         positions.append(atoms.positions.copy())
         cells.append(atoms.cell.array.copy())
         energies.append(atoms.get_potential_energy())
         forces.append(atoms.get_forces(apply_constraint=False))  # FixCom alters forces
+        if partial is not None and len(positions) < n_frames and partial.due(len(positions)):
+            save_progress()
 
-    provenance = {
-        "system": _system_provenance(structure),
-        "level_of_theory": level.tag,
-        "sampling": {"method": "langevin", "driver_level": level.tag, **asdict(sampling)},
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "package_versions": package_versions(),
-    }
     return Frames(
         positions=np.stack(positions),
         atomic_numbers=atoms.numbers,
@@ -137,12 +173,16 @@ def sample_langevin(
     )
 
 
-def relabel_frames(frames: Frames, level: LevelOfTheory, advance: Advance = no_progress) -> Frames:
+def relabel_frames(frames: Frames, level: LevelOfTheory, advance: Advance = no_progress,
+                   partial: PartialRun | None = None,
+                   state: dict[str, np.ndarray] | None = None) -> Frames:
     """The same configurations labelled by `level` (energies eV, forces eV/Å).
 
     The previous level is kept in the provenance under 'relabelled_from'. The SMILES and charge
     recorded by `generate_frames` are used when present (MMFF94 needs the bond graph; without
-    it the bonds are perceived from the first frame's geometry).
+    it the bonds are perceived from the first frame's geometry). With `partial`, the labels
+    are saved as they come (with the frames, so a resume needs nothing else); `state` is what
+    `partial.load()` returned for the labelling phase.
     """
     if frames.is_periodic and not level.periodic:
         raise LevelOfTheoryError(f"{level.tag} cannot label periodic frames; use gfn1 or gfn2")
@@ -150,7 +190,12 @@ def relabel_frames(frames: Frames, level: LevelOfTheory, advance: Advance = no_p
     calculator = level.calculator(smiles=system.get("smiles"), charge=int(system.get("charge", 0)))
     energies = np.empty(frames.n_frames)
     forces = np.empty_like(frames.positions)
-    for i in range(frames.n_frames):
+    done = 0
+    if state is not None:
+        done = int(state["frames_done"])
+        energies[:done], forces[:done] = state["label_energies"], state["label_forces"]
+        advance(done)
+    for i in range(done, frames.n_frames):
         atoms = frames.to_atoms(i)
         atoms.calc = calculator
         try:
@@ -159,6 +204,9 @@ def relabel_frames(frames: Frames, level: LevelOfTheory, advance: Advance = no_p
         except LevelOfTheoryError as exc:
             raise LevelOfTheoryError(f"frame {i}: {exc}") from None
         advance(1)
+        if partial is not None and i + 1 < frames.n_frames and partial.due(i + 1):
+            partial.save({**_frame_arrays(frames), "label_energies": energies[:i + 1],
+                          "label_forces": forces[:i + 1]}, i + 1, "label")
     relabelled = frames.with_labels(energies, forces, level.tag)
     provenance = copy.deepcopy(frames.provenance)
     provenance["relabelled_from"] = sorted(set(frames.levels.tolist()))
@@ -168,6 +216,22 @@ def relabel_frames(frames: Frames, level: LevelOfTheory, advance: Advance = no_p
     return relabelled
 
 
+def _frame_arrays(frames: Frames) -> dict[str, np.ndarray]:
+    """What a partial labelling run keeps of the frames it labels (see `_frames_from_arrays`)."""
+    return {"positions": frames.positions, "atomic_numbers": frames.atomic_numbers,
+            "cells": frames.cell if frames.cell is not None else np.zeros((0, 3, 3)),
+            "pbc": frames.pbc, "energies": frames.energies, "forces": frames.forces,
+            "levels": frames.levels.astype(str),
+            "provenance": np.array(json.dumps(frames.provenance, default=str))}
+
+
+def _frames_from_arrays(arrays: dict[str, np.ndarray]) -> Frames:
+    return Frames(positions=arrays["positions"], atomic_numbers=arrays["atomic_numbers"],
+                  energies=arrays["energies"], forces=arrays["forces"],
+                  cell=arrays["cells"] if len(arrays["cells"]) else None, pbc=arrays["pbc"],
+                  levels=arrays["levels"], provenance=json.loads(str(arrays["provenance"])))
+
+
 def generate_frames(
     structure: Structure,
     level: LevelOfTheory,
@@ -175,12 +239,27 @@ def generate_frames(
     sampling: LangevinSampling = LangevinSampling(),
     label_level: LevelOfTheory | None = None,
     advance: Advance = no_progress,
+    partial: PartialRun | None = None,
 ) -> Frames:
     """Sample with `level` and label with `label_level` (default: the same level).
 
     `advance` is called once per MD step and, when relabelling, once per labelled frame.
+    With `partial`, progress is saved as it goes and a saved run is continued (see
+    `mlff_core.data.partial`); the caller removes it once the frames are written.
     """
-    frames = sample_langevin(structure, level, n_frames, sampling, advance)
-    if label_level is None or label_level.key == level.key:
+    state = partial.load() if partial is not None else None
+    relabel = label_level is not None and label_level.key != level.key
+    if state is not None and str(state["phase"]) == "label":
+        frames = _frames_from_arrays(state)  # sampling finished before the run stopped
+        advance(sampling.total_steps(n_frames))
+    else:
+        frames = sample_langevin(structure, level, n_frames, sampling, advance, partial, state)
+        state = None
+    if not relabel:
         return frames
-    return relabel_frames(frames, label_level, advance)
+    assert label_level is not None
+    if partial is not None and state is None:  # the sampled frames, before any label
+        empty = np.zeros((0, *frames.positions.shape[1:]))
+        partial.save({**_frame_arrays(frames), "label_energies": np.zeros(0),
+                      "label_forces": empty}, 0, "label")
+    return relabel_frames(frames, label_level, advance, partial, state)
