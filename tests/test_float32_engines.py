@@ -138,7 +138,8 @@ def test_float32_far_from_the_origin(models, reference, where):
                                          torch.as_tensor(far.numbers)).shape == (2,)
 
 
-def test_openmm_float32_far_from_the_origin(models, reference):
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+def test_openmm_float32_far_from_the_origin(models, reference, platform):
     atoms, energy, forces = reference
     molecule = named_molecule("aspirin")
     topology = topology_from_atoms(molecule.atoms, molecule.bonds)
@@ -147,7 +148,7 @@ def test_openmm_float32_far_from_the_origin(models, reference):
         system.addParticle(mass)
     add_mlff_force(system, topology, models[1])
     context = openmm.Context(system, openmm.VerletIntegrator(0.001),
-                             openmm.Platform.getPlatformByName("Reference"))
+                             openmm.Platform.getPlatformByName(platform))
     context.setPositions((atoms.positions + 1e5) * 0.1)
     state = context.getState(getEnergy=True, getForces=True)
     e = state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole) / KJ
