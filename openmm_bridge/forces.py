@@ -15,9 +15,10 @@ periodicity matches the system's (`mlff_core.export.periodicity`): a model train
 cells needs a periodic system; a model trained on molecules runs on a non-periodic system, or on
 the ML subset of a periodic one (ML/MM, e.g. a solvated ligand): the ML atoms are then made
 whole across the box along their Topology bonds at every step, and the model sees them as an
-isolated molecule. (At system creation OpenMM has no positions to check that a whole periodic
-system would be far enough from its images, so a molecular model on a whole periodic system is
-refused.)
+isolated molecule; an ML atom that is a virtual site of the System (openmm-ml's hydrogen link
+atom on a cut ML–MM bond) is moved with its ML parent atom. (At system creation OpenMM has no
+positions to check that a whole periodic system would be far enough from its images, so a
+molecular model on a whole periodic system is refused.)
 """
 
 from __future__ import annotations
@@ -136,9 +137,11 @@ def atomic_numbers_of(topology: openmm.app.Topology | None, atoms: Sequence[int]
 
 
 def _force_geometry(model: LoadedModel, periodic: bool | None, atoms: Sequence[int] | None,
-                    topology: openmm.app.Topology | None) -> tuple[bool, list]:
+                    topology: openmm.app.Topology | None,
+                    system: openmm.System | None = None) -> tuple[bool, list]:
     """(pass box vectors to the model, bond-tree levels for making the ML atoms whole) for a
-    force on a system that is periodic or not (`periodic`; None: as the model was trained)."""
+    force on a system that is periodic or not (`periodic`; None: as the model was trained);
+    `system` gives the virtual sites among the ML atoms (see `ml_bond_tree`)."""
     trained = model_periodicity(model.metadata)
     system_periodic = periodic if periodic is not None else bool(trained)
     if not system_periodic or trained is not False:
@@ -149,14 +152,44 @@ def _force_geometry(model: LoadedModel, periodic: bool | None, atoms: Sequence[i
                         "but this system is periodic; a molecular model runs on the ML subset "
                         "of a periodic system (pass atoms= and topology=), or use a model "
                         "trained on periodic data")
-    return False, ml_bond_tree(topology, atoms)
+    return False, ml_bond_tree(topology, atoms, system)
 
 
-def ml_bond_tree(topology: openmm.app.Topology, atoms: Sequence[int]) -> list:
-    """Bond-tree levels of the ML atoms (indices among them) from the Topology's bonds."""
+def virtual_site_bonds(system: openmm.System | None, atoms: Sequence[int]) -> list:
+    """(site, parent) particle pairs tying each ML atom that is a virtual site of `system` to
+    its first parent particle among the ML atoms.
+
+    openmm-ml's createMixedSystem caps each cut ML–MM bond with a hydrogen link atom: a
+    massless `LocalCoordinatesSite` on (ML atom, MM atom), appended to the System and, with no
+    bond, to the Topology it passes to addForces, and listed among the ML atoms. OpenMM places
+    the site from its parents, so it lies next to its ML atom; this pair puts it in the bond
+    tree, so that making the ML atoms whole moves it with that atom."""
+    if system is None:
+        return []
+    chosen = {int(atom) for atom in atoms}
+    pairs = []
+    for atom in atoms:
+        atom = int(atom)
+        if atom >= system.getNumParticles() or not system.isVirtualSite(atom):
+            continue
+        site = system.getVirtualSite(atom)
+        parents = [site.getParticle(k) for k in range(site.getNumParticles())]
+        parent = next((p for p in parents if p in chosen and p != atom), None)
+        if parent is not None:
+            pairs.append((atom, parent))
+    return pairs
+
+
+def ml_bond_tree(topology: openmm.app.Topology, atoms: Sequence[int],
+                 system: openmm.System | None = None) -> list:
+    """Bond-tree levels of the ML atoms (indices among them) from the Topology's bonds and,
+    when `system` is given, each virtual site among them tied to its ML parent atom
+    (`virtual_site_bonds`: openmm-ml's link atoms)."""
     position = {int(atom): k for k, atom in enumerate(atoms)}
     bonds = [(position[b.atom1.index], position[b.atom2.index]) for b in topology.bonds()
              if b.atom1.index in position and b.atom2.index in position]
+    bonds += [(position[site], position[parent])
+              for site, parent in virtual_site_bonds(system, atoms)]
     if len(atoms) > 1 and not bonds:
         raise MLFFError("the Topology has no bonds among the ML atoms; they are needed to keep "
                         "the ML molecule whole across the periodic box (add bonds, e.g. "
@@ -168,7 +201,8 @@ def create_torch_force(model: str | os.PathLike | LoadedModel, atoms: Sequence[i
                        topology: openmm.app.Topology | None = None,
                        atomic_numbers: Sequence[int] | None = None,
                        periodic: bool | None = None,
-                       cuda_graphs: bool | None = None) -> openmm.Force:
+                       cuda_graphs: bool | None = None,
+                       system: openmm.System | None = None) -> openmm.Force:
     """An openmm-torch `TorchForce` running the model file.
 
     Args:
@@ -179,12 +213,15 @@ def create_torch_force(model: str | os.PathLike | LoadedModel, atoms: Sequence[i
         cuda_graphs: request CUDA graphs on the CUDA platform; default: only when the model
             file says it supports them (ours build a neighbour list of varying size on every
             call, which CUDA graphs cannot capture).
+        system: the System the force is for, when ML atoms are virtual sites (openmm-ml's
+            link atoms): a molecular model on a periodic system then moves each with its ML
+            parent atom when it makes the ML atoms whole.
     """
     loaded = _loaded(model)
     numbers = list(atomic_numbers) if atomic_numbers is not None else \
         atomic_numbers_of(topology, atoms, loaded)
     loaded.check_species(numbers)
-    model_periodic, levels = _force_geometry(loaded, periodic, atoms, topology)
+    model_periodic, levels = _force_geometry(loaded, periodic, atoms, topology, system)
     module = torch.jit.script(OpenMMModule(loaded.module, numbers, atoms, model_periodic,
                                            levels))
     force = _torch_force_class()(module)
@@ -256,14 +293,16 @@ def create_python_force(model: str | os.PathLike | LoadedModel,
                         atoms: Sequence[int] | None = None,
                         topology: openmm.app.Topology | None = None,
                         atomic_numbers: Sequence[int] | None = None,
-                        periodic: bool | None = None) -> openmm.Force:
+                        periodic: bool | None = None,
+                        system: openmm.System | None = None) -> openmm.Force:
     """The same model through OpenMM's `PythonForce` (the route openmm-ml takes for its
-    built-in models): OpenMM hands the computation only the ML particles."""
+    built-in models): OpenMM hands the computation only the ML particles. `system` as in
+    `create_torch_force`."""
     loaded = _loaded(model)
     numbers = list(atomic_numbers) if atomic_numbers is not None else \
         atomic_numbers_of(topology, atoms, loaded)
     loaded.check_species(numbers)
-    model_periodic, levels = _force_geometry(loaded, periodic, atoms, topology)
+    model_periodic, levels = _force_geometry(loaded, periodic, atoms, topology, system)
     force = openmm.PythonForce(_PythonForceComputation(loaded, numbers, model_periodic, levels))
     if atoms is not None:
         force.setParticles(list(atoms))
@@ -296,7 +335,7 @@ def check_compatible(model: LoadedModel, system: openmm.System,
                         "system is not periodic; give the topology box vectors "
                         "(setPeriodicBoxVectors) or use a model trained on molecules")
     if trained is False and periodic:
-        _force_geometry(model, True, atoms, topology)  # the ML subset only, with bonds
+        _force_geometry(model, True, atoms, topology, system)  # the ML subset, with bonds
 
 
 def validate_atom_indices(atoms: Sequence[int], n_particles: int) -> None:
@@ -326,7 +365,7 @@ def add_mlff_force(system: openmm.System, topology: openmm.app.Topology,
     periodic = system.usesPeriodicBoundaryConditions() or \
         topology.getPeriodicBoxVectors() is not None
     create = create_torch_force if backend == "torch" else create_python_force
-    force = create(loaded, atoms=atoms, topology=topology, periodic=periodic)
+    force = create(loaded, atoms=atoms, topology=topology, periodic=periodic, system=system)
     force.setForceGroup(force_group)
     system.addForce(force)
     return force

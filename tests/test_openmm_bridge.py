@@ -364,3 +364,60 @@ def test_molecular_model_on_the_ml_subset_of_a_water_box(exported_water_model, s
     context.setPositions(atoms.positions * 0.1)
     ml_energy = context.getState(getEnergy=True, groups={1}).getPotentialEnergy()
     assert ml_energy.value_in_unit(unit.kilojoule_per_mole) == pytest.approx(energy, abs=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["torch", "python"])
+def test_link_atom_moves_with_a_cut_ml_region_straddling_the_box_edge(tmp_path, backend):
+    """openmm-ml's createMixedSystem on ethanol in a periodic box with the ML subset CH3-CH2
+    (the C1-O2 bond cut: one link atom, a virtual site on C1-O2): with the ML region across
+    the x face, in the positions OpenMM itself wraps molecule by molecule (C0 alone, since the
+    ML-internal bonds are gone; C1 with O2, H8 and the link atom), the ML force gives the
+    energy and forces of the same configuration translated inside the box (translation
+    invariance), in float64: the link atom is made whole with its ML atom."""
+    from openmmml import MLPotential
+
+    ethanol = named_molecule("ethanol")
+    edge = 20.0  # Å
+    box = np.eye(3) * edge * 0.1
+    topology = topology_from_atoms(ethanol.atoms, ethanol.bonds)
+    topology.setPeriodicBoxVectors(box)
+    mm = openmm.System()
+    mm.setDefaultPeriodicBoxVectors(*box)
+    for mass in ethanol.atoms.get_masses():
+        mm.addParticle(mass)
+    bonds = openmm.HarmonicBondForce()
+    bonds.setUsesPeriodicBoundaryConditions(True)
+    for i, j in ethanol.bonds.tolist():
+        bonds.addBond(i, j, 0.15, 1000.0)
+    mm.addForce(bonds)
+    path = save_random_model(tmp_path / "m.pt", "schnet", periodic=False)
+    ml_atoms = [0, 1, 3, 4, 5, 6, 7]
+    info = MLPotential("mlff", modelPath=str(path)).createMixedSystem(
+        topology, mm, ml_atoms, returnInfo=True, backend=backend)
+    mixed = info["system"]
+    assert mixed.getNumParticles() == 10 and mixed.isVirtualSite(9)  # the link atom
+    ml_force = next(f for f in mixed.getForces() if f.getName() in ("TorchForce", "PythonForce")
+                    or type(f).__name__ in ("TorchForce", "PythonForce"))
+    ml_force.setForceGroup(1)
+    context = openmm.Context(mixed, openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName("Reference"))
+
+    def energy_forces(positions, wrap):
+        context.setPositions(np.vstack([positions, [[0.0, 0.0, 0.0]]]) * 0.1)
+        context.computeVirtualSites()
+        if wrap:  # as OpenMM wraps: each molecule of the mixed System into the box
+            wrapped = context.getState(getPositions=True, enforcePeriodicBox=True)
+            context.setPositions(wrapped.getPositions())
+        state = context.getState(getEnergy=True, getForces=True, getPositions=True, groups={1})
+        return (state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+                state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole
+                                                            / unit.nanometer)[:9],
+                state.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
+
+    start = ethanol.atoms.positions - ethanol.atoms.positions[0] + [edge + 0.7, 10.0, 10.0]
+    e, f, seen = energy_forces(start, wrap=True)
+    assert seen[0, 0] < 2.0 and seen[1, 0] > edge - 2.0  # C0 and C1 on opposite faces
+    reference_e, reference_f, inside = energy_forces(start - [8.0, 0.0, 0.0], wrap=False)
+    assert np.all((inside[:, 0] > 2.0) & (inside[:, 0] < edge - 2.0))
+    assert e == pytest.approx(reference_e, abs=1e-6)
+    np.testing.assert_allclose(f, reference_f, atol=1e-6)
