@@ -66,7 +66,7 @@ class MLFFCalculator(Calculator):
             raise PropertyNotImplementedError("stress needs a cell periodic in all directions")
         model_positions, periodic = self._model_input(atoms)
 
-        # float64 in: the model moves to a local origin before casting to its own precision
+        # float64 in: the model forms interatomic vectors in it, then casts to its own dtype
         as_tensor = lambda x: torch.as_tensor(x, dtype=torch.float64, device=self.device)  # noqa: E731
         positions = as_tensor(model_positions).requires_grad_(True)
         cell = as_tensor(atoms.cell.array if periodic else np.zeros((3, 3)))

@@ -45,6 +45,7 @@ def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_di
     start = structure_from_file(str(structure))
     atoms = start.atoms.copy()
     atoms.calc = MLFFCalculator(loaded, device=device)
+    atoms.get_forces()  # in the setup: a model that cannot run this system fails before step 0
     rng = np.random.default_rng(seed)
     thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
     Stationary(atoms)
@@ -71,6 +72,7 @@ def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_di
         dynamics.attach(collapse, interval=report_interval)
         dynamics.attach(exploration, interval=report_interval)
         attach_step_progress(dynamics, advance)
+        advance(0)  # stepping starts: a failure from here on keeps the partial output
         dynamics.run(steps)
     seconds = time.perf_counter() - started
     collapse.close()

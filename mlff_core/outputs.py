@@ -21,9 +21,11 @@ from pathlib import Path
 from mlff_core.errors import MLFFError
 
 #: What `mlff md` writes, in any engine (OpenMM, ASE, LAMMPS), including older versions' names.
-MD_OUTPUTS = ("summary.json", "start.*", "trajectory.*", "collapse.*", "exploration.*",
-              "unexplored.*", "forces.log", "state.csv", "md.log", "last_good.*", "in.md",
-              "log.lammps", "monitor.log", "flagged*")
+MD_OUTPUTS = ("summary.json", "start.pdb", "start.data", "trajectory.dcd", "trajectory.traj",
+              "trajectory.lammpstrj", "state.csv", "md.log", "in.md", "log.lammps",
+              "monitor.log", "flagged.xyz", "collapse.log", "collapse.xyz", "collapse.npz",
+              "exploration.log", "unexplored.xyz", "unexplored.npz", "forces.log",
+              "last_good.pdb", "last_good.xyz")
 
 #: What `mlff data split` writes.
 SPLIT_OUTPUTS = ("train.npz", "val.npz", "test.npz")
@@ -33,12 +35,16 @@ class OutputInUseError(MLFFError):
     """An output directory or file already holds an earlier run's output."""
 
 
-def earlier_outputs(directory: str | os.PathLike, patterns: Sequence[str]) -> list[Path]:
-    """Entries of `directory` matching `patterns` (sorted; empty when it does not exist)."""
+def earlier_outputs(directory: str | os.PathLike, patterns: Sequence[str],
+                    keep: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """Entries of `directory` matching `patterns` (sorted; empty when it does not exist),
+    except the files in `keep` (the command's inputs, which may bear an output's name)."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    return sorted({path for pattern in patterns for path in directory.glob(pattern)})
+    kept = {Path(path).resolve() for path in keep}
+    return sorted({path for pattern in patterns for path in directory.glob(pattern)
+                   if path.resolve() not in kept})
 
 
 def _remove(paths: Sequence[Path]) -> None:
@@ -50,8 +56,9 @@ def _remove(paths: Sequence[Path]) -> None:
 
 
 def claim_output_dir(directory: str | os.PathLike, patterns: Sequence[str],
-                     overwrite: bool, what: str) -> Path:
-    """Make `directory` ready for a command that writes files matching `patterns`.
+                     overwrite: bool, what: str, keep: Sequence[str | os.PathLike] = ()) -> Path:
+    """Make `directory` ready for a command that writes files matching `patterns`; the files
+    in `keep` (its inputs) are neither counted nor removed.
 
     Raises:
         OutputInUseError: it holds such files and `overwrite` is False (names a few of them);
@@ -60,7 +67,7 @@ def claim_output_dir(directory: str | os.PathLike, patterns: Sequence[str],
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise OutputInUseError(f"{directory}: is a file, not a directory for {what}")
-    stale = earlier_outputs(directory, patterns)
+    stale = earlier_outputs(directory, patterns, keep)
     if stale and not overwrite:
         names = ", ".join(p.name for p in stale[:4]) + (", ..." if len(stale) > 4 else "")
         raise OutputInUseError(
@@ -82,23 +89,36 @@ def claim_output_file(path: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def md_outputs(directory: str | os.PathLike, overwrite: bool) -> Iterator[list[int]]:
-    """Claim `directory` for an MD run; yields a one-element step counter the caller advances.
+class RunStarted:
+    """Whether a run got past its setup (`mark` is called when stepping starts)."""
 
-    When the body raises before any step ran, the files it wrote are removed again (and the
-    directory, if this call created it and nothing else is in it). A run that failed later
-    keeps its partial trajectory and logs, readable up to the failure.
+    def __init__(self) -> None:
+        self.started = False
+
+    def mark(self) -> None:
+        self.started = True
+
+
+@contextlib.contextmanager
+def md_outputs(directory: str | os.PathLike, overwrite: bool,
+               keep: Sequence[str | os.PathLike] = ()) -> Iterator[RunStarted]:
+    """Claim `directory` for an MD run (`keep`: its inputs); yields a `RunStarted` whose
+    `mark()` the caller calls when the engine starts stepping.
+
+    When the body raises before that, the files it wrote are removed again (and the directory,
+    if this call created it and nothing else is in it): a run that failed in its setup leaves
+    nothing. A run that failed later keeps its partial trajectory and logs, readable up to
+    the failure.
     """
     directory = Path(directory)
     created = not directory.exists()
-    claim_output_dir(directory, MD_OUTPUTS, overwrite, "MD run")
-    steps = [0]
+    claim_output_dir(directory, MD_OUTPUTS, overwrite, "MD run", keep)
+    run = RunStarted()
     try:
-        yield steps
+        yield run
     except BaseException:
-        if steps[0] == 0:
-            _remove(earlier_outputs(directory, MD_OUTPUTS))
+        if not run.started:
+            _remove(earlier_outputs(directory, MD_OUTPUTS, keep))
             if created and not any(directory.iterdir()):
                 directory.rmdir()
         raise

@@ -277,7 +277,7 @@ class _PythonForceComputation:
 
     def __call__(self, state: openmm.State):
         positions = state.getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer)
-        # float64 in: the model translates to a local origin before its own precision
+        # float64 in: the model forms interatomic vectors in it, then casts to its own dtype
         pos = torch.as_tensor(np.asarray(positions), dtype=torch.float64).requires_grad_(True)
         box = None
         if self.periodic:

@@ -141,6 +141,7 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
         collapse, exploration, forces, _ProgressReporter(report_interval, advance),
     ]
     started = time.perf_counter()
+    advance(0)  # stepping starts: a failure from here on keeps the partial output
     outcome = run_simulation(simulation, steps)
     if collapse.monitor.stopped and not outcome["stopped"]:  # flagged on the very last step
         saved = collapse.monitor.saved_last_good

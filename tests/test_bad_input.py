@@ -232,6 +232,24 @@ def test_mixed_levels_of_theory_are_refused_unless_allowed(tmp_path, finished_ru
     assert not (tmp_path / "ft").exists()
 
 
+def test_level_rule_unit():
+    """Data of a level the model knows are fine, even when the model knows more than one."""
+    from mlff_core.data.frames import Frames
+    from mlff_core.training.run import check_levels
+
+    def frames(level, name):
+        return Frames(positions=np.zeros((1, 2, 3)) + np.arange(2)[:, None], atomic_numbers=[1, 1],
+                      energies=[-1.0], forces=np.zeros((1, 2, 3)), levels=[level], source=name)
+
+    check_levels([frames("gfn2", "a.npz")], ["gfn2", "MMFF94"], "m.pt")
+    check_levels([frames("unknown", "a.npz"), frames("gfn2", "b.npz")])
+    with pytest.raises(TrainingError, match="m.pt was trained on gfn2 labels but the data are "
+                                            "a.npz: MMFF94"):
+        check_levels([frames("MMFF94", "a.npz")], ["gfn2"], "m.pt")
+    with pytest.raises(TrainingError, match=r"mix levels of theory \(a.npz: MMFF94; b.npz: gfn2"):
+        check_levels([frames("MMFF94", "a.npz"), frames("gfn2", "b.npz")])
+
+
 def test_a_cutoff_that_leaves_atoms_alone_is_refused(tmp_path, finished_run):
     result = run_mlff("train", "--data", finished_run / "w.npz", "--model", "schnet",
                       "--cutoff", "0.1", "-o", tmp_path / "r")
@@ -269,6 +287,10 @@ def test_resume_with_other_settings_names_the_differences(tmp_path, finished_run
                       "128", "--lr", "0.01", "-o", run, "--resume")
     assert_clean_error(result, "cannot resume with other settings", "--model schnet → painn",
                        "--hidden 8 → 128", "--lr 0.0005 → 0.01")
+    result = run_mlff("train", "--data", finished_run / "w.npz", "--n-val", "3", "-o", run,
+                      "--resume")  # a validation frame would move into training
+    assert_clean_error(result, "cannot resume with another --n-val (the run's split: 11 "
+                               "training, 1 validation frames)")
     result = run_mlff("train", "--data", finished_run / "w.npz", "--model", "schnet",
                       "--hidden", "8", "--epochs", "2", "-o", run, "--resume")
     assert result.returncode == 0, result.stderr
@@ -394,6 +416,7 @@ def test_generate_resumes_only_what_it_was_asked_to(tmp_path):
     args = ("data", "generate", "--molecule", "water", "--level", "mmff94", "--frames", "3",
             "--stride", "2", "--equilibration", "2", "-o", out)
     assert_clean_error(run_mlff(*args, "--resume"), "nothing to resume")
+    assert_clean_error(run_mlff(*args, "--resume", "--overwrite"), "give one of them")
     PartialRun(partial_path(out), {"made": "by hand"}).save({}, 1, "sample")
     assert_clean_error(run_mlff(*args), "w.npz.partial.npz: a stopped run of this command "
                                         "left its frames here; pass --resume")
@@ -402,3 +425,31 @@ def test_generate_resumes_only_what_it_was_asked_to(tmp_path):
     result = run_mlff(*args, "--overwrite")
     assert result.returncode == 0, result.stderr
     assert read_frames(out).n_frames == 3 and not partial_path(out).exists()
+
+
+def test_md_overwrite_keeps_its_inputs_and_a_failed_run_keeps_its_evidence(tmp_path):
+    """A restart from the last good frame into the same directory must not delete that frame;
+    a run that fails after it started stepping (here: `--on-collapse raise`) keeps its
+    trajectory and monitor logs."""
+    import ase.io
+
+    from mlff_core.data.molecules import named_molecule
+
+    model = save_random_model(tmp_path / "m.pt", "schnet")
+    out = tmp_path / "md"
+    out.mkdir()
+    restart = out / "last_good.xyz"
+    ase.io.write(restart, named_molecule("ethanol").atoms)
+    (out / "summary.json").write_text("{}")
+    result = run_mlff("md", "--engine", "ase", "--model", model, "--structure", restart,
+                      "--steps", "4", "--report-interval", "2", "--on-collapse", "flag",
+                      "--overwrite", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert ase.io.read(restart).get_chemical_formula() == "C2H6O"
+
+    failed = tmp_path / "failed"
+    result = run_mlff("md", "--engine", "ase", "--model", model, "--structure", restart,
+                      "--steps", "4", "--report-interval", "2", "--on-collapse", "raise",
+                      "--bond-threshold", "0.000001", "-o", failed)
+    assert result.returncode != 0
+    assert {"collapse.log", "collapse.xyz", "md.log"} <= {p.name for p in failed.iterdir()}

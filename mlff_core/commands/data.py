@@ -140,7 +140,7 @@ def generate(molecule, smiles, water_box, structure_file, level, label_level, n_
             frames = generate_frames(structure, driver, n_frames, sampling, labeller, advance,
                                      partial)
     except BaseException:
-        if partial.path.exists():
+        if partial.holds_progress and partial.path.exists():
             click.echo(f"mlff: the frames labelled so far are kept in {partial.path}; the same "
                        "command with --resume continues from there", err=True)
         raise
@@ -167,6 +167,9 @@ def _partial_run(output, resume, overwrite, structure, driver, labeller, samplin
                 "level": driver.tag, "label_level": labeller.tag if labeller else None,
                 "sampling": asdict(sampling), "frames": n_frames}
     partial = PartialRun(partial_path(output), settings)
+    if resume and overwrite:
+        raise click.UsageError("--resume continues a partial run and --overwrite discards it; "
+                               "give one of them")
     if partial.path.exists() and overwrite:
         partial.remove()
     elif partial.path.exists() and not resume:

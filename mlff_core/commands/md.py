@@ -49,11 +49,11 @@ def md(engine, model, structure, temperature, timestep, steps, report_interval, 
       mlff md --engine ase --model aspirin.pt --structure start.xyz --steps 2000 -o runs/md2
     """
     run = get_engine(engine)
-    with md_outputs(output_dir, overwrite) as steps_done, \
+    with md_outputs(output_dir, overwrite, keep=(structure, model)) as run_state, \
             progress_bar(f"{engine} MD", steps) as advance:
 
-        def counted(n: int) -> None:
-            steps_done[0] += n
+        def counted(n: int) -> None:  # every engine calls advance(0) when stepping starts
+            run_state.mark()
             advance(n)
 
         summary = run(model, structure, output_dir, temperature=temperature, timestep=timestep,

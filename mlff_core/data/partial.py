@@ -54,6 +54,7 @@ class PartialRun:
         self.every_seconds = every_seconds
         self._saved_frames = 0
         self._saved_at = time.monotonic()
+        self.holds_progress = False  # True once progress was loaded from or saved to `path`
 
     def load(self) -> dict[str, np.ndarray] | None:
         """The arrays saved last (with 'frames_done' and 'phase' from the record), or None
@@ -79,6 +80,7 @@ class PartialRun:
                             f"({describe_differences(differences)}); resume with the same "
                             "options, or pass --overwrite to start over", self.path)
         self._saved_frames = int(record["frames_done"])
+        self.holds_progress = True
         return {**arrays, "frames_done": np.array(record["frames_done"]),
                 "phase": np.array(record["phase"])}
 
@@ -94,6 +96,7 @@ class PartialRun:
             np.savez(fh, **arrays, **{_RECORD: np.array(json.dumps(record))})
         self._saved_frames = frames_done
         self._saved_at = time.monotonic()
+        self.holds_progress = True
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

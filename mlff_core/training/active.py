@@ -178,7 +178,8 @@ def _original_data(model: LoadedModel, data: Sequence[str | os.PathLike],
     """Training and validation frames: from `data` (split with the seed), or the ones the model
     file's provenance records."""
     if data:
-        train, val, _ = prepare_data(data, (), None, n_val, seed)
+        # levels: checked against --level by `continued_learning` (one rule, not two)
+        train, val, _ = prepare_data(data, (), None, n_val, seed, allow_mixed_levels=True)
         return train, val
     provenance = model.metadata.get("training", {})
     try:

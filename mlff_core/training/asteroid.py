@@ -405,9 +405,7 @@ def _bias_aware_stages(sets: _Sets, cheap: Sequence[str | os.PathLike], run_dir:
                             partial(Trainer, config, [sets.extra_train], [sets.extra_val],
                                     stage2_dir, sample_weights=[w_train],
                                     val_sample_weights=[w_val], provenance=provenance),
-                            stage2_dir, progress,
-                            _with_inputs(records[f"stage2_{name}"],
-                                         sample_weights=[w_train, w_val]), claim)
+                            stage2_dir, progress, records[f"stage2_{name}"], claim)
         if not (stage2_dir / "weights.npz").exists():
             with atomic_output(stage2_dir / "weights.npz") as fh:
                 np.savez(fh, train=w_train, val=w_val)

@@ -53,9 +53,9 @@ def check_levels(files: Sequence[Frames], model_levels: Sequence[str] = (),
     levels = {level for frames in files for level in known_levels(frames)}
     described = "; ".join(f"{frames.source or frames.formula}: {', '.join(known_levels(frames))}"
                           for frames in files if known_levels(frames))
-    allow = "pass --allow-mixed-levels if you mean it"
+    allow = "mlff train and mlff finetune take --allow-mixed-levels if you mean it"
     theirs = set(model_levels) - {UNKNOWN_LEVEL}
-    if theirs and levels and levels != theirs:
+    if theirs and levels - theirs:
         raise TrainingError(f"model {model_name} was trained on {', '.join(sorted(theirs))} "
                             f"labels but the data are {described}; continuing a model on "
                             f"another level of theory mixes levels ({allow})")
@@ -178,6 +178,22 @@ def resume_differences(stored: TrainingConfig,
     return differences
 
 
+def _check_same_data(run_dir: Path, now: dict[str, Any], stored: dict[str, Any]) -> None:
+    """A resumed run must see the frames it started with, split the same way (a validation
+    frame moved into training would leak; `export` rebuilds the clusters from the record)."""
+    if [s["hash"] for s in now["systems"]] != [s["hash"] for s in stored["systems"]]:
+        raise TrainingError(f"{run_dir}: the data differ from those the run started with")
+    if now.get("val_files", []) != stored.get("val_files", []):
+        raise TrainingError(f"{run_dir}: cannot resume with other --val-data (the run started "
+                            f"with {', '.join(stored.get('val_files', [])) or 'none'})")
+    for key, option in (("val_indices", "--n-val"), ("train_indices", "--n-train")):
+        if [s[key] for s in now["systems"]] != [s[key] for s in stored["systems"]]:
+            split = "; ".join(f"{len(s['train_indices'])} training, {len(s['val_indices'])} "
+                              f"validation frames" for s in stored["systems"])
+            raise TrainingError(f"{run_dir}: cannot resume with another {option} (the run's "
+                                f"split: {split})")
+
+
 def make_trainer(config: TrainingConfig, run_dir: str | os.PathLike,
                  data: Sequence[str | os.PathLike], val_data: Sequence[str | os.PathLike] = (),
                  n_train: int | float | None = None, n_val: int | float = 0.1,
@@ -213,9 +229,7 @@ def make_trainer(config: TrainingConfig, run_dir: str | os.PathLike,
         data_seed = stored["data"].get("seed", config.seed)
         train, val, provenance = prepare_data(data, val_data, n_train, n_val, data_seed,
                                               allow_mixed_levels=True)  # checked at the start
-        if [s["hash"] for s in provenance["systems"]] != \
-                [s["hash"] for s in stored["data"]["systems"]]:
-            raise TrainingError(f"{run_dir}: the data differ from those the run started with")
+        _check_same_data(run_dir, provenance, stored["data"])
         provenance = stored["data"]
     else:
         if has_run:

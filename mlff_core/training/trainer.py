@@ -502,7 +502,8 @@ class Trainer:
                 raise TrainingError(
                     f"training loss is not finite ({value}) at epoch {self.epoch} in the batch "
                     f"of {self._nonfinite_frames(batch)}: check their labels (a huge, NaN or "
-                    f"infinite energy or force), or lower --lr if the weights diverged. "
+                    f"infinite energy or force), or start anew with a lower --lr if the weights "
+                    f"diverged. "
                     f"{self._stopped_here()}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -564,7 +565,8 @@ class Trainer:
             if not np.isfinite(metrics["loss"]):
                 raise TrainingError(
                     f"validation loss is not finite at epoch {self.epoch}: a validation frame's "
-                    f"labels are huge or NaN, or the weights diverged (lower --lr). "
+                    f"labels are huge or NaN, or the weights diverged (start anew with a lower "
+                    f"--lr). "
                     f"{self._stopped_here()}")
             self.scheduler.step(metrics["loss"])
             improved = metrics["loss"] < self.best_val_loss

