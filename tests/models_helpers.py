@@ -60,3 +60,14 @@ def ethanol_md_frames(n_frames: int = 60, seed: int = 0):
     return generate_frames(named_molecule("ethanol"), get_level("mmff94"), n_frames,
                            LangevinSampling(temperature=300.0, stride=5, equilibration=20,
                                             seed=seed))
+
+
+def with_edited_metadata(model, out, **changes):
+    """A copy of a model file whose mlff.json was edited by hand (`changes` replace keys)."""
+    import json
+
+    extra = {"mlff.json": ""}
+    module = torch.jit.load(str(model), _extra_files=extra)
+    metadata = {**json.loads(extra["mlff.json"]), **changes}
+    torch.jit.save(module, str(out), _extra_files={"mlff.json": json.dumps(metadata)})
+    return out

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import assert_clean_error, run_mlff
-from models_helpers import save_random_model
+from models_helpers import save_random_model, with_edited_metadata
 
 from mlff_core.errors import MLFFError
 from mlff_core.export import load_model
@@ -297,17 +297,6 @@ def test_resume_with_other_settings_names_the_differences(tmp_path, finished_run
     assert "epoch 2" in result.stdout
 
 
-def _with_metadata(model, out, **changes):
-    """A copy of a model file whose mlff.json was edited by hand."""
-    import json
-
-    extra = {"mlff.json": ""}
-    module = torch.jit.load(str(model), _extra_files=extra)
-    metadata = {**json.loads(extra["mlff.json"]), **changes}
-    torch.jit.save(module, str(out), _extra_files={"mlff.json": json.dumps(metadata)})
-    return out
-
-
 @pytest.mark.parametrize(("changes", "needle"), [
     ({"cutoff": 2.0}, "mlff.json says cutoff 2.0 but the scripted model's is 5.0"),
     ({"energy_unit": "kcal/mol"}, "mlff.json says energy_unit kcal/mol"),
@@ -320,7 +309,7 @@ def test_hand_edited_metadata_is_checked_against_the_module(tmp_path, changes, n
     model = save_random_model(tmp_path / "m.pt", "schnet")
     load_model(model)
     with pytest.raises(MLFFError, match=re.escape(needle)):
-        load_model(_with_metadata(model, tmp_path / "edited.pt", **changes))
+        load_model(with_edited_metadata(model, tmp_path / "edited.pt", **changes))
 
 
 def test_a_used_split_directory_is_refused_unless_overwrite(tmp_path, finished_run):

