@@ -339,6 +339,12 @@ def native_arrays(frames: Frames) -> dict[str, np.ndarray]:
     return arrays
 
 
+def frames_from_native_arrays(data: dict[str, np.ndarray], path: str | os.PathLike) -> Frames:
+    """The frames `native_arrays` stored (other keys in `data` are ignored); errors name
+    `path`, the file the arrays came from."""
+    return _from_native(data, Path(path))
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()

@@ -19,6 +19,7 @@ from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
+from mlff_core.data.formats import frames_from_native_arrays, native_arrays
 from mlff_core.data.frames import Frames
 from mlff_core.data.molecules import Structure
 from mlff_core.data.partial import PartialRun
@@ -205,7 +206,7 @@ def relabel_frames(frames: Frames, level: LevelOfTheory, advance: Advance = no_p
             raise LevelOfTheoryError(f"frame {i}: {exc}") from None
         advance(1)
         if partial is not None and i + 1 < frames.n_frames and partial.due(i + 1):
-            partial.save({**_frame_arrays(frames), "label_energies": energies[:i + 1],
+            partial.save({**native_arrays(frames), "label_energies": energies[:i + 1],
                           "label_forces": forces[:i + 1]}, i + 1, "label")
     relabelled = frames.with_labels(energies, forces, level.tag)
     provenance = copy.deepcopy(frames.provenance)
@@ -214,22 +215,6 @@ def relabel_frames(frames: Frames, level: LevelOfTheory, advance: Advance = no_p
     provenance.setdefault("package_versions", package_versions())
     relabelled.provenance = provenance
     return relabelled
-
-
-def _frame_arrays(frames: Frames) -> dict[str, np.ndarray]:
-    """What a partial labelling run keeps of the frames it labels (see `_frames_from_arrays`)."""
-    return {"positions": frames.positions, "atomic_numbers": frames.atomic_numbers,
-            "cells": frames.cell if frames.cell is not None else np.zeros((0, 3, 3)),
-            "pbc": frames.pbc, "energies": frames.energies, "forces": frames.forces,
-            "levels": frames.levels.astype(str),
-            "provenance": np.array(json.dumps(frames.provenance, default=str))}
-
-
-def _frames_from_arrays(arrays: dict[str, np.ndarray]) -> Frames:
-    return Frames(positions=arrays["positions"], atomic_numbers=arrays["atomic_numbers"],
-                  energies=arrays["energies"], forces=arrays["forces"],
-                  cell=arrays["cells"] if len(arrays["cells"]) else None, pbc=arrays["pbc"],
-                  levels=arrays["levels"], provenance=json.loads(str(arrays["provenance"])))
 
 
 def generate_frames(
@@ -250,7 +235,7 @@ def generate_frames(
     state = partial.load() if partial is not None else None
     relabel = label_level is not None and label_level.key != level.key
     if state is not None and str(state["phase"]) == "label":
-        frames = _frames_from_arrays(state)  # sampling finished before the run stopped
+        frames = frames_from_native_arrays(state, partial.path)  # sampled before the stop
         advance(sampling.total_steps(n_frames))
     else:
         frames = sample_langevin(structure, level, n_frames, sampling, advance, partial, state)
@@ -260,6 +245,6 @@ def generate_frames(
     assert label_level is not None
     if partial is not None and state is None:  # the sampled frames, before any label
         empty = np.zeros((0, *frames.positions.shape[1:]))
-        partial.save({**_frame_arrays(frames), "label_energies": np.zeros(0),
+        partial.save({**native_arrays(frames), "label_energies": np.zeros(0),
                       "label_forces": empty}, 0, "label")
     return relabel_frames(frames, label_level, advance, partial, state)

@@ -502,9 +502,8 @@ class Trainer:
                 raise TrainingError(
                     f"training loss is not finite ({value}) at epoch {self.epoch} in the batch "
                     f"of {self._nonfinite_frames(batch)}: check their labels (a huge, NaN or "
-                    f"infinite energy or force), or start anew with a lower --lr if the weights "
-                    f"diverged. "
-                    f"{self._stopped_here()}")
+                    "infinite energy or force), or start anew with a lower --lr if the weights "
+                    f"diverged. {self._stopped_here()}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.gradient_clip > 0:
@@ -565,9 +564,8 @@ class Trainer:
             if not np.isfinite(metrics["loss"]):
                 raise TrainingError(
                     f"validation loss is not finite at epoch {self.epoch}: a validation frame's "
-                    f"labels are huge or NaN, or the weights diverged (start anew with a lower "
-                    f"--lr). "
-                    f"{self._stopped_here()}")
+                    "labels are huge or NaN, or the weights diverged (start anew with a lower "
+                    f"--lr). {self._stopped_here()}")
             self.scheduler.step(metrics["loss"])
             improved = metrics["loss"] < self.best_val_loss
             if improved:
