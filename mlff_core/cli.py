@@ -17,6 +17,7 @@ from mlff_core.commands.data import data
 from mlff_core.commands.demo import demo
 from mlff_core.commands.evaluate import evaluate
 from mlff_core.commands.finetune import finetune
+from mlff_core.commands.import_model import import_command
 from mlff_core.commands.md import md
 from mlff_core.commands.report import report
 from mlff_core.commands.train import export, train
@@ -69,6 +70,7 @@ cli.add_command(finetune)
 cli.add_command(active_learn)
 cli.add_command(asteroid)
 cli.add_command(export)
+cli.add_command(import_command)
 cli.add_command(evaluate)
 cli.add_command(report)
 cli.add_command(md)

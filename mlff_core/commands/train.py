@@ -69,7 +69,7 @@ allow_mixed_levels_option = click.option(
 
 #: `mlff train` options that set a hyperparameter of the architecture.
 _HYPERPARAMETER_OPTIONS = ("hidden", "num_interactions", "cutoff", "num_rbf", "radial",
-                           "cutoff_fn")
+                           "cutoff_fn", "max_L", "max_ell", "correlation")
 
 
 def requested_settings(ctx: click.Context, config: TrainingConfig
@@ -106,13 +106,23 @@ def requested_settings(ctx: click.Context, config: TrainingConfig
               help="Training frames per system (default: the rest).")
 @click.option("--n-val", type=SubsetSize(), default=0.1, show_default=True,
               help="Validation frames per system, split off --data.")
-@click.option("--hidden", type=click.IntRange(min=1), help="Feature width (default 64).")
+@click.option("--hidden", type=click.IntRange(min=1),
+              help="Feature width (default 64; MACE: channels per irrep, 32).")
 @click.option("--layers", "num_interactions", type=click.IntRange(min=1),
-              help="Message-passing layers (default 3).")
+              help="Message-passing layers (default 3; MACE 2).")
 @click.option("--cutoff", type=click.FloatRange(min=0, min_open=True), help="Cutoff in Å (5.0).")
-@click.option("--num-rbf", type=click.IntRange(min=2), help="Radial basis functions.")
-@click.option("--radial", type=click.Choice(["gaussian", "bessel"]), help="Radial basis.")
-@click.option("--cutoff-fn", type=click.Choice(["cosine", "polynomial"]), help="Cutoff function.")
+@click.option("--num-rbf", type=click.IntRange(min=2),
+              help="Radial basis functions (MACE: Bessel functions, 8).")
+@click.option("--radial", type=click.Choice(["gaussian", "bessel"]),
+              help="Radial basis (SchNet, PaiNN).")
+@click.option("--cutoff-fn", type=click.Choice(["cosine", "polynomial"]),
+              help="Cutoff function (SchNet, PaiNN).")
+@click.option("--max-L", "max_L", type=click.IntRange(min=0),
+              help="MACE: largest l of the hidden features (default 1: 32x0e+32x1o).")
+@click.option("--max-ell", type=click.IntRange(min=1),
+              help="MACE: largest l of the edge spherical harmonics (default 3).")
+@click.option("--correlation", type=click.IntRange(min=1),
+              help="MACE: body order of the product basis minus one (default 3).")
 @click.option("--epochs", type=click.IntRange(min=1), default=_DEFAULTS.epochs, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=_DEFAULTS.batch_size,
               show_default=True)
@@ -149,23 +159,26 @@ def requested_settings(ctx: click.Context, config: TrainingConfig
                    "(only --epochs, --max-minutes and --device may change).")
 @allow_mixed_levels_option
 def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_interactions,
-          cutoff, num_rbf, radial, cutoff_fn, epochs, batch_size, learning_rate, lr_factor,
-          lr_patience, min_learning_rate, early_stopping_patience, energy_weight, ema_decay,
-          losses, n_clusters, cluster_sampling, gradient_clip, dtype, device, seed, max_minutes,
-          init_model, resume, allow_mixed_levels) -> None:
+          cutoff, num_rbf, radial, cutoff_fn, max_L, max_ell, correlation, epochs,  # noqa: N803
+          batch_size, learning_rate, lr_factor, lr_patience, min_learning_rate,
+          early_stopping_patience, energy_weight, ema_decay, losses, n_clusters,
+          cluster_sampling, gradient_clip, dtype, device, seed, max_minutes, init_model, resume,
+          allow_mixed_levels) -> None:
     """Train a force field on labelled frames (energies and forces).
 
     \b
     Examples:
       mlff train --data aspirin.npz --model painn -o runs/aspirin
       mlff train --data aspirin.npz --model schnet --hidden 128 --epochs 500 -o runs/schnet
+      mlff train --data aspirin.npz --model mace --max-ell 2 --correlation 2 -o runs/mace
       mlff train --data aspirin.npz -o runs/aspirin --resume        # after an interruption
       mlff train --data new.npz --init-model aspirin.pt -o runs/ft  # fine-tune
       mlff train --data aspirin.npz --loss cluster=1,maxerr=0.1 -o runs/cluster
       mlff train --data aspirin.npz --loss cluster --cluster-sampling balanced -o runs/bal
     """
     overrides = {"hidden": hidden, "num_interactions": num_interactions, "cutoff": cutoff,
-                 "num_rbf": num_rbf, "radial": radial, "cutoff_fn": cutoff_fn}
+                 "num_rbf": num_rbf, "radial": radial, "cutoff_fn": cutoff_fn, "max_L": max_L,
+                 "max_ell": max_ell, "correlation": correlation}
     config = TrainingConfig(
         architecture=architecture,
         hyperparameters={k: v for k, v in overrides.items() if v is not None},

@@ -55,8 +55,11 @@ class LoadedModel:
         fine-tuning: warm starts keep species, reference energies and scale)."""
         from mlff_core.models import build_potential
 
-        potential = build_potential(self.metadata["architecture"], self.species,
-                                    **self.metadata["hyperparameters"]).to(self.dtype)
+        try:
+            potential = build_potential(self.metadata["architecture"], self.species,
+                                        **self.metadata["hyperparameters"]).to(self.dtype)
+        except ValueError as exc:
+            raise ModelFileError(f"{self.path}: {exc}") from None
         prefix = "potential."
         state = {k[len(prefix):]: v for k, v in self.module.state_dict().items()
                  if k.startswith(prefix)}

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from mlff_core.export.exploration import ExplorationModel
 from mlff_core.fileio import atomic_output
+from mlff_core.models import scriptable
 from mlff_core.models.potential import Potential
 from mlff_core.runtime import package_versions
 
@@ -99,7 +100,7 @@ def save_model_file(potential: Potential, path: str | os.PathLike, metadata: dic
     """Script `potential` (+ exploration) and write the model file atomically; returns its path."""
     was_training = potential.training
     potential.eval()
-    scripted = torch.jit.script(ModelFile(potential, exploration))
+    scripted = torch.jit.script(ModelFile(scriptable(potential), exploration))
     potential.train(was_training)
     path = Path(path)
     with atomic_output(path) as fh:

@@ -1,7 +1,9 @@
-"""TorchScript-ready architectures (SchNet, PaiNN) and the `Potential` that wraps them.
+"""TorchScript-ready architectures (SchNet, PaiNN, MACE) and the `Potential` that wraps them.
 
 `build_potential(architecture, species, **hyperparameters)` makes a fresh model; the
 hyperparameters are exactly what the model file records, so the same call rebuilds it.
+MACE is built from `mace-torch`'s own modules (`mlff_core.models.mace`, imported only when a
+MACE model is built).
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
                "radial": "gaussian", "cutoff_fn": "cosine"},
     "painn": {"hidden": 64, "num_interactions": 3, "cutoff": 5.0, "num_rbf": 20,
               "radial": "bessel", "cutoff_fn": "cosine"},
+    # mace_run_train's names: hidden = num_channels, cutoff = r_max, num_rbf = num_bessel,
+    # radial_mlp = radial_MLP. Small for CPU: 32x0e+32x1o, 2 layers. avg_num_neighbors None
+    # is measured on the training frames when the model is first built.
+    "mace": {"hidden": 32, "num_interactions": 2, "cutoff": 5.0, "num_rbf": 8, "max_L": 1,
+             "max_ell": 3, "correlation": 3, "radial_mlp": [32, 32, 32],
+             "num_polynomial_cutoff": 5, "avg_num_neighbors": None},
 }
 _CLASSES = {"schnet": SchNet, "painn": PaiNN}
 
@@ -28,6 +36,10 @@ def hyperparameters(architecture: str, **overrides: Any) -> dict[str, Any]:
         raise ValueError(
             f"unknown architecture {architecture!r}; use one of {', '.join(ARCHITECTURES)}"
         )
+    if overrides.get("imported"):  # recorded by `mlff import`; no recipe to rebuild it
+        raise ValueError(f"a model imported from {overrides['imported']} runs in every engine "
+                         "but cannot be trained further here (train it where it was made, "
+                         "then import it again)")
     unknown = set(overrides) - set(ARCHITECTURES[architecture])
     if unknown:
         raise ValueError(f"{architecture} has no hyperparameter(s) {', '.join(sorted(unknown))}")
@@ -37,9 +49,29 @@ def hyperparameters(architecture: str, **overrides: Any) -> dict[str, Any]:
 def build_potential(architecture: str, species: list[int], **overrides: Any) -> Potential:
     """A fresh, untrained `Potential` for the given species (atomic numbers)."""
     params = hyperparameters(architecture, **overrides)
-    representation = _CLASSES[architecture](num_species=len(species), **params)
-    return Potential(representation, sorted(species), params["cutoff"],
-                     params["num_interactions"])
+    species = sorted(species)
+    if architecture == "mace":
+        from mlff_core.models.mace import MaceRepresentation, build_mace
+
+        representation = MaceRepresentation(build_mace(species, **params), species)
+    else:
+        representation = _CLASSES[architecture](num_species=len(species), **params)
+    return Potential(representation, species, params["cutoff"], params["num_interactions"])
 
 
-__all__ = ["ARCHITECTURES", "PaiNN", "Potential", "SchNet", "build_potential", "hyperparameters"]
+def scriptable(potential: Potential) -> Potential:
+    """`potential` ready for `torch.jit.script`: itself, or a copy whose representation
+    compiled what plain TorchScript cannot (MACE's e3nn blocks)."""
+    prepare = getattr(potential.representation, "scriptable", None)
+    if prepare is None:
+        return potential
+    import copy
+
+    ready = copy.copy(potential)  # shares every buffer; only the representation is replaced
+    ready._modules = dict(potential._modules)
+    ready._modules["representation"] = prepare()
+    return ready
+
+
+__all__ = ["ARCHITECTURES", "PaiNN", "Potential", "SchNet", "build_potential", "hyperparameters",
+           "scriptable"]

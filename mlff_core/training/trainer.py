@@ -35,7 +35,7 @@ from mlff_core.models import build_potential, hyperparameters
 from mlff_core.models.potential import Potential
 from mlff_core.runtime import torch_device
 from mlff_core.training.ema import ExponentialMovingAverage
-from mlff_core.training.graphs import batches, frame_graphs
+from mlff_core.training.graphs import batches, frame_graphs, scripted_neighbor_list
 from mlff_core.training.losses import (
     CompositeLoss,
     LossTerm,
@@ -93,7 +93,10 @@ class TrainingConfig:
     cluster_sampling: str = "weights"
 
     def __post_init__(self) -> None:
-        self.hyperparameters = hyperparameters(self.architecture, **self.hyperparameters)
+        try:
+            self.hyperparameters = hyperparameters(self.architecture, **self.hyperparameters)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
         try:
             self.loss = parse_loss(self.loss)
         except MLFFError as exc:
@@ -161,12 +164,33 @@ def initial_potential(config: TrainingConfig, species: Sequence[int],
                       labelled: Sequence[Frames]) -> Potential:
     """A freshly initialised potential (seeded by the caller) for `species`, with reference
     energies and force scale fitted on `labelled` frames."""
+    settings = dict(config.hyperparameters)
+    if "avg_num_neighbors" in settings and settings["avg_num_neighbors"] is None:
+        settings["avg_num_neighbors"] = average_neighbors(labelled, settings["cutoff"])
     potential = build_potential(config.architecture, list(species),
-                                **config.hyperparameters).to(config.torch_dtype)
+                                **settings).to(config.torch_dtype)
     references = fit_reference_energies(labelled, list(species))
     potential.atomic_reference.copy_(torch.as_tensor(references))
     potential.energy_scale.fill_(force_scale(labelled))
     return potential
+
+
+def average_neighbors(frames: Sequence[Frames], cutoff: float, max_frames: int = 100) -> float:
+    """Mean number of neighbours within `cutoff` Å per atom, over up to `max_frames` evenly
+    spaced frames of each system (MACE's `avg_num_neighbors`, which divides its messages)."""
+    search = scripted_neighbor_list()
+    edges = atoms = 0
+    for part in frames:
+        pbc = torch.as_tensor(part.pbc)
+        for f in np.unique(np.linspace(0, part.n_frames - 1, min(part.n_frames, max_frames))
+                           .astype(int)):
+            cell = (torch.zeros(3, 3, dtype=torch.float64) if part.cell is None
+                    else torch.as_tensor(part.cell[f], dtype=torch.float64))
+            edge_index, _ = search(torch.as_tensor(part.positions[f], dtype=torch.float64),
+                                   cell, pbc, float(cutoff))
+            edges += edge_index.shape[1]
+            atoms += part.n_atoms
+    return round(edges / max(atoms, 1), 6)
 
 
 class Objective(Protocol):
@@ -246,6 +270,9 @@ class Trainer:
                                 "species, reference energies and force scale)")
         else:
             self.potential = initial_potential(config, species, train)
+        measured = getattr(self.potential.representation, "data_hyperparameters", None)
+        if measured is not None:  # recorded, so export rebuilds the same model
+            config.hyperparameters = {**config.hyperparameters, **measured()}
         self.device = torch.device(config.device)
         self.potential.to(device=self.device, dtype=config.torch_dtype)
         self.species = [int(z) for z in self.potential.species.tolist()]

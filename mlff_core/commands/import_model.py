@@ -1,0 +1,54 @@
+"""`mlff import`: a model trained elsewhere (MACE) as a model file for every engine."""
+
+from __future__ import annotations
+
+import click
+
+from mlff_core.export import load_model
+from mlff_core.export.importers import SOURCES, import_model
+from mlff_core.outputs import claim_output_file
+
+
+@click.command("import")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--from", "source_format", type=click.Choice(SOURCES), required=True,
+              help="What MODEL is: mace (a mace_run_train .model or _compiled.model file).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Model file to write (.pt).")
+@click.option("--data", multiple=True, type=click.Path(dir_okay=False),
+              help="Frames the model was trained on (repeatable): fits the conformation "
+                   "clusters, so the exploration monitor works.")
+@click.option("--clusters", "n_clusters", type=click.IntRange(min=1),
+              help="Conformation clusters per system of --data (default: by silhouette).")
+@click.option("--trust-pickle", is_flag=True,
+              help="Allow a pickled model (torch.save of the Python module). Loading it runs "
+                   "code stored in the file: only for files from a source you trust.")
+@click.option("--head", help="Readout head of a multi-head MACE model (default: the last).")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]),
+              help="Precision of the model file (default: the model's own).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing file at -o.")
+def import_command(model, source_format, output, data, n_clusters, trust_pickle, head, dtype,
+                   overwrite) -> None:
+    """Wrap a model trained elsewhere into a model file (TorchScript + mlff.json) that runs in
+    OpenMM, LAMMPS and ASE with every monitor.
+
+    \b
+    Examples:
+      mlff import --from mace run/MACE_model_compiled.model -o mace.pt --data train.npz
+      mlff import --from mace run/MACE_model.model --trust-pickle -o mace.pt
+    """
+    from mlff_core.data import read_systems
+
+    claim_output_file(output, overwrite)
+    frames = [part for path in data for part in read_systems(path)]
+    path = import_model(source_format, model, output, data=frames, trust_pickle=trust_pickle,
+                        head=head, dtype=dtype, n_clusters=n_clusters)
+    meta = load_model(path).metadata
+    click.echo(f"wrote {path}: {meta['architecture']} (imported), species "
+               f"{', '.join(meta['species_symbols'])}, cutoff {meta['cutoff']} Å × "
+               f"{meta['num_interactions']} layers, {meta['dtype']}")
+    for system in (meta.get("exploration") or {}).get("systems", []):
+        click.echo(f"  conformation clusters of {system['formula']}: {system['n_clusters']} "
+                   f"(sizes {', '.join(map(str, system['cluster_sizes']))})")
+    if not data:
+        click.echo("  no --data: engines will report no reference clusters for this model")

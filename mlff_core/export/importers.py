@@ -1,0 +1,211 @@
+"""`mlff import`: wrap a model trained elsewhere into this suite's model file.
+
+The model file keeps its contract (forward, forward_graph with ghost atoms, explore, mlff.json),
+so every engine, monitor, `mlff eval` and `mlff report` take an imported model unchanged.
+
+MACE (`--from mace`) comes in two forms, both written by `mace_run_train`:
+- `NAME_compiled.model`: TorchScript; read with `torch.jit.load`, which never unpickles Python
+  objects. Runs through `MaceModelRepresentation` (MACE's own forward).
+- `NAME.model` (and checkpoints' models): a pickled `torch.save` of the Python module. Loading
+  it can run any code stored in the file, so it needs `trust_pickle=True`. Runs through
+  `MaceRepresentation` (MACE's blocks, with per-layer ghost pruning).
+The MACE model carries its own E0s and scale/shift: the wrapping `Potential` adds nothing
+(scale 1, reference energies 0). Units: MACE works in eV and Å, as model files do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from collections.abc import Sequence
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlff_core.data.frames import Frames
+from mlff_core.errors import ModelFileError
+from mlff_core.export.exploration import ExplorationModel
+from mlff_core.export.model_file import model_metadata, save_model_file
+from mlff_core.models.potential import Potential
+
+#: What `mlff import --from` accepts.
+SOURCES = ("mace",)
+
+CLUSTER_METHOD = ("PCA + K-means on inverse pairwise distances (molecules) or element-pair RDF "
+                  "histograms (periodic) of the --data frames; radius = largest member distance")
+
+
+def archive_kind(path: Path) -> str:
+    """'torchscript' (a zip with TorchScript code), 'pickle' (a `torch.save` zip) or 'other'."""
+    if not zipfile.is_zipfile(path):
+        return "other"
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if any("/code/" in name for name in names):
+        return "torchscript"
+    if any(name.endswith("data.pkl") for name in names):
+        return "pickle"
+    return "other"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _mace_facts(model: Any, path: Path) -> tuple[list[int], float, int, list[str]]:
+    """(atomic numbers, r_max Å, interactions, heads) of a MACE model, or a ModelFileError
+    saying the file is no MACE model."""
+    try:
+        numbers = [int(z) for z in model.atomic_numbers.tolist()]
+        r_max = float(model.r_max)
+        layers = int(model.num_interactions)
+    except (AttributeError, RuntimeError, TypeError):
+        raise ModelFileError(f"{path}: not a MACE model (it has no atomic_numbers, r_max and "
+                             "num_interactions); for another TorchScript energy model use "
+                             "--from torchscript") from None
+    heads = [str(h) for h in getattr(model, "heads", None) or ["Default"]]
+    return numbers, r_max, layers, heads
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _model_dtype(model: torch.nn.Module) -> torch.dtype:
+    for parameter in model.parameters():
+        return parameter.dtype
+    return torch.float64
+
+
+def load_mace(path: str | os.PathLike, trust_pickle: bool = False,
+              head: str | None = None) -> tuple[Potential, dict[str, Any]]:
+    """A `Potential` around the MACE model in `path`, and what the model file records of it.
+
+    Raises:
+        ModelFileError: missing file, not a MACE model, a pickled model without
+            `trust_pickle`, an unknown head.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    kind = archive_kind(path)
+    from mlff_core.models import mace
+
+    extra = {"config.yaml": "", "commit.txt": ""}
+    if kind == "torchscript":
+        try:
+            model = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+            raise ModelFileError(f"{path}: not a readable TorchScript file ({first})") from None
+    elif kind == "pickle":
+        if not trust_pickle:
+            raise ModelFileError(
+                f"{path}: a pickled MACE model (torch.save); loading it runs code stored in the "
+                "file. Import its TorchScript form (NAME_compiled.model, never unpickled), or "
+                "pass --trust-pickle if you trust where the file came from")
+        try:
+            model = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001  (anything an untrusted pickle raises)
+            raise ModelFileError(f"{path}: cannot be unpickled ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        if not isinstance(model, torch.nn.Module):
+            raise ModelFileError(f"{path}: holds a {type(model).__name__}, not a MACE model "
+                                 "(a checkpoint's state dict cannot be imported; use the "
+                                 ".model file mace_run_train writes)")
+    else:
+        raise ModelFileError(f"{path}: not a MACE model file (neither TorchScript nor a "
+                             "torch.save archive)")
+    numbers, r_max, layers, heads = _mace_facts(model, path)
+    head_index = len(heads) - 1
+    if head is not None:
+        if head not in heads:
+            raise ModelFileError(f"{path}: has no head {head!r} (it has {', '.join(heads)})")
+        head_index = heads.index(head)
+    species = sorted(numbers)
+    model.eval()
+    if kind == "torchscript":
+        representation = mace.MaceModelRepresentation(model, species, head_index)
+    else:
+        try:
+            representation = mace.MaceRepresentation(model, species, head_index)
+        except ValueError as exc:
+            raise ModelFileError(f"{path}: {exc}") from None
+    dtype = _model_dtype(model)
+    potential = Potential(representation, species, r_max, layers).to(dtype).eval()
+    source = {
+        "format": "mace",
+        "file": str(path.resolve()),
+        "sha256": file_sha256(path),
+        "form": "torchscript" if kind == "torchscript" else "pickle",
+        "head": heads[head_index],
+        "heads": heads,
+        "mace_version": version("mace-torch"),
+    }
+    config, commit = (_text(extra[name]) for name in ("config.yaml", "commit.txt"))
+    if config:
+        try:  # mace writes JSON (every value a string)
+            source["config"] = json.loads(config)
+        except json.JSONDecodeError:
+            source["config"] = config
+    if commit:
+        source["commit"] = commit.strip()
+    return potential, source
+
+
+def fit_exploration(frames: Sequence[Frames], n_clusters: int | None = None
+                    ) -> tuple[dict[str, Any], ExplorationModel]:
+    """Conformation clusters of each system of `frames` (the exploration monitor's reference)."""
+    from mlff_core.metrics.clusters import ConformationClusters
+
+    states = [ConformationClusters(n_clusters=n_clusters).fit(part).to_dict() for part in frames]
+    return {"method": CLUSTER_METHOD, "systems": states}, ExplorationModel(states)
+
+
+def import_model(source_format: str, path: str | os.PathLike, output: str | os.PathLike, *,
+                 data: Sequence[Frames] = (), trust_pickle: bool = False,
+                 head: str | None = None, dtype: str | None = None,
+                 n_clusters: int | None = None) -> Path:
+    """Write the model in `path` (of `source_format`, one of `SOURCES`) as a model file.
+
+    `data` (training frames of the model, one `Frames` per system) gives the conformation
+    clusters the exploration monitor flags against; without it engines report no reference
+    clusters. Frames of elements the model does not know are refused.
+    """
+    if source_format not in SOURCES:
+        raise ModelFileError(f"unknown import format {source_format!r}; use one of "
+                             f"{', '.join(SOURCES)}")
+    potential, source = load_mace(path, trust_pickle=trust_pickle, head=head)
+    if dtype is not None:
+        if dtype not in ("float32", "float64"):
+            raise ModelFileError(f"dtype must be float32 or float64, got {dtype!r}")
+        potential = potential.to(getattr(torch, dtype))
+    known = set(potential.species.tolist())
+    for part in data:
+        unknown = sorted({int(z) for z in part.atomic_numbers} - known)
+        if unknown:
+            from ase.data import chemical_symbols
+
+            raise ModelFileError(
+                f"{part.source or part.formula}: holds element(s) "
+                f"{', '.join(chemical_symbols[z] for z in unknown)} that {Path(path).name} "
+                f"does not know")
+    exploration_state, exploration = (fit_exploration(data, n_clusters) if data
+                                      else (None, None))
+    periodic = any(part.is_periodic for part in data) if data else None
+    hyperparameters = {"imported": source_format, "head": source["head"]}
+    metadata = model_metadata(potential, source_format, hyperparameters,
+                              training={"imported_from": source}, exploration=exploration_state,
+                              periodic=periodic)
+    return save_model_file(potential, output, metadata, exploration)
+
+
+__all__ = ["SOURCES", "import_model", "load_mace"]
