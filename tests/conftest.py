@@ -22,6 +22,25 @@ def run_mlff(*args: str, cwd: str | os.PathLike | None = None) -> subprocess.Com
     )
 
 
+def run_mlff_here(*args: str) -> subprocess.CompletedProcess:
+    """`run_mlff` in this process (no interpreter start-up, libraries already imported): for
+    the many short error checks. The same entry point, exit code and output streams."""
+    import contextlib
+    import io
+
+    from mlff_core.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(arg) for arg in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return subprocess.CompletedProcess(["mlff", *map(str, args)], code, out.getvalue(),
+                                       err.getvalue())
+
+
 def assert_clean_error(result: subprocess.CompletedProcess, *needles: str) -> None:
     """One `mlff: error:` line on stderr, non-zero exit, no traceback, mentioning `needles`."""
     assert result.returncode != 0, result.stdout

@@ -13,7 +13,7 @@ import torch
 from ase import Atoms
 from ase.calculators.fd import calculate_numerical_forces
 from ase.io import write
-from conftest import assert_clean_error, run_mlff
+from conftest import assert_clean_error, run_mlff, run_mlff_here
 from models_helpers import ethanol_md_frames
 
 from ase_bridge import MLFFCalculator
@@ -21,6 +21,7 @@ from mlff_core.data import write_frames
 from mlff_core.data.molecules import named_molecule
 from mlff_core.errors import SpeciesError
 from mlff_core.export import load_model
+from mlff_core.export.importers import import_model
 
 #: Å: edge of the periodic cube the training molecules sit in.
 BOX = 20.0
@@ -85,9 +86,7 @@ def imported(mace_files):
     compiled = run_mlff("import", "--from", "mace", mace_files["compiled"], "-o",
                         root / "compiled.pt", "--data", mace_files["data"])
     assert compiled.returncode == 0, compiled.stderr
-    pickled = run_mlff("import", "--from", "mace", mace_files["pickled"], "--trust-pickle",
-                       "-o", root / "pickled.pt")
-    assert pickled.returncode == 0, pickled.stderr
+    import_model("mace", mace_files["pickled"], root / "pickled.pt", trust_pickle=True)
     return {"compiled": root / "compiled.pt", "pickled": root / "pickled.pt"}
 
 
@@ -263,18 +262,18 @@ def test_bad_imports_are_one_clear_error_and_leave_no_file(tmp_path, mace_files)
     from models_helpers import save_random_model
 
     out = tmp_path / "out.pt"
-    pickled = run_mlff("import", "--from", "mace", mace_files["pickled"], "-o", out)
+    pickled = run_mlff_here("import", "--from", "mace", mace_files["pickled"], "-o", out)
     assert_clean_error(pickled, "pickled MACE model", "--trust-pickle")
     painn = save_random_model(tmp_path / "painn.pt", "painn")
-    wrong_kind = run_mlff("import", "--from", "mace", painn, "-o", out)
+    wrong_kind = run_mlff_here("import", "--from", "mace", painn, "-o", out)
     assert_clean_error(wrong_kind, "not a MACE model", "--from torchscript")
-    npz = run_mlff("import", "--from", "mace", mace_files["data"], "-o", out)
+    npz = run_mlff_here("import", "--from", "mace", mace_files["data"], "-o", out)
     assert_clean_error(npz, "not a MACE model file")
     water = write_frames(_water_frames(), tmp_path / "water_n.npz")
-    unknown = run_mlff("import", "--from", "mace", mace_files["compiled"], "-o", out, "--data",
+    unknown = run_mlff_here("import", "--from", "mace", mace_files["compiled"], "-o", out, "--data",
                        water)
     assert_clean_error(unknown, "water_n.npz", "N", "does not know")
-    head = run_mlff("import", "--from", "mace", mace_files["compiled"], "-o", out, "--head",
+    head = run_mlff_here("import", "--from", "mace", mace_files["compiled"], "-o", out, "--head",
                     "nope")
     assert_clean_error(head, "has no head 'nope'", "Default")
     assert not out.exists()
@@ -301,10 +300,10 @@ def test_engines_refuse_an_element_the_imported_model_lacks(imported):
 
 
 def test_imported_model_cannot_be_fine_tuned_but_evaluates(tmp_path, mace_files, imported):
-    finetune = run_mlff("finetune", "--model", imported["compiled"], "--data",
+    finetune = run_mlff_here("finetune", "--model", imported["compiled"], "--data",
                         mace_files["data"], "--epochs", "1", "-o", tmp_path / "ft")
     assert_clean_error(finetune, "imported from mace", "cannot be trained further")
-    evaluated = run_mlff("eval", "--model", imported["compiled"], "--data", mace_files["data"],
+    evaluated = run_mlff_here("eval", "--model", imported["compiled"], "--data", mace_files["data"],
                          "--unit", "eV/A", "-o", tmp_path / "eval.json")
     assert evaluated.returncode == 0, evaluated.stderr
     metrics = json.loads((tmp_path / "eval.json").read_text())
@@ -341,3 +340,66 @@ except DataError as exc:
     assert result.returncode == 0, result.stderr
     assert "refused:" in result.stdout and "evil.pt" in result.stdout
     assert not marker.exists()
+
+
+# ------------------------------------------------ every training method on a MACE model
+@pytest.fixture(scope="module")
+def molecular_mace(tmp_path_factory):
+    """A tiny MACE trained here with the cluster loss on ethanol molecules, exported."""
+    root = tmp_path_factory.mktemp("mace_methods")
+    frames = ethanol_md_frames(40)
+    data = write_frames(frames, root / "ethanol.npz")
+    trained = run_mlff("train", "--data", data, "--model", "mace", "--hidden", "8", "--max-ell",
+                       "2", "--correlation", "2", "--cutoff", "4", "--loss", "cluster=1",
+                       "--loss-clusters", "2", "--epochs", "2", "--batch-size", "8",
+                       "-o", root / "run")
+    assert trained.returncode == 0, trained.stderr
+    exported = run_mlff("export", root / "run", "-o", root / "model.pt")
+    assert exported.returncode == 0, exported.stderr
+    return {"root": root, "frames": frames, "data": data, "model": root / "model.pt"}
+
+
+def test_cluster_loss_and_rbp_finetuning_train_a_mace(tmp_path, molecular_mace):
+    run = json.loads((molecular_mace["root"] / "run" / "run.json").read_text())
+    assert run["config"]["loss"] == {"cluster": 1.0}
+    loaded = load_model(molecular_mace["model"])
+    assert loaded.metadata["exploration"]["systems"][0]["n_clusters"] == 2  # the loss's clusters
+    result = run_mlff("finetune", "--model", molecular_mace["model"], "--data",
+                      molecular_mace["data"], "--reweight", "rbp", "--epochs", "2",
+                      "--batch-size", "8", "-o", tmp_path / "ft")
+    assert result.returncode == 0, result.stderr
+    tuned = load_model(tmp_path / "ft" / "model.pt")
+    assert tuned.metadata["architecture"] == "mace"
+    before, after = loaded.module.state_dict(), tuned.module.state_dict()
+    changed = [k for k in before if k.endswith("weight") and not torch.equal(before[k], after[k])]
+    assert changed  # the MACE blocks' weights moved
+
+
+def test_active_learning_on_a_mace(tmp_path, molecular_mace):
+    starts = write_frames(molecular_mace["frames"][[0, 20]], tmp_path / "starts.xyz")
+    result = run_mlff("active-learn", "--model", molecular_mace["model"], "--structures", starts,
+                      "--engine", "ase", "--level", "mmff94", "--rounds", "1", "--runs", "1",
+                      "--steps", "100", "--report-interval", "10", "--temperature", "800",
+                      "--epochs", "1", "--batch-size", "8", "-o", tmp_path / "al")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "al" / "summary.json").read_text())
+    (round_,) = summary["rounds"]
+    assert round_["new_frames"] > 0 and np.isfinite(round_["new_frames_F_mae_after"])
+    assert load_model(summary["final_model"]).metadata["architecture"] == "mace"
+
+
+def test_asteroid_on_a_mace(tmp_path, molecular_mace):
+    from mlff_core.data.generate import relabel_frames
+    from mlff_core.labels import get_level
+
+    frames = molecular_mace["frames"]
+    accurate = write_frames(relabel_frames(frames[:12], get_level("gfn2")), tmp_path / "acc.npz")
+    cheap = write_frames(frames[12:], tmp_path / "cheap.npz")
+    result = run_mlff("asteroid", "--accurate", accurate, "--cheap", cheap, "--model", "mace",
+                      "--hidden", "8", "--layers", "1", "--cutoff", "4", "--epochs", "2",
+                      "--finetune-epochs", "2", "--n-val", "3", "--gamma", "0.5",
+                      "--cost-ratio", "10", "-o", tmp_path / "ast")
+    assert result.returncode == 0, result.stderr
+    model = load_model(tmp_path / "ast" / "model.pt")
+    assert model.metadata["architecture"] == "mace"
+    assert model.metadata["hyperparameters"]["avg_num_neighbors"] > 0
