@@ -4,7 +4,8 @@
     atoms.calc = MLFFCalculator("aspirin.pt", device="cpu")
 
 Energies in eV, forces in eV/Å (−∂E/∂x by autograd), stress in eV/Å³ for periodic cells
-((1/V) ∂E/∂ε with a symmetric strain ε applied to positions and cell), per-atom energies.
+((1/V) ∂E/∂ε with a symmetric strain ε applied to positions and cell), per-atom energies (of
+model files that have them: not a TorchScript module imported without `atomic_energies`).
 
 Periodicity follows `mlff_core.export.periodicity`: a model trained on molecules runs on
 periodic atoms only when, made whole, they stay one cutoff away from their own images (then
@@ -62,6 +63,11 @@ class MLFFCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         self.model.check_species(atoms.numbers)
+        if "energies" in properties and not self.model.per_atom_energies:
+            from mlff_core.models.external import NO_PER_ATOM_ENERGIES
+
+            raise PropertyNotImplementedError(f"model {self.model.path.name} "
+                                              f"{NO_PER_ATOM_ENERGIES}")
         if "stress" in properties and not atoms.pbc.all():
             raise PropertyNotImplementedError("stress needs a cell periodic in all directions")
         model_positions, periodic = self._model_input(atoms)

@@ -11,14 +11,28 @@ MACE (`--from mace`) comes in two forms, both written by `mace_run_train`:
   `MaceRepresentation` (MACE's blocks, with per-layer ghost pruning).
 The MACE model carries its own E0s and scale/shift: the wrapping `Potential` adds nothing
 (scale 1, reference energies 0). Units: MACE works in eV and Å, as model files do.
+
+Any TorchScript energy model (`--from torchscript`, with `--species`, `--cutoff`, `--layers`):
+a scripted module with `forward(positions [N,3] Å, atomic_numbers [N] long, cell [3,3] Å,
+pbc [3] bool) -> energy` (eV, 0-d or 1 element), and optionally the method
+`atomic_energies(positions, atomic_numbers, cell, pbc) -> [N]` eV. Runs through
+`ExternalAtomicPotential` when it has `atomic_energies` (every engine) and `ExternalPotential`
+when not (OpenMM and ASE energies and forces; mlff.json says `"per_atom_energies": false` and
+LAMMPS and per-atom energies refuse it).
+
+NequIP (`--from nequip`): a `nequip-compile --mode torchscript` file. Species come from its
+`type_names`, the cutoff from `r_max`, the layers from its `layer<k>_convnet` blocks; runs
+through `NequipRepresentation` (the compiled energy network) inside a `Potential`.
+
+Both are loaded in `mlff_core.export.scripted_imports`, which evaluates the wrapped model once
+on a small test structure: a file that loads but does not compute what its contract says is
+refused at import, not in an engine.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import zipfile
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -28,36 +42,17 @@ import torch
 
 from mlff_core.data.frames import Frames
 from mlff_core.errors import ModelFileError
+from mlff_core.export.archives import archive_kind, file_sha256, model_dtype, text
 from mlff_core.export.exploration import ExplorationModel
 from mlff_core.export.model_file import model_metadata, save_model_file
+from mlff_core.export.scripted_imports import TORCHSCRIPT_CONTRACT, load_nequip, load_torchscript
 from mlff_core.models.potential import Potential
 
 #: What `mlff import --from` accepts.
-SOURCES = ("mace",)
+SOURCES = ("mace", "torchscript", "nequip")
 
 CLUSTER_METHOD = ("PCA + K-means on inverse pairwise distances (molecules) or element-pair RDF "
                   "histograms (periodic) of the --data frames; radius = largest member distance")
-
-
-def archive_kind(path: Path) -> str:
-    """'torchscript' (a zip with TorchScript code), 'pickle' (a `torch.save` zip) or 'other'."""
-    if not zipfile.is_zipfile(path):
-        return "other"
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    if any("/code/" in name for name in names):
-        return "torchscript"
-    if any(name.endswith("data.pkl") for name in names):
-        return "pickle"
-    return "other"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _mace_facts(model: Any, path: Path) -> tuple[list[int], float, int, list[str]]:
@@ -69,20 +64,10 @@ def _mace_facts(model: Any, path: Path) -> tuple[list[int], float, int, list[str
         layers = int(model.num_interactions)
     except (AttributeError, RuntimeError, TypeError):
         raise ModelFileError(f"{path}: not a MACE model (it has no atomic_numbers, r_max and "
-                             "num_interactions); for another TorchScript energy model use "
-                             "--from torchscript") from None
+                             "num_interactions); for a nequip-compile'd model use --from nequip, "
+                             "for another TorchScript energy model --from torchscript") from None
     heads = [str(h) for h in getattr(model, "heads", None) or ["Default"]]
     return numbers, r_max, layers, heads
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def _model_dtype(model: torch.nn.Module) -> torch.dtype:
-    for parameter in model.parameters():
-        return parameter.dtype
-    return torch.float64
 
 
 def load_mace(path: str | os.PathLike, trust_pickle: bool = False,
@@ -139,7 +124,7 @@ def load_mace(path: str | os.PathLike, trust_pickle: bool = False,
             representation = mace.MaceRepresentation(model, species, head_index)
         except ValueError as exc:
             raise ModelFileError(f"{path}: {exc}") from None
-    dtype = _model_dtype(model)
+    dtype = model_dtype(model)
     potential = Potential(representation, species, r_max, layers).to(dtype).eval()
     source = {
         "format": "mace",
@@ -150,7 +135,7 @@ def load_mace(path: str | os.PathLike, trust_pickle: bool = False,
         "heads": heads,
         "mace_version": version("mace-torch"),
     }
-    config, commit = (_text(extra[name]) for name in ("config.yaml", "commit.txt"))
+    config, commit = (text(extra[name]) for name in ("config.yaml", "commit.txt"))
     if config:
         try:  # mace writes JSON (every value a string)
             source["config"] = json.loads(config)
@@ -173,21 +158,47 @@ def fit_exploration(frames: Sequence[Frames], n_clusters: int | None = None
 def import_model(source_format: str, path: str | os.PathLike, output: str | os.PathLike, *,
                  data: Sequence[Frames] = (), trust_pickle: bool = False,
                  head: str | None = None, dtype: str | None = None,
-                 n_clusters: int | None = None) -> Path:
+                 n_clusters: int | None = None, species: Sequence[str] | None = None,
+                 cutoff: float | None = None, layers: int | None = None) -> Path:
     """Write the model in `path` (of `source_format`, one of `SOURCES`) as a model file.
 
     `data` (training frames of the model, one `Frames` per system) gives the conformation
     clusters the exploration monitor flags against; without it engines report no reference
-    clusters. Frames of elements the model does not know are refused.
+    clusters. Frames of elements the model does not know are refused. `trust_pickle` and `head`
+    apply to MACE; `species` (element symbols), `cutoff` (Å) and `layers` to TorchScript
+    models, which need all three.
     """
     if source_format not in SOURCES:
         raise ModelFileError(f"unknown import format {source_format!r}; use one of "
                              f"{', '.join(SOURCES)}")
-    potential, source = load_mace(path, trust_pickle=trust_pickle, head=head)
-    if dtype is not None:
-        if dtype not in ("float32", "float64"):
-            raise ModelFileError(f"dtype must be float32 or float64, got {dtype!r}")
-        potential = potential.to(getattr(torch, dtype))
+    options = {"--trust-pickle": trust_pickle or None, "--head": head, "--species": species,
+               "--cutoff": cutoff, "--layers": layers}
+    applies = {"mace": ("--trust-pickle", "--head"),
+               "torchscript": ("--species", "--cutoff", "--layers"), "nequip": ()}
+    stray = [name for name, value in options.items()
+             if value is not None and name not in applies[source_format]]
+    if stray:
+        raise ModelFileError(f"{', '.join(stray)} {'does' if len(stray) == 1 else 'do'} not "
+                             f"apply to --from {source_format}")
+    if dtype is not None and dtype not in ("float32", "float64"):
+        raise ModelFileError(f"dtype must be float32 or float64, got {dtype!r}")
+    precision = None if dtype is None else getattr(torch, dtype)
+    if source_format == "mace":
+        potential, source = load_mace(path, trust_pickle=trust_pickle, head=head)
+        hyperparameters = {"imported": source_format, "head": source["head"]}
+        if precision is not None:
+            potential = potential.to(precision)
+    elif source_format == "torchscript":
+        missing = [name for name in applies["torchscript"] if options[name] is None]
+        if missing:
+            raise ModelFileError(f"--from torchscript needs {', '.join(missing)}: a scripted "
+                                 "module cannot say which elements it knows, how far atoms "
+                                 "interact and over how many message-passing layers")
+        potential, source = load_torchscript(path, species, cutoff, layers, precision)
+        hyperparameters = {"imported": source_format}
+    else:
+        potential, source = load_nequip(path, precision)
+        hyperparameters = {"imported": source_format}
     known = set(potential.species.tolist())
     for part in data:
         unknown = sorted({int(z) for z in part.atomic_numbers} - known)
@@ -201,11 +212,13 @@ def import_model(source_format: str, path: str | os.PathLike, output: str | os.P
     exploration_state, exploration = (fit_exploration(data, n_clusters) if data
                                       else (None, None))
     periodic = any(part.is_periodic for part in data) if data else None
-    hyperparameters = {"imported": source_format, "head": source["head"]}
     metadata = model_metadata(potential, source_format, hyperparameters,
                               training={"imported_from": source}, exploration=exploration_state,
                               periodic=periodic)
+    # engines that need per-atom energies (LAMMPS) refuse a file without them up front
+    metadata["per_atom_energies"] = bool(getattr(potential, "per_atom_energies", True))
     return save_model_file(potential, output, metadata, exploration)
 
 
-__all__ = ["SOURCES", "import_model", "load_mace"]
+__all__ = ["SOURCES", "TORCHSCRIPT_CONTRACT", "import_model", "load_mace", "load_nequip",
+           "load_torchscript"]

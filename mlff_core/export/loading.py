@@ -50,6 +50,12 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return getattr(torch, self.metadata["dtype"])
 
+    @property
+    def per_atom_energies(self) -> bool:
+        """Whether `forward_graph` gives per-atom energies (False only for a model imported
+        from a TorchScript module without `atomic_energies`)."""
+        return self.metadata.get("per_atom_energies", True) is not False
+
     def to_potential(self):
         """A trainable Python `Potential` with this file's architecture and weights (for
         fine-tuning: warm starts keep species, reference energies and scale)."""
@@ -159,6 +165,8 @@ def _scripted_values(module: torch.jit.ScriptModule) -> dict[str, Any]:
             values[key] = kind(getattr(potential, key))
     if hasattr(potential, "energy_scale"):
         values["dtype"] = str(potential.energy_scale.dtype).removeprefix("torch.")
+    if hasattr(potential, "per_atom_energies"):  # imported TorchScript energy models
+        values["per_atom_energies"] = bool(potential.per_atom_energies)
     return values
 
 
@@ -172,7 +180,7 @@ def _check_metadata_against_module(module: torch.jit.ScriptModule, metadata: dic
                                  f"files hold {unit} (the engines convert from {unit}); was "
                                  f"{METADATA_NAME} edited by hand?")
     for key, value in _scripted_values(module).items():
-        stated = metadata[key]
+        stated = metadata.get(key)
         if key == "cutoff":
             same = isinstance(stated, (int, float)) and abs(float(stated) - value) <= 1e-9
         else:

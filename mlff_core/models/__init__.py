@@ -32,14 +32,14 @@ _CLASSES = {"schnet": SchNet, "painn": PaiNN}
 
 def hyperparameters(architecture: str, **overrides: Any) -> dict[str, Any]:
     """The full hyperparameter set of `architecture`: defaults updated with `overrides`."""
-    if architecture not in ARCHITECTURES:
-        raise ValueError(
-            f"unknown architecture {architecture!r}; use one of {', '.join(ARCHITECTURES)}"
-        )
     if overrides.get("imported"):  # recorded by `mlff import`; no recipe to rebuild it
         raise ValueError(f"a model imported from {overrides['imported']} runs in every engine "
                          "but cannot be trained further here (train it where it was made, "
                          "then import it again)")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; use one of {', '.join(ARCHITECTURES)}"
+        )
     unknown = set(overrides) - set(ARCHITECTURES[architecture])
     if unknown:
         raise ValueError(f"{architecture} has no hyperparameter(s) {', '.join(sorted(unknown))}")
@@ -61,8 +61,9 @@ def build_potential(architecture: str, species: list[int], **overrides: Any) -> 
 
 def scriptable(potential: Potential) -> Potential:
     """`potential` ready for `torch.jit.script`: itself, or a copy whose representation
-    compiled what plain TorchScript cannot (MACE's e3nn blocks)."""
-    prepare = getattr(potential.representation, "scriptable", None)
+    compiled what plain TorchScript cannot (MACE's e3nn blocks). Imported TorchScript energy
+    models (`mlff_core.models.external`) have no representation and are already scripted."""
+    prepare = getattr(getattr(potential, "representation", None), "scriptable", None)
     if prepare is None:
         return potential
     import copy

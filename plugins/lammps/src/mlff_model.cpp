@@ -82,6 +82,13 @@ void convert_floating_point(torch::jit::script::Module &module, torch::Dtype dty
     if (item.value.is_floating_point()) item.value.set_data(item.value.to(dtype));
 }
 
+// Absent means true: only files imported from a TorchScript module without atomic_energies
+// say false.
+static bool stated_per_atom_energies(const LAMMPS_NS::json &meta)
+{
+  return !(meta.contains("per_atom_energies") && meta["per_atom_energies"] == false);
+}
+
 // A hand-edited mlff.json must not contradict the weights it travels with (the rule of
 // mlff_core.export.loading._check_metadata_against_module): the pair style takes the cutoff,
 // species and units from the metadata.
@@ -112,6 +119,14 @@ static void check_metadata_against_module(torch::jit::script::Module &module,
       throw std::runtime_error(path + ": mlff.json says num_interactions " +
                                meta["num_interactions"].dump() + " but the scripted model's is " +
                                std::to_string(scripted) + edited);
+  }
+  if (potential.hasattr("per_atom_energies")) {
+    const bool scripted = potential.attr("per_atom_energies").toBool();
+    const bool stated = stated_per_atom_energies(meta);
+    if (stated != scripted)
+      throw std::runtime_error(path + ": mlff.json says per_atom_energies " +
+                               (stated ? "true" : "false") + " but the scripted model's is " +
+                               (scripted ? "true" : "false") + edited);
   }
   if (potential.hasattr("species")) {
     torch::Tensor species = potential.attr("species").toTensor().to(torch::kCPU).to(torch::kLong);
@@ -162,6 +177,7 @@ ModelFile load_model_file(const std::string &path, const torch::Device &device)
     model.periodic_known = true;
     model.periodic = meta["periodic"].get<bool>();
   }
+  model.per_atom_energies = stated_per_atom_energies(meta);
   check_metadata_against_module(model.module, meta, path);
   check_method(model.module, "forward_graph", 4, path);
   check_method(model.module, "explore", 2, path);

@@ -20,6 +20,8 @@ struct ModelFile {
   std::string dtype;         // "float32" or "float64"
   bool periodic_known = false;
   bool periodic = false;     // trained on periodic cells
+  bool per_atom_energies = true;  // forward_graph works (false: a TorchScript module imported
+                                  // without atomic_energies; mlff.json "per_atom_energies")
 };
 
 // Load and validate a model file; throws std::runtime_error with a message naming the file

@@ -136,6 +136,17 @@ void PairMLFF::coeff(int narg, char **arg)
   } catch (const std::exception &e) {
     error->all(FLERR, "Pair style mlff: {}", first_line(e.what()));
   }
+  // Each rank sums the energies of its own atoms, and a periodic box is seen through ghost
+  // atoms: LAMMPS always needs the per-atom energies of local atoms (forward_graph).
+  if (!model_->per_atom_energies)
+    error->all(FLERR,
+               "Pair style mlff: model {} gives no per-atom energies (mlff.json: "
+               "per_atom_energies false), which LAMMPS needs for the energies of each rank's "
+               "local atoms: it was imported from a TorchScript module without a scripted "
+               "atomic_energies(positions, atomic_numbers, cell, pbc) -> [N] eV method; add it "
+               "and run mlff import --from torchscript again (OpenMM and ASE run the file as "
+               "it is)",
+               model_->path);
 
   type_z_.assign(ntypes + 1, 0);
   for (int t = 1; t <= ntypes; t++) {
