@@ -403,3 +403,32 @@ def test_asteroid_on_a_mace(tmp_path, molecular_mace):
     model = load_model(tmp_path / "ast" / "model.pt")
     assert model.metadata["architecture"] == "mace"
     assert model.metadata["hyperparameters"]["avg_num_neighbors"] > 0
+
+
+def test_mace_as_openmm_ml_potential_and_in_mlff_md_with_monitors(tmp_path, molecular_mace):
+    import openmm
+    import openmm.unit as unit
+    from openmmml import MLPotential
+
+    from mlff_core.data.frames import Frames
+    from openmm_bridge.md import topology_from_atoms
+
+    model = molecular_mace["model"]
+    atoms = named_molecule("ethanol").atoms
+    system = MLPotential("mlff", modelPath=str(model)).createSystem(topology_from_atoms(atoms))
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(atoms.positions * 0.1)
+    energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(
+        unit.kilojoule_per_mole) / 96.48533212331002
+    assert energy == pytest.approx(_energy_forces(atoms, MLFFCalculator(model))[0], rel=1e-6)
+
+    write_frames(Frames.from_atoms([atoms]), tmp_path / "start.xyz")
+    result = run_mlff("md", "--engine", "openmm", "--model", model, "--structure",
+                      tmp_path / "start.xyz", "--steps", "20", "--report-interval", "5",
+                      "-o", tmp_path / "md")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "md" / "summary.json").read_text())
+    assert summary["steps_run"] == 20
+    log = (tmp_path / "md" / "exploration.log").read_text().splitlines()
+    assert len([line for line in log if line and not line.startswith("#")]) >= 4
