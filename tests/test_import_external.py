@@ -14,6 +14,14 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.fd import calculate_numerical_forces
 from ase.io import write
 from conftest import assert_clean_error, run_mlff_here
+from engine_checks import (
+    assert_same,
+    deviation,
+    energy_forces,
+    ethanol_box,
+    lammps_equals_ase,
+    openmm_equals_ase,
+)
 from torch import Tensor
 
 from ase_bridge import MLFFCalculator
@@ -87,22 +95,6 @@ class WrongSignature(torch.nn.Module):
         return (positions * positions).sum()
 
 
-def _ethanol_box() -> Atoms:
-    """Two ethanol molecules in a 9 Å periodic cube, 6 pairs of their atoms within 4 Å. Split
-    in two MPI domains along z (`processors 1 1 *`), one molecule straddles z = 0 (the periodic
-    face both domains touch), the other z = 4.5 Å; both are also cut by x or y faces."""
-    ethanol = named_molecule("ethanol").atoms
-    first, second = ethanol.copy(), ethanol.copy()
-    first.positions += np.array([8.3, 2.0, 8.6]) - first.positions.mean(axis=0)
-    second.rotate(90, "z")
-    second.positions += np.array([4.5, 8.5, 4.5]) - second.positions.mean(axis=0)
-    box = first + second
-    box.cell = np.eye(3) * 9.0
-    box.pbc = True
-    box.wrap()
-    return box
-
-
 def _ethanol() -> Atoms:
     return named_molecule("ethanol").atoms
 
@@ -146,12 +138,6 @@ def files(tmp_path_factory):
     return made
 
 
-def _energy_forces(atoms, calculator):
-    atoms = atoms.copy()
-    atoms.calc = calculator
-    return atoms.get_potential_energy(), atoms.get_forces()
-
-
 def _module_energy_forces(module, atoms):
     """The user's module itself: its forward and autograd forces."""
     positions = torch.tensor(atoms.positions, requires_grad=True)
@@ -161,18 +147,7 @@ def _module_energy_forces(module, atoms):
     return float(energy.detach()), -gradient.numpy()
 
 
-def _assert_same(ours, theirs, rel=1e-6):
-    (e, f), (e_ref, f_ref) = ours, theirs
-    assert e == pytest.approx(e_ref, rel=rel)
-    assert np.abs(f - f_ref).max() <= rel * max(np.abs(f_ref).max(), 1.0)
-
-
-def _deviation(ours, theirs):
-    (e, f), (e_ref, f_ref) = ours, theirs
-    return abs(e - e_ref) / abs(e_ref), np.abs(f - f_ref).max()
-
-
-STRUCTURES = {"molecule": _ethanol, "periodic box": _ethanol_box}
+STRUCTURES = {"molecule": _ethanol, "periodic box": ethanol_box}
 
 
 @pytest.mark.parametrize("which", ["per_atom", "total_only"])
@@ -181,11 +156,11 @@ def test_torchscript_import_equals_the_modules_own_energy_and_forces(files, whic
     calculator = MLFFCalculator(files[which])
     for name, make in STRUCTURES.items():
         atoms = make()
-        ours, theirs = _energy_forces(atoms, calculator), _module_energy_forces(module, atoms)
-        print(f"{which} {name}: ΔE/E = {_deviation(ours, theirs)[0]:.1e}, "
-              f"max ΔF = {_deviation(ours, theirs)[1]:.1e} eV/Å")
-        _assert_same(ours, theirs, rel=1e-12)
-    atoms = _ethanol_box()
+        ours, theirs = energy_forces(atoms, calculator), _module_energy_forces(module, atoms)
+        print(f"{which} {name}: ΔE/E = {deviation(ours, theirs)[0]:.1e}, "
+              f"max ΔF = {deviation(ours, theirs)[1]:.1e} eV/Å")
+        assert_same(ours, theirs, rel=1e-12)
+    atoms = ethanol_box()
     atoms.calc = calculator
     some = [0, 4, 9, 13]  # atoms of both molecules
     np.testing.assert_allclose(atoms.get_forces()[some],
@@ -237,84 +212,12 @@ def test_torchscript_import_in_lammps_one_and_two_ranks(tmp_path, files):
     """Ghosts to cutoff × layers + skin = 10 Å on a 9 Å box split in two domains along z, with
     both molecules cut by domain boundaries and interacting: 1 rank = ASE and 2 ranks = 1
     rank."""
-    _lammps_equals_ase(tmp_path, files["per_atom"], _ethanol_box(), "torchscript")
-
-
-def _lammps_equals_ase(tmp_path, model, atoms, label):
-    from mlff_lammps import plugin_path
-    from test_lammps_plugin import _run_lmp
-
-    write(tmp_path / "box.data", atoms, format="lammps-data", specorder=["H", "C", "O"],
-          masses=True, units="metal")
-    (tmp_path / "in.box").write_text(f"""
-units metal
-atom_style atomic
-atom_modify map yes
-boundary p p p
-processors 1 1 *
-read_data box.data
-plugin load {plugin_path()}
-pair_style mlff dtype float64
-pair_coeff * * {model} H C O
-thermo_style custom step pe
-thermo_modify format float %.15g
-dump d all custom 1 forces.${{n}}.txt id fx fy fz
-dump_modify d format float %.17g sort id
-run 0
-""")
-    energy, forces = _energy_forces(atoms, MLFFCalculator(model))
-    results = {}
-    for n in (1, 2):
-        result = _run_lmp(n, "in.box", tmp_path)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        assert f"on {n} procs" in result.stdout
-        lines = result.stdout.splitlines()
-        print(next(line.strip() for line in lines if "MPI processor grid" in line))
-        header = next(k for k, line in enumerate(lines) if line.split()[:2] == ["Step", "PotEng"])
-        dump = np.loadtxt(tmp_path / f"forces.{n}.txt", skiprows=9)
-        results[n] = (float(lines[header + 1].split()[1]), dump[np.argsort(dump[:, 0]), 1:])
-    for n in (1, 2):
-        print(f"{label} LAMMPS {n} rank(s) vs ASE: ΔE = {abs(results[n][0] - energy):.1e} eV, "
-              f"max ΔF = {np.abs(results[n][1] - forces).max():.1e} eV/Å")
-        assert results[n][0] == pytest.approx(energy, abs=1e-8)
-        np.testing.assert_allclose(results[n][1], forces, atol=1e-8)
-    print(f"{label} LAMMPS 2 vs 1 rank: max ΔF = "
-          f"{np.abs(results[2][1] - results[1][1]).max():.1e} eV/Å")
-    np.testing.assert_allclose(results[2][1], results[1][1], atol=1e-10)
-
-
-def _openmm_equals_ase(path, structures, label):
-    import openmm
-    import openmm.unit as unit
-
-    from openmm_bridge import create_torch_force
-
-    kj = 96.48533212331002  # kJ/mol per eV
-    for name, atoms in structures.items():
-        energy, forces = _energy_forces(atoms, MLFFCalculator(path))
-        periodic = bool(atoms.pbc.any())
-        system = openmm.System()
-        for mass in atoms.get_masses():
-            system.addParticle(mass)
-        if periodic:
-            system.setDefaultPeriodicBoxVectors(*(atoms.cell.array * 0.1))
-        system.addForce(create_torch_force(path, atomic_numbers=atoms.numbers.tolist(),
-                                           periodic=periodic))
-        context = openmm.Context(system, openmm.VerletIntegrator(0.001),
-                                 openmm.Platform.getPlatformByName("Reference"))
-        context.setPositions(atoms.positions * 0.1)
-        state = context.getState(getEnergy=True, getForces=True)
-        e = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / kj
-        f = state.getForces(asNumpy=True).value_in_unit(
-            unit.kilojoule_per_mole / unit.nanometer) / kj / 10.0
-        de, df = _deviation((e, f), (energy, forces))
-        print(f"{label} OpenMM TorchForce vs ASE, {name}: ΔE/E = {de:.1e}, max ΔF = {df:.1e}")
-        _assert_same((e, f), (energy, forces))
+    lammps_equals_ase(tmp_path, files["per_atom"], ethanol_box(), "torchscript")
 
 
 @pytest.mark.parametrize("which", ["per_atom", "total_only"])
-def test_torchscript_import_in_openmm_equals_ase(files, which):
-    _openmm_equals_ase(files[which], {name: make() for name, make in STRUCTURES.items()},
+def test_torchscript_import_inopenmm_equals_ase(files, which):
+    openmm_equals_ase(files[which], {name: make() for name, make in STRUCTURES.items()},
                        which)
 
 
@@ -323,7 +226,7 @@ def test_without_atomic_energies_lammps_and_per_atom_energies_refuse(tmp_path, f
     import mlff_lammps  # noqa: F401  (libmpi)
     from mlff_lammps import plugin_path
 
-    atoms = _ethanol_box()
+    atoms = ethanol_box()
     atoms.calc = MLFFCalculator(files["total_only"])
     assert np.isfinite(atoms.get_potential_energy()) and np.isfinite(atoms.get_forces()).all()
     with pytest.raises(PropertyNotImplementedError, match="gives no per-atom energies.*"
@@ -379,11 +282,11 @@ def test_nequip_import_equals_nequips_own_calculator(files, which):
     cases = ["molecule"] if which == "nequip_data" else ["molecule", "box"]  # data: molecules
     for case in cases:
         atoms = _reference_atoms(case)
-        ours = _energy_forces(atoms, calculator)
+        ours = energy_forces(atoms, calculator)
         theirs = float(ref[f"energy_{case}"]), ref[f"forces_{case}"]
-        de, df = _deviation(ours, theirs)
+        de, df = deviation(ours, theirs)
         print(f"{which} {case}: ΔE/E = {de:.1e}, max ΔF = {df:.1e} eV/Å")
-        _assert_same(ours, theirs)
+        assert_same(ours, theirs)
         atoms.calc = calculator
         np.testing.assert_allclose(atoms.get_potential_energies(), ref[f"atom_energies_{case}"],
                                    rtol=1e-6, atol=1e-9)
@@ -408,11 +311,11 @@ def test_nequip_forces_are_finite_differences(files):
 def test_nequip_import_in_lammps_one_and_two_ranks(tmp_path, files):
     """r_max × 2 layers + skin = 10 Å of ghosts on the fixture's 9 Å box split in two domains
     along z; its molecules straddle z = 0 and z = 4.5 Å."""
-    _lammps_equals_ase(tmp_path, files["nequip"], _reference_atoms("box"), "nequip")
+    lammps_equals_ase(tmp_path, files["nequip"], _reference_atoms("box"), "nequip")
 
 
-def test_nequip_import_in_openmm_equals_ase(files):
-    _openmm_equals_ase(files["nequip"], {case: _reference_atoms(case)
+def test_nequip_import_inopenmm_equals_ase(files):
+    openmm_equals_ase(files["nequip"], {case: _reference_atoms(case)
                                          for case in ("molecule", "box")}, "nequip")
 
 

@@ -14,6 +14,14 @@ from ase import Atoms
 from ase.calculators.fd import calculate_numerical_forces
 from ase.io import write
 from conftest import assert_clean_error, run_mlff, run_mlff_here
+from engine_checks import (
+    KJ_PER_EV,
+    assert_same,
+    energy_forces,
+    ethanol_box,
+    lammps_equals_ase,
+    openmm_equals_ase,
+)
 from models_helpers import ethanol_md_frames
 
 from ase_bridge import MLFFCalculator
@@ -29,20 +37,6 @@ BOX = 20.0
 #: A MACE small enough for tests (mace_run_train's option names).
 TINY = {"num_channels": 8, "max_L": 1, "max_ell": 2, "correlation": 2, "r_max": 4.0,
         "num_interactions": 2}
-
-
-def _ethanol_box() -> Atoms:
-    """Two ethanol molecules in a 9 Å periodic cube, each cut by a face of the box."""
-    ethanol = named_molecule("ethanol").atoms
-    first, second = ethanol.copy(), ethanol.copy()
-    first.positions += np.array([8.3, 2.0, 2.5]) - first.positions.mean(axis=0)
-    second.rotate(90, "z")
-    second.positions += np.array([4.5, 8.5, 6.0]) - second.positions.mean(axis=0)
-    box = first + second
-    box.cell = np.eye(3) * 9.0
-    box.pbc = True
-    box.wrap()
-    return box
 
 
 @pytest.fixture(scope="module")
@@ -96,25 +90,13 @@ def _mace_calculator(**kwargs):
     return MACECalculator(device="cpu", default_dtype="float64", **kwargs)
 
 
-def _energy_forces(atoms, calculator):
-    atoms = atoms.copy()
-    atoms.calc = calculator
-    return atoms.get_potential_energy(), atoms.get_forces()
-
-
-def _assert_same(ours, theirs):
-    (e, f), (e_ref, f_ref) = ours, theirs
-    assert e == pytest.approx(e_ref, rel=1e-6)
-    assert np.abs(f - f_ref).max() <= 1e-6 * max(np.abs(f_ref).max(), 1.0)
-
-
 def _structures():
     """Ethanol alone in the training data's cube, and two ethanol molecules cut by the faces
     of a 9 Å cube (the models were trained on periodic cells)."""
     alone = named_molecule("ethanol").atoms
     alone.cell, alone.pbc = np.eye(3) * BOX, True
     alone.center()
-    return {"molecule": alone, "periodic box": _ethanol_box()}
+    return {"molecule": alone, "periodic box": ethanol_box()}
 
 
 @pytest.mark.parametrize("form", ["compiled", "pickled"])
@@ -122,7 +104,7 @@ def test_imported_mace_equals_maces_own_calculator(mace_files, imported, form):
     theirs = _mace_calculator(model_paths=str(mace_files["pickled"]))
     ours = MLFFCalculator(imported[form])
     for atoms in _structures().values():
-        _assert_same(_energy_forces(atoms, ours), _energy_forces(atoms, theirs))
+        assert_same(energy_forces(atoms, ours), energy_forces(atoms, theirs))
     meta = load_model(imported[form]).metadata
     source = meta["training"]["imported_from"]
     assert source["form"] == ("torchscript" if form == "compiled" else "pickle")
@@ -171,13 +153,13 @@ def test_mace_trained_here_equals_maces_own_calculator(mace_files):
     theirs = _mace_calculator(models=_mace_from_trained(loaded))
     ours = MLFFCalculator(mace_files["trained"])
     for atoms in _structures().values():
-        _assert_same(_energy_forces(atoms, ours), _energy_forces(atoms, theirs))
+        assert_same(energy_forces(atoms, ours), energy_forces(atoms, theirs))
 
 
 @pytest.mark.parametrize("which", ["trained", "compiled"])
 def test_mace_forces_are_finite_differences(mace_files, imported, which):
     path = mace_files["trained"] if which == "trained" else imported["compiled"]
-    atoms = _ethanol_box()
+    atoms = ethanol_box()
     atoms.calc = MLFFCalculator(path)
     np.testing.assert_allclose(atoms.get_forces(), calculate_numerical_forces(atoms, eps=1e-5),
                                atol=1e-7)
@@ -190,72 +172,14 @@ def test_mace_forces_are_finite_differences(mace_files, imported, which):
 def test_mace_in_lammps_one_and_two_ranks(tmp_path, mace_files, imported, which):
     """Ghosts to cutoff × layers + skin = 10 Å on a 9 Å box split in two domains, with both
     molecules cut by the box faces: 1 rank = ASE and 2 ranks = 1 rank."""
-    from mlff_lammps import plugin_path
-    from test_lammps_plugin import _run_lmp
-
     model = mace_files["trained"] if which == "trained" else imported["compiled"]
-    atoms = _ethanol_box()
-    write(tmp_path / "box.data", atoms, format="lammps-data", specorder=["H", "C", "O"],
-          masses=True, units="metal")
-    (tmp_path / "in.box").write_text(f"""
-units metal
-atom_style atomic
-atom_modify map yes
-boundary p p p
-read_data box.data
-plugin load {plugin_path()}
-pair_style mlff dtype float64
-pair_coeff * * {model} H C O
-thermo_style custom step pe
-thermo_modify format float %.15g
-dump d all custom 1 forces.${{n}}.txt id fx fy fz
-dump_modify d format float %.17g sort id
-run 0
-""")
-    energy, forces = _energy_forces(atoms, MLFFCalculator(model))
-    results = {}
-    for n in (1, 2):
-        result = _run_lmp(n, "in.box", tmp_path)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        assert f"on {n} procs" in result.stdout
-        lines = result.stdout.splitlines()
-        header = next(k for k, line in enumerate(lines) if line.split()[:2] == ["Step", "PotEng"])
-        dump = np.loadtxt(tmp_path / f"forces.{n}.txt", skiprows=9)
-        results[n] = (float(lines[header + 1].split()[1]), dump[np.argsort(dump[:, 0]), 1:])
-    for n in (1, 2):
-        assert results[n][0] == pytest.approx(energy, abs=1e-8)
-        np.testing.assert_allclose(results[n][1], forces, atol=1e-8)
-    np.testing.assert_allclose(results[2][1], results[1][1], atol=1e-10)
+    lammps_equals_ase(tmp_path, model, ethanol_box(), f"MACE {which}")
 
 
 @pytest.mark.parametrize("which", ["trained", "compiled"])
 def test_mace_in_openmm_equals_ase(mace_files, imported, which):
-    import openmm
-    import openmm.unit as unit
-
-    from openmm_bridge import create_python_force, create_torch_force
-
-    kj = 96.48533212331002  # kJ/mol per eV
     path = mace_files["trained"] if which == "trained" else imported["compiled"]
-    for atoms in _structures().values():
-        energy, forces = _energy_forces(atoms, MLFFCalculator(path))
-        periodic = bool(atoms.pbc.any())
-        for create in (create_torch_force, create_python_force):
-            system = openmm.System()
-            for mass in atoms.get_masses():
-                system.addParticle(mass)
-            if periodic:
-                system.setDefaultPeriodicBoxVectors(*(atoms.cell.array * 0.1))
-            system.addForce(create(path, atomic_numbers=atoms.numbers.tolist(),
-                                   periodic=periodic))
-            context = openmm.Context(system, openmm.VerletIntegrator(0.001),
-                                     openmm.Platform.getPlatformByName("Reference"))
-            context.setPositions(atoms.positions * 0.1)
-            state = context.getState(getEnergy=True, getForces=True)
-            e = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / kj
-            f = state.getForces(asNumpy=True).value_in_unit(
-                unit.kilojoule_per_mole / unit.nanometer) / kj / 10.0
-            _assert_same((e, f), (energy, forces))
+    openmm_equals_ase(path, _structures(), f"MACE {which}")
 
 
 def test_bad_imports_are_one_clear_error_and_leave_no_file(tmp_path, mace_files):
@@ -311,7 +235,7 @@ def test_imported_model_cannot_be_fine_tuned_but_evaluates(tmp_path, mace_files,
 
     frames = read_frames(mace_files["data"])
     theirs = _mace_calculator(model_paths=str(mace_files["pickled"]))
-    errors = [np.abs(_energy_forces(frames.to_atoms(k), theirs)[1] - frames.forces[k])
+    errors = [np.abs(energy_forces(frames.to_atoms(k), theirs)[1] - frames.forces[k])
               for k in range(frames.n_frames)]
     assert metrics["global"]["F_mae"] == pytest.approx(np.mean(errors), rel=1e-6)
 
@@ -420,8 +344,8 @@ def test_mace_as_openmm_ml_potential_and_in_mlff_md_with_monitors(tmp_path, mole
                              openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(atoms.positions * 0.1)
     energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(
-        unit.kilojoule_per_mole) / 96.48533212331002
-    assert energy == pytest.approx(_energy_forces(atoms, MLFFCalculator(model))[0], rel=1e-6)
+        unit.kilojoule_per_mole) / KJ_PER_EV
+    assert energy == pytest.approx(energy_forces(atoms, MLFFCalculator(model))[0], rel=1e-6)
 
     write_frames(Frames.from_atoms([atoms]), tmp_path / "start.xyz")
     result = run_mlff("md", "--engine", "openmm", "--model", model, "--structure",

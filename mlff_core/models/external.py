@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mlff_core.models.potential import finite_rows
+from mlff_core.models.potential import finite_rows, species_indices
 
 #: The name of the optional per-atom energy method of an imported TorchScript module.
 ATOMIC_ENERGIES_METHOD = "atomic_energies"
@@ -95,18 +95,7 @@ class ExternalPotential(nn.Module):
 
     def species_indices(self, atomic_numbers: Tensor) -> Tensor:
         """Species index of each atom; a clear error for an element the model does not know."""
-        size = self.species_table.shape[0]
-        known = (atomic_numbers >= 0) & (atomic_numbers < size)
-        index = self.species_table[atomic_numbers.clamp(0, size - 1)]
-        unknown = (index < 0) | ~known
-        if bool(unknown.any()):
-            z = int(atomic_numbers[unknown][0])
-            known_numbers: list[int] = self.species.tolist()
-            raise RuntimeError(
-                "element with atomic number " + str(z) + " is not known by this model "
-                "(it knows atomic numbers " + str(known_numbers) + ")"
-            )
-        return index
+        return species_indices(self.species_table, self.species, atomic_numbers)
 
     def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor,
                 pbc: Tensor) -> Tensor:

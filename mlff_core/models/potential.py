@@ -60,6 +60,23 @@ def finite_rows(positions: Tensor) -> tuple[Tensor, Tensor]:
     return torch.where(finite, positions, torch.zeros_like(positions)), finite.all(dim=1)
 
 
+def species_indices(table: Tensor, species: Tensor, atomic_numbers: Tensor) -> Tensor:
+    """Species index of each atom from a Z → index `table` (−1: unknown) over the model's
+    `species` (atomic numbers); a clear error naming an element the model does not know."""
+    size = table.shape[0]
+    known = (atomic_numbers >= 0) & (atomic_numbers < size)
+    index = table[atomic_numbers.clamp(0, size - 1)]
+    unknown = (index < 0) | ~known
+    if bool(unknown.any()):
+        z = int(atomic_numbers[unknown][0])
+        known_numbers: list[int] = species.tolist()
+        raise RuntimeError(
+            "element with atomic number " + str(z) + " is not known by this model "
+            "(it knows atomic numbers " + str(known_numbers) + ")"
+        )
+    return index
+
+
 class Potential(nn.Module):
     """Per-element scaled and shifted energy model around a message-passing representation.
 
@@ -85,18 +102,7 @@ class Potential(nn.Module):
 
     def species_indices(self, atomic_numbers: Tensor) -> Tensor:
         """Species index of each atom; a clear error for an element the model does not know."""
-        size = self.species_table.shape[0]
-        known = (atomic_numbers >= 0) & (atomic_numbers < size)
-        index = self.species_table[atomic_numbers.clamp(0, size - 1)]
-        unknown = (index < 0) | ~known
-        if bool(unknown.any()):
-            z = int(atomic_numbers[unknown][0])
-            known_numbers: list[int] = self.species.tolist()
-            raise RuntimeError(
-                "element with atomic number " + str(z) + " is not known by this model "
-                "(it knows atomic numbers " + str(known_numbers) + ")"
-            )
-        return index
+        return species_indices(self.species_table, self.species, atomic_numbers)
 
     def atomic_energies(self, atomic_numbers: Tensor, edge_index: Tensor,
                         edge_vectors: Tensor,
