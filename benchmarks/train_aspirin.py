@@ -1,11 +1,16 @@
-"""Accuracy of the equivariant model (PaiNN) trained on 1,000 GFN2-xTB aspirin frames.
+"""Accuracy of an equivariant model (PaiNN or MACE) trained on 1,000 GFN2-xTB aspirin frames.
 
 Data: 1,200 frames of a 500 K GFN2-xTB Langevin trajectory (stride 10 steps = 5 fs), split at
 random into 1,000 train / 100 validation / 100 test; plus 200 frames of an independent
 trajectory (another seed) as a second, harder test set. Reports test force MAE in kcal/mol/Å
 and meV/Å and energy MAE.
 
-    python benchmarks/train_aspirin.py [--max-minutes 75] [--json out.json]
+    python benchmarks/train_aspirin.py [--arch painn|mace] [--max-minutes 75] [--threads N]
+                                       [--json out.json]
+
+Architectures are compared with the same split, the same training settings (Adam 1e-3, batch
+16, plateau schedule, EMA, float32) and the same wall-clock budget; run them side by side with
+`--threads 1` each so that each has one core.
 
 An interrupted run in --run-dir is continued (for up to --max-minutes more, to --epochs) only when
 it was started with the same settings (settings.json: configuration, data); a run made with
@@ -71,14 +76,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-minutes", type=float, default=75.0)
     parser.add_argument("--epochs", type=int, default=2000)
-    parser.add_argument("--run-dir", default=str(CACHE / "runs" / "aspirin_painn_1000"))
+    parser.add_argument("--arch", choices=["painn", "mace"], default="painn")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--run-dir", help="default: .cache/runs/aspirin_ARCH_1000")
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.run_dir = args.run_dir or str(CACHE / "runs" / f"aspirin_{args.arch}_1000")
 
     frames = dataset(1200, seed=0)
     independent = dataset(200, seed=1)
     split = split_indices(frames.n_frames, train=1000, val=100, test=100, seed=0)
-    config = TrainingConfig(architecture="painn", epochs=args.epochs, batch_size=16,
+    config = TrainingConfig(architecture=args.arch, epochs=args.epochs, batch_size=16,
                             learning_rate=1e-3, lr_patience=15, early_stopping_patience=60,
                             max_minutes=args.max_minutes, seed=0)
     run_dir = Path(args.run_dir)
@@ -94,14 +104,17 @@ def main() -> None:
     if trainer.checkpoint_path.exists():
         trainer.resume()
     started = time.perf_counter()
-    with progress_bar("training PaiNN", config.epochs) as advance:
+    with progress_bar(f"training {args.arch}", config.epochs) as advance:
         advance(trainer.epoch)
         trainer.fit(lambda record: advance(1))
     minutes = (time.perf_counter() - started) / 60
-    model = export_run(run_dir, run_dir / "aspirin_painn.pt")
+    model = export_run(run_dir, run_dir / f"aspirin_{args.arch}.pt")
     result = {
         "stop": trainer.stop_reason, "epochs": trainer.epoch, "best_epoch": trainer.best_epoch,
+        "architecture": args.arch, "threads": torch.get_num_threads(),
         "minutes_this_session": minutes, "hyperparameters": config.hyperparameters,
+        "parameters": sum(p.numel() for p in trainer.potential.parameters()),
+        "final_lr": trainer.optimizer.param_groups[0]["lr"],
         "test_random_split": test_errors(model, frames[split.test]),
         "test_independent_trajectory": test_errors(model, independent),
     }

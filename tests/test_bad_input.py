@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import assert_clean_error, run_mlff
+from conftest import assert_clean_error, run_mlff, run_mlff_here
 from models_helpers import save_random_model, with_edited_metadata
 
 from mlff_core.errors import MLFFError
@@ -97,9 +97,9 @@ def test_damaged_run_files_are_named(tmp_path, finished_run, command, name, dama
 
 def test_bad_cli_options_are_one_line(tmp_path, finished_run):
     for lr in ("-1", "0"):  # the API allows 0 (a stage that must not move); a user never means it
-        assert_clean_error(run_mlff("train", "--data", finished_run / "w.npz", "--lr", lr,
+        assert_clean_error(run_mlff_here("train", "--data", finished_run / "w.npz", "--lr", lr,
                                     "-o", tmp_path / "r"), "Invalid value for '--lr'")
-    assert_clean_error(run_mlff("finetune", "--model", "m.pt", "--data", "d.npz",
+    assert_clean_error(run_mlff_here("finetune", "--model", "m.pt", "--data", "d.npz",
                                 "--energy-weight", "-1", "-o", tmp_path / "r"),
                        "Invalid value for '--energy-weight'")
     assert not (tmp_path / "r").exists()
@@ -109,7 +109,7 @@ def test_bad_cli_options_are_one_line(tmp_path, finished_run):
 
     start = write_frames(Frames.from_atoms([named_molecule("water").atoms]), tmp_path / "s.xyz")
     model = save_random_model(tmp_path / "m.pt", "schnet")
-    assert_clean_error(run_mlff("md", "--engine", "openmm", "--platform", "Bogus", "--model",
+    assert_clean_error(run_mlff_here("md", "--engine", "openmm", "--platform", "Bogus", "--model",
                                 model, "--structure", start, "--steps", "10",
                                 "-o", tmp_path / "md"),
                        "OpenMM platform 'Bogus' is not available here")

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_clean_error, run_mlff
+from conftest import assert_clean_error, run_mlff, run_mlff_here
 
 from mlff_core.data.formats import read_frames
 
@@ -88,16 +88,14 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, kind, needle):
 
 def test_bad_options_are_one_clear_line(tmp_path):
     out = tmp_path / "x.npz"
-    assert_clean_error(run_mlff("data", "generate", "--molecule", "caffeine", "--level", "gfn2",
-                                "-o", out), "unknown molecule 'caffeine'")
-    assert_clean_error(run_mlff("data", "generate", "--molecule", "ethanol", "--level", "ccsd",
-                                "-o", out), "unknown level of theory 'ccsd'")
-    assert_clean_error(run_mlff("data", "generate", "--level", "gfn2", "-o", out),
-                       "give exactly one of")
-    assert_clean_error(run_mlff("data", "generate", "--water-box", "2", "--level", "mmff94",
-                                "--frames", "1", "-o", out), "cannot drive a periodic system")
-    assert_clean_error(run_mlff("data", "generate", "--molecule", "ethanol", "--level", "gfn2",
-                                "--frames", "0", "-o", out), "--frames")
+    for options, needle in (
+            (["--molecule", "caffeine", "--level", "gfn2"], "unknown molecule 'caffeine'"),
+            (["--molecule", "ethanol", "--level", "ccsd"], "unknown level of theory 'ccsd'"),
+            (["--level", "gfn2"], "give exactly one of"),
+            (["--water-box", "2", "--level", "mmff94", "--frames", "1"],
+             "cannot drive a periodic system"),
+            (["--molecule", "ethanol", "--level", "gfn2", "--frames", "0"], "--frames")):
+        assert_clean_error(run_mlff_here("data", "generate", *options, "-o", out), needle)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -105,7 +103,7 @@ def test_bad_options_are_one_clear_line(tmp_path):
 def test_help_has_examples():
     for command in (["data", "generate"], ["data", "relabel"], ["data", "info"],
                     ["data", "convert"], ["data", "split"], ["demo"]):
-        result = run_mlff(*command, "--help")
+        result = run_mlff_here(*command, "--help")
         assert result.returncode == 0
         assert "Example" in result.stdout, command
 
