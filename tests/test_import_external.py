@@ -216,7 +216,7 @@ def test_torchscript_import_in_lammps_one_and_two_ranks(tmp_path, files):
 
 
 @pytest.mark.parametrize("which", ["per_atom", "total_only"])
-def test_torchscript_import_inopenmm_equals_ase(files, which):
+def test_torchscript_import_in_openmm_equals_ase(files, which):
     openmm_equals_ase(files[which], {name: make() for name, make in STRUCTURES.items()},
                        which)
 
@@ -314,7 +314,7 @@ def test_nequip_import_in_lammps_one_and_two_ranks(tmp_path, files):
     lammps_equals_ase(tmp_path, files["nequip"], _reference_atoms("box"), "nequip")
 
 
-def test_nequip_import_inopenmm_equals_ase(files):
+def test_nequip_import_in_openmm_equals_ase(files):
     openmm_equals_ase(files["nequip"], {case: _reference_atoms(case)
                                          for case in ("molecule", "box")}, "nequip")
 
