@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--run-dir", help="default: .cache/runs/aspirin_ARCH_1000")
     parser.add_argument("--json")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="export and test the run in --run-dir as it is (no training)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,11 +106,14 @@ def main() -> None:
     if trainer.checkpoint_path.exists():
         trainer.resume()
     started = time.perf_counter()
-    with progress_bar(f"training {args.arch}", config.epochs) as advance:
-        advance(trainer.epoch)
-        trainer.fit(lambda record: advance(1))
+    if not args.evaluate_only:
+        with progress_bar(f"training {args.arch}", config.epochs) as advance:
+            advance(trainer.epoch)
+            trainer.fit(lambda record: advance(1))
     minutes = (time.perf_counter() - started) / 60
-    model = export_run(run_dir, run_dir / f"aspirin_{args.arch}.pt")
+    # the trainer was given frames, not files: the clusters are fitted on its training frames
+    model = export_run(run_dir, run_dir / f"aspirin_{args.arch}.pt",
+                       cluster_data=[frames[split.train]])
     result = {
         "stop": trainer.stop_reason, "epochs": trainer.epoch, "best_epoch": trainer.best_epoch,
         "architecture": args.arch, "threads": torch.get_num_threads(),
