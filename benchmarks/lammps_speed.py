@@ -104,7 +104,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         torch.manual_seed(0)
-        potential = build_potential(args.arch, [1, 8], **overrides)
+        potential = build_potential(args.arch, [1, 8], **overrides).float()
         model = save_model_file(potential, work / "m.pt",
                                 model_metadata(potential, args.arch,
                                                hyperparameters(args.arch, **overrides)))

@@ -47,15 +47,19 @@ def hyperparameters(architecture: str, **overrides: Any) -> dict[str, Any]:
 
 
 def build_potential(architecture: str, species: list[int], **overrides: Any) -> Potential:
-    """A fresh, untrained `Potential` for the given species (atomic numbers)."""
+    """A fresh, untrained `Potential` for the given species (atomic numbers), in torch's
+    default dtype (MACE: float64)."""
     params = hyperparameters(architecture, **overrides)
     species = sorted(species)
     if architecture == "mace":
         from mlff_core.models.mace import MaceRepresentation, build_mace
 
         representation = MaceRepresentation(build_mace(species, **params), species)
-    else:
-        representation = _CLASSES[architecture](num_species=len(species), **params)
+        # float64 throughout: MACE's Clebsch-Gordan constants, built in float32 and converted
+        # up, would keep float32 precision in a float64 model; `.to(dtype)` to convert down.
+        return Potential(representation, species, params["cutoff"],
+                         params["num_interactions"]).double()
+    representation = _CLASSES[architecture](num_species=len(species), **params)
     return Potential(representation, species, params["cutoff"], params["num_interactions"])
 
 
