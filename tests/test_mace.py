@@ -299,6 +299,7 @@ def test_cluster_loss_and_rbp_finetuning_train_a_mace(tmp_path, molecular_mace):
     assert changed  # the MACE blocks' weights moved
 
 
+@pytest.mark.slow  # active learning keeps its fast test on SchNet (test_active_learning.py)
 def test_active_learning_on_a_mace(tmp_path, molecular_mace):
     starts = write_frames(molecular_mace["frames"][[0, 20]], tmp_path / "starts.xyz")
     result = run_mlff("active-learn", "--model", molecular_mace["model"], "--structures", starts,
@@ -312,6 +313,7 @@ def test_active_learning_on_a_mace(tmp_path, molecular_mace):
     assert load_model(summary["final_model"]).metadata["architecture"] == "mace"
 
 
+@pytest.mark.slow  # ASTEROID keeps its fast tests on SchNet (test_asteroid.py)
 def test_asteroid_on_a_mace(tmp_path, molecular_mace):
     from mlff_core.data.generate import relabel_frames
     from mlff_core.labels import get_level
