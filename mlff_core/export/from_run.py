@@ -22,6 +22,14 @@ CLUSTER_METHOD = ("PCA + K-means on inverse pairwise distances (molecules) or el
                   "histograms (periodic); radius = largest member distance")
 
 
+def fit_exploration(frames: Sequence[Frames], n_clusters: int | None = None,
+                    method: str = CLUSTER_METHOD) -> tuple[dict, ExplorationModel]:
+    """Conformation clusters of each system of `frames` (the exploration monitor's reference):
+    the model file's `exploration` metadata and its scripted classifier."""
+    states = [ConformationClusters(n_clusters=n_clusters).fit(part).to_dict() for part in frames]
+    return {"method": method, "systems": states}, ExplorationModel(states)
+
+
 def best_potential(run_dir: str | os.PathLike) -> tuple[Potential, dict]:
     """The best (EMA) weights of a training run as a `Potential` at the training precision
     (loading into a float32 model would round float64 weights), and the best.pt state."""
@@ -88,10 +96,7 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
             from mlff_core.training.run import training_frames
 
             cluster_data = training_frames(run["data"])
-        fitted = [ConformationClusters(n_clusters=n_clusters).fit(part) for part in cluster_data]
-        states = [f.to_dict() for f in fitted]
-        exploration_state = {"method": CLUSTER_METHOD, "systems": states}
-        exploration = ExplorationModel(states)
+        exploration_state, exploration = fit_exploration(cluster_data, n_clusters)
     systems = run.get("data", {}).get("systems", [])
     periodic = any(s.get("periodic", False) for s in systems) if systems else None
     metadata = model_metadata(potential, config["architecture"], config["hyperparameters"],

@@ -43,7 +43,7 @@ import torch
 from mlff_core.data.frames import Frames
 from mlff_core.errors import ModelFileError
 from mlff_core.export.archives import archive_kind, file_sha256, model_dtype, text
-from mlff_core.export.exploration import ExplorationModel
+from mlff_core.export.from_run import fit_exploration
 from mlff_core.export.model_file import model_metadata, save_model_file
 from mlff_core.export.scripted_imports import TORCHSCRIPT_CONTRACT, load_nequip, load_torchscript
 from mlff_core.models.potential import Potential
@@ -146,15 +146,6 @@ def load_mace(path: str | os.PathLike, trust_pickle: bool = False,
     return potential, source
 
 
-def fit_exploration(frames: Sequence[Frames], n_clusters: int | None = None
-                    ) -> tuple[dict[str, Any], ExplorationModel]:
-    """Conformation clusters of each system of `frames` (the exploration monitor's reference)."""
-    from mlff_core.metrics.clusters import ConformationClusters
-
-    states = [ConformationClusters(n_clusters=n_clusters).fit(part).to_dict() for part in frames]
-    return {"method": CLUSTER_METHOD, "systems": states}, ExplorationModel(states)
-
-
 def import_model(source_format: str, path: str | os.PathLike, output: str | os.PathLike, *,
                  data: Sequence[Frames] = (), trust_pickle: bool = False,
                  head: str | None = None, dtype: str | None = None,
@@ -209,7 +200,7 @@ def import_model(source_format: str, path: str | os.PathLike, output: str | os.P
                 f"{part.source or part.formula}: holds element(s) "
                 f"{', '.join(chemical_symbols[z] for z in unknown)} that {Path(path).name} "
                 f"does not know")
-    exploration_state, exploration = (fit_exploration(data, n_clusters) if data
+    exploration_state, exploration = (fit_exploration(data, n_clusters, CLUSTER_METHOD) if data
                                       else (None, None))
     periodic = any(part.is_periodic for part in data) if data else None
     metadata = model_metadata(potential, source_format, hyperparameters,
