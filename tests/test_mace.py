@@ -358,3 +358,19 @@ def test_mace_as_openmm_ml_potential_and_in_mlff_md_with_monitors(tmp_path, mole
     assert summary["steps_run"] == 20
     log = (tmp_path / "md" / "exploration.log").read_text().splitlines()
     assert len([line for line in log if line and not line.startswith("#")]) >= 4
+
+
+def test_a_fresh_mace_potential_has_one_dtype_and_runs_in_float32():
+    """build_potential('mace') once mixed a float32 Potential with float64 MACE blocks, which
+    failed in `forward` ("both inputs should have same dtype")."""
+    from mlff_core.models import build_potential
+
+    potential = build_potential("mace", [1, 8], hidden=8, max_ell=2, correlation=2,
+                                avg_num_neighbors=10.0)
+    dtypes = {t.dtype for t in potential.state_dict().values() if t.is_floating_point()}
+    assert dtypes == {torch.float64}
+    water = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    potential = potential.float()
+    energy = potential(torch.tensor(water.positions, dtype=torch.float32),
+                       torch.tensor(water.numbers), torch.zeros(3, 3), torch.zeros(3, dtype=bool))
+    assert energy.dtype == torch.float32 and torch.isfinite(energy)
