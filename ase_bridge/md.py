@@ -23,6 +23,7 @@ from mlff_core.data.molecules import structure_from_file
 from mlff_core.engines import ensemble
 from mlff_core.export.loading import load_model
 from mlff_core.fileio import atomic_output
+from mlff_core.monitors import stop_outcome
 from mlff_core.progress import Advance, attach_step_progress, no_progress
 
 
@@ -30,14 +31,16 @@ def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_di
                temperature: float = 300.0, timestep: float = 0.5, steps: int = 1000,
                report_interval: int = 100, friction: float = 1.0, bond_threshold: float = 0.5,
                action: str = "stop", seed: int = 0, advance: Advance = no_progress,
-               device: str = "cpu", **ignored: Any) -> dict[str, Any]:
+               device: str = "cpu", warn_ratio: float = 1.0, stop_ratio: float | None = None,
+               **ignored: Any) -> dict[str, Any]:
     """Langevin MD with the model file as an ASE calculator; returns a summary.
 
     Writes to `output_dir`: trajectory.traj, md.log, collapse.log, collapse.xyz,
     exploration.log, unexplored.xyz, last_good.xyz (on stop), summary.json.
 
     Args: temperature K, timestep fs, friction 1/ps (0: NVE, velocity Verlet), bond_threshold
-    Å; `action` applies to the collapse monitor (unexplored frames are flagged).
+    Å; `action` applies to the collapse monitor. The exploration monitor flags frames whose
+    distance/radius exceeds `warn_ratio` and, with `stop_ratio`, stops above it.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,7 +66,10 @@ def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_di
                                 last_good_path=out / "last_good.xyz")
     exploration = ExplorationObserver(atoms, loaded, dynamics=dynamics,
                                       log=out / "exploration.log",
-                                      flagged_path=out / "unexplored.xyz")
+                                      flagged_path=out / "unexplored.xyz",
+                                      last_good_path=out / "last_good.xyz",
+                                      warn_ratio=warn_ratio, stop_ratio=stop_ratio,
+                                      action="flag" if stop_ratio is None else "stop")
     started = time.perf_counter()
     with Trajectory(str(out / "trajectory.traj"), "w", atoms) as trajectory, \
             MDLogger(dynamics, atoms, str(out / "md.log"), peratom=False) as logger:
@@ -82,10 +88,7 @@ def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_di
         "trajectory": str(out / "trajectory.traj"), "topology": None,
         "ensemble": ensemble(friction, temperature),
         "temperature_K": temperature, "timestep_fs": timestep, "steps_requested": steps,
-        "steps_run": dynamics.nsteps, "stopped": collapse.stopped,
-        "reason": f"collapse: {collapse.monitor.first_flagged[1]}" if collapse.stopped else None,
-        "last_good": None if collapse.monitor.saved_last_good is None
-        else str(collapse.monitor.saved_last_good),
+        "steps_run": dynamics.nsteps, **stop_outcome(collapse.monitor, exploration.monitor),
         "seconds": seconds,
         "ns_per_day": dynamics.nsteps * timestep * 1e-6 / (seconds / 86400.0) if seconds else None,
         "collapse": collapse.monitor.summary(), "exploration": exploration.monitor.summary(),

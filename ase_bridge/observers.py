@@ -21,7 +21,6 @@ from ase import Atoms
 
 from mlff_core.errors import MLFFError
 from mlff_core.monitors import (
-    UNEXPLORED,
     CollapseDetector,
     ExplorationDetector,
     Monitor,
@@ -55,11 +54,11 @@ class _Observer:
                             self.atoms.cell.array.copy(), self.atoms.pbc.copy(),
                             None if forces is None else np.array(forces))
         self._calls += 1
-        flagged, message = self.check(snapshot)
-        if self.monitor.observe(snapshot, flagged, message):
+        flagged, message, act = self.check(snapshot)
+        if self.monitor.observe(snapshot, flagged, message, act):
             self.dynamics.max_steps = self.dynamics.nsteps  # ends dyn.run() after this step
 
-    def check(self, snapshot: Snapshot) -> tuple[bool, str]:
+    def check(self, snapshot: Snapshot) -> tuple[bool, str, bool]:
         raise NotImplementedError
 
     @property
@@ -96,10 +95,10 @@ class CollapseObserver(_Observer):
         self.detector = CollapseDetector.from_atoms(reference if reference is not None
                                                     else atoms, threshold, bonds)
 
-    def check(self, snapshot: Snapshot) -> tuple[bool, str]:
+    def check(self, snapshot: Snapshot) -> tuple[bool, str, bool]:
         result = self.detector.check(snapshot.positions, snapshot.cell, snapshot.pbc,
                                      snapshot.forces)
-        return result.collapsed, result.describe()
+        return result.collapsed, result.describe(), result.collapsed
 
 
 class ExplorationObserver(_Observer):
@@ -108,6 +107,8 @@ class ExplorationObserver(_Observer):
     Args:
         atoms: the atoms being simulated.
         model: model file (path or `LoadedModel`) whose `explore` method classifies frames.
+        warn_ratio: distance/radius above which a frame is flagged (1.0: the cluster radius).
+        stop_ratio: distance/radius above which `action` applies (default: `warn_ratio`).
         action, dynamics, log, flagged_path, last_good_path: as for `CollapseObserver`.
     """
 
@@ -116,15 +117,16 @@ class ExplorationObserver(_Observer):
     def __init__(self, atoms: Atoms, model, action: str = "flag", dynamics=None,
                  log: str | os.PathLike | None = None,
                  flagged_path: str | os.PathLike | None = None,
-                 last_good_path: str | os.PathLike | None = None):
-        self.detector = ExplorationDetector(model)
+                 last_good_path: str | os.PathLike | None = None,
+                 warn_ratio: float = 1.0, stop_ratio: float | None = None):
+        self.detector = ExplorationDetector(model, warn_ratio, stop_ratio)
         super().__init__(atoms, action, dynamics, log, flagged_path, last_good_path,
                          provenance={"model": str(self.detector.model.path)})
 
-    def check(self, snapshot: Snapshot) -> tuple[bool, str]:
+    def check(self, snapshot: Snapshot) -> tuple[bool, str, bool]:
         result = self.detector.check(snapshot.positions, snapshot.atomic_numbers,
                                      snapshot.cell, snapshot.pbc)
-        return result.status == UNEXPLORED, result.describe()
+        return result.flagged, result.describe(), result.above_stop
 
     @property
     def counts(self) -> dict[str, int]:

@@ -8,7 +8,9 @@ without importing a bridge by name (dependencies point one way: bridges → mlff
 
 Every runner takes (model, structure, output_dir) and the keywords temperature (K), timestep
 (fs), steps, report_interval, friction (1/ps; 0 runs NVE), bond_threshold (Å), action ('stop',
-'flag', 'raise' on collapse), seed, advance (progress callback), plus engine-specific options,
+'flag', 'raise' on collapse), warn_ratio and stop_ratio (the exploration monitor's levels:
+flag above warn_ratio; stop above stop_ratio, None: never), seed, advance (progress callback),
+plus engine-specific options,
 writes its files to output_dir, and returns a summary dict with at least ensemble
 (`ensemble()`), steps_run, stopped, reason (of the event that stopped the run), last_good (None
 when no good frame was saved), seconds, ns_per_day, collapse and exploration (lines from

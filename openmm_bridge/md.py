@@ -19,6 +19,7 @@ from mlff_core.engines import ensemble
 from mlff_core.errors import MLFFError
 from mlff_core.export.loading import load_model
 from mlff_core.fileio import atomic_output
+from mlff_core.monitors import stop_outcome
 from mlff_core.progress import Advance, no_progress
 from openmm_bridge.forces import add_mlff_force
 from openmm_bridge.reporters import (
@@ -83,7 +84,8 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
                   report_interval: int = 100, friction: float = 1.0,
                   bond_threshold: float = 0.5, action: str = "stop", seed: int = 0,
                   advance: Advance = no_progress, backend: str = "torch",
-                  platform: str | None = None, **ignored: Any) -> dict[str, Any]:
+                  platform: str | None = None, warn_ratio: float = 1.0,
+                  stop_ratio: float | None = None, **ignored: Any) -> dict[str, Any]:
     """Langevin MD with the model file; returns a summary (also written as summary.json).
 
     Writes to `output_dir`: start.pdb, trajectory.dcd, state.csv (StateDataReporter),
@@ -92,8 +94,9 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
 
     Args:
         temperature: K; timestep: fs; friction: 1/ps (0: NVE, velocity Verlet); bond_threshold: Å.
-        action: what the collapse monitor does ('flag', 'stop', 'raise'); unexplored frames
-            are always only flagged.
+        action: what the collapse monitor does ('flag', 'stop', 'raise').
+        warn_ratio, stop_ratio: the exploration monitor flags frames whose distance/radius
+            exceeds warn_ratio and, with stop_ratio, stops the run above it.
         backend: 'torch' (openmm-torch) or 'python' (PythonForce).
         platform: OpenMM platform name (default: OpenMM's fastest available).
         ignored: options meant for other engines.
@@ -131,7 +134,10 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
                                 flagged_path=out / "collapse.xyz",
                                 last_good_path=out / "last_good.pdb")
     exploration = ExplorationReporter(out / "exploration.log", report_interval, loaded,
-                                      save_frames=out / "unexplored.xyz")
+                                      action="flag" if stop_ratio is None else "stop",
+                                      save_frames=out / "unexplored.xyz",
+                                      last_good_path=out / "last_good.pdb",
+                                      warn_ratio=warn_ratio, stop_ratio=stop_ratio)
     forces = MaxForceReporter(out / "forces.log", report_interval)
     simulation.reporters += [
         app.DCDReporter(str(out / "trajectory.dcd"), report_interval),
@@ -143,10 +149,8 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
     started = time.perf_counter()
     advance(0)  # stepping starts: a failure from here on keeps the partial output
     outcome = run_simulation(simulation, steps)
-    if collapse.monitor.stopped and not outcome["stopped"]:  # flagged on the very last step
-        saved = collapse.monitor.saved_last_good
-        outcome.update(stopped=True, reason=f"collapse: {collapse.monitor.first_flagged[1]}",
-                       last_good=None if saved is None else str(saved))
+    if not outcome["stopped"]:  # a monitor stopped the run at its very last step
+        outcome.update(stop_outcome(collapse.monitor, exploration.monitor))
     seconds = time.perf_counter() - started
     for reporter in (collapse, exploration, forces):
         reporter.close()

@@ -33,7 +33,6 @@ from mlff_core.data.molecules import covalent_bonds
 from mlff_core.errors import MLFFError
 from mlff_core.fileio import atomic_output
 from mlff_core.monitors import (
-    UNEXPLORED,
     CollapseDetector,
     ExplorationDetector,
     Monitor,
@@ -132,13 +131,13 @@ class _MonitorReporter:
 
     def report(self, simulation: app.Simulation, state: openmm.State) -> None:
         snapshot = _snapshot(simulation, state)
-        flagged, message = self.check(snapshot, state)
-        if self.monitor.observe(snapshot, flagged, message):
+        flagged, message, act = self.check(snapshot, state)
+        if self.monitor.observe(snapshot, flagged, message, act):
             # raised from describeNextReport, once the other reporters have had this step
             self._stop = SimulationStopped(snapshot.step, f"{self.kind}: {message}",
                                            self.monitor.saved_last_good)
 
-    def check(self, snapshot: Snapshot, state: openmm.State) -> tuple[bool, str]:
+    def check(self, snapshot: Snapshot, state: openmm.State) -> tuple[bool, str, bool]:
         raise NotImplementedError
 
     def _write_pdb(self, snapshot: Snapshot, path: Path) -> None:
@@ -202,9 +201,9 @@ class CollapseReporter(_MonitorReporter):
                 bonds = covalent_bonds(atoms)
         self.detector = CollapseDetector.from_atoms(atoms, self.threshold, bonds)
 
-    def check(self, snapshot: Snapshot, state: openmm.State) -> tuple[bool, str]:
+    def check(self, snapshot: Snapshot, state: openmm.State) -> tuple[bool, str, bool]:
         result = self.detector.check(snapshot.positions, snapshot.cell, snapshot.pbc)
-        return result.collapsed, result.describe()
+        return result.collapsed, result.describe(), result.collapsed
 
 
 class ExplorationReporter(_MonitorReporter):
@@ -214,23 +213,26 @@ class ExplorationReporter(_MonitorReporter):
         file: log file, or None. reportInterval: steps between checks.
         model: model file (its `explore` method classifies frames).
         action: 'flag', 'stop' or 'raise'.
-        save_frames: extended XYZ collecting unexplored frames (ready for relabelling).
+        save_frames: extended XYZ collecting flagged frames (ready for relabelling).
         last_good_path: PDB written on stop.
+        warn_ratio: distance/radius above which a frame is flagged (1.0: the cluster radius).
+        stop_ratio: distance/radius above which `action` applies (default: `warn_ratio`).
     """
 
     kind = "exploration"
 
     def __init__(self, file: str | os.PathLike | None, reportInterval: int, model,  # noqa: N803
                  action: str = "flag", save_frames: str | os.PathLike | None = None,
-                 last_good_path: str | os.PathLike | None = None):
-        self.detector = ExplorationDetector(model)
+                 last_good_path: str | os.PathLike | None = None, warn_ratio: float = 1.0,
+                 stop_ratio: float | None = None):
+        self.detector = ExplorationDetector(model, warn_ratio, stop_ratio)
         super().__init__(file, reportInterval, action, save_frames, last_good_path,
                          provenance={"model": str(self.detector.model.path)})
 
-    def check(self, snapshot: Snapshot, state: openmm.State) -> tuple[bool, str]:
+    def check(self, snapshot: Snapshot, state: openmm.State) -> tuple[bool, str, bool]:
         result = self.detector.check(snapshot.positions, snapshot.atomic_numbers, snapshot.cell,
                                      snapshot.pbc)
-        return result.status == UNEXPLORED, result.describe()
+        return result.flagged, result.describe(), result.above_stop
 
     @property
     def counts(self) -> dict[str, int]:

@@ -366,6 +366,26 @@ def test_bad_imports_are_one_clear_error_and_leave_no_file(tmp_path, files):
                                                          "wrong.ts"]
 
 
+def test_import_calibrates_the_radii_on_held_out_frames(tmp_path, files):
+    held_out = write_frames(_ethanol_frames(40), tmp_path / "held_out.npz")
+    args = ["import", "--from", "torchscript", files["per_atom_module"], "--species", "C,H,O",
+            "--cutoff", str(CUTOFF), "--layers", "2", "--data", files["data"], "--clusters", "2"]
+    result = run_mlff_here(*args, "--radius", "calibrated", "--calibration-data", held_out,
+                           "--false-flag-rate", "0.1", "-o", tmp_path / "cal.pt")
+    assert result.returncode == 0, result.stderr
+    (system,) = load_model(tmp_path / "cal.pt").metadata["exploration"]["systems"]
+    rule = system["radius_rule"]
+    assert rule["rule"] == "calibrated" and rule["calibration_frames"] == 40
+    assert rule["flagged_rate"] <= 0.1 and "radius: calibrated to flag 10.0%" in result.stdout
+    # the rule needs both frame sets; held-out frames without the rule are a mistake
+    assert_clean_error(run_mlff_here(*args, "--radius", "calibrated", "-o", tmp_path / "a.pt"),
+                       "--radius calibrated needs --data", "--calibration-data")
+    assert_clean_error(run_mlff_here(*args, "--calibration-data", held_out, "-o",
+                                     tmp_path / "b.pt"),
+                       "--calibration-data applies to --radius calibrated")
+    assert not (tmp_path / "a.pt").exists() and not (tmp_path / "b.pt").exists()
+
+
 def test_import_help_names_the_per_atom_method():
     result = run_mlff_here("import", "--help")
     assert result.returncode == 0

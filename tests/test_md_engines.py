@@ -1,6 +1,8 @@
 """`mlff md` in its three engines says the same things the same way: friction 0 is NVE in each
 (LAMMPS used to divide by it), and a stop with no good frame before it says so."""
 
+import re
+
 import pytest
 from conftest import run_mlff
 from models_helpers import save_random_model
@@ -40,3 +42,50 @@ def test_a_stop_at_the_first_check_says_there_is_no_good_frame(tmp_path, inputs)
     assert "stopped: collapse: bond " in result.stdout
     assert "no good frame to save (the first check was already flagged)" in result.stdout
     assert "None" not in result.stdout
+
+
+@pytest.fixture(scope="module")
+def clustered(tmp_path_factory):
+    """A model file with exploration clusters of ethanol MD frames, and a start inside them."""
+    from models_helpers import ethanol_md_frames, save_model_with_clusters
+
+    root = tmp_path_factory.mktemp("graded")
+    frames = ethanol_md_frames()
+    start = write_frames(frames[[0]], root / "start.xyz")
+    return save_model_with_clusters(root / "m.pt", frames), start
+
+
+@pytest.mark.parametrize("engine", ["openmm", "ase", "lammps"])
+def test_the_exploration_levels_flag_and_stop_alike_in_every_engine(tmp_path, clustered,
+                                                                     engine):
+    """warn_ratio flags without stopping; stop_ratio ends the run cleanly with its reason.
+    (ASE and LAMMPS check the start frame, step 0; OpenMM reporters first report at step 10.)"""
+    model, start = clustered
+    first = 10 if engine == "openmm" else 0
+    checks = 4 if engine == "openmm" else 5
+    options = {"platform": "Reference"} if engine == "openmm" else {}
+    run = get_engine(engine)
+    # a warn level far below every frame's ratio: each of the 4 checks is flagged, no stop
+    warned = run(model, start, tmp_path / "warn", steps=40, report_interval=10, action="flag",
+                 warn_ratio=1e-4, stop_ratio=1e6, **options)
+    assert not warned["stopped"] and warned["steps_run"] == 40, warned
+    assert warned["exploration"] == (f"exploration: {checks} frames checked, {checks} flagged, "
+                                     f"first at step {first}")
+    # a stop level below every ratio: the first check ends the run
+    stopped = run(model, start, tmp_path / "stop", steps=40, report_interval=10,
+                  action="flag", warn_ratio=1e-4, stop_ratio=2e-4, **options)
+    assert stopped["stopped"] and stopped["steps_run"] == first, stopped
+    assert re.fullmatch(r"exploration: (un)?explored: nearest cluster \d+, distance/radius "
+                        r"\d+\.\d{3}", stopped["reason"]), stopped
+    assert stopped["exploration"] == ("exploration: 1 frames checked, 1 flagged, first at step "
+                                      f"{first} (run stopped)")
+    assert stopped["last_good"] is None  # the first check was already flagged
+
+
+def test_stop_ratio_below_warn_ratio_is_one_clear_error(tmp_path, clustered):
+    model, start = clustered
+    result = run_mlff("md", "--engine", "ase", "--model", model, "--structure", start,
+                      "--warn-ratio", "1.5", "--stop-ratio", "1.2", "-o", tmp_path / "md")
+    assert result.returncode != 0
+    assert "stop_ratio (1.2) must be at least warn_ratio (1.5)" in result.stderr
+    assert not (tmp_path / "md").exists()

@@ -76,13 +76,13 @@ def _planted_trajectory(frames):
     return np.stack([p for p, _ in planted]), [what for _, what in planted], (a, b)
 
 
-def _python_monitor(model, positions, numbers):
+def _python_monitor(model, positions, numbers, warn_ratio=1.0):
     """(status, 'kind: details') rows, two per frame, as the Python reporters log them; atom
     indices + 1 (LAMMPS atom IDs)."""
     cell, pbc = np.eye(3) * EDGE, np.ones(3, dtype=bool)
     collapse = CollapseDetector.from_atoms(Atoms(numbers=numbers, positions=positions[0],
                                                  cell=cell, pbc=pbc), THRESHOLD)
-    exploration = ExplorationDetector(model)
+    exploration = ExplorationDetector(model, warn_ratio)
     calculator = MLFFCalculator(model)
     rows = []
     for frame in positions:
@@ -92,8 +92,7 @@ def _python_monitor(model, positions, numbers):
         c = collapse.check(frame, cell, pbc, forces)
         e = exploration.check(frame, numbers, cell, pbc)
         rows.append(("FLAGGED" if c.collapsed else "ok", f"collapse: {_ids(c.describe())}"))
-        rows.append(("FLAGGED" if e.status == "unexplored" else "ok",
-                     f"exploration: {e.describe()}"))
+        rows.append(("FLAGGED" if e.flagged else "ok", f"exploration: {e.describe()}"))
     return rows
 
 
@@ -148,6 +147,28 @@ def test_python_monitors_and_the_lammps_fix_flag_the_same_frames(tmp_path, plugi
     write(tmp_path / "start.data", start, format="lammps-data", specorder=["H", "C", "O"],
           masses=True, units="metal")
     _write_dump(tmp_path / "frames.dump", positions, [types[z] for z in numbers])
+    # A lower warn level (DeePMD's trust_lo) flags the in-cluster MD frames too, alike.
+    md_ratios = [float(python[2 * k + 1][1].rsplit(" ", 1)[1])
+                 for k, what in enumerate(planted) if what == "MD frame"]
+    warn = round(0.9 * min(md_ratios), 6)
+    graded = _python_monitor(model, positions, numbers, warn)
+    assert [graded[2 * k + 1][0] for k, what in enumerate(planted) if what == "MD frame"] == \
+        ["FLAGGED", "FLAGGED"]
+    _run_fix(tmp_path, plugin, "graded", 1, f"warn_ratio {warn}")
+    assert _fix_rows(tmp_path / "monitor.graded.log") == graded
+
+    for n in (1, 2):
+        _run_fix(tmp_path, plugin, str(n), n)
+        assert _fix_rows(tmp_path / f"monitor.{n}.log") == python, n
+        flagged = read(tmp_path / f"flagged.{n}.xyz", index=":")
+        assert [f.info["step"] for f in flagged] == [1, 3, 4, 5, 6, 7, 8]  # dump steps: 1..9
+        assert not any(f.pbc.any() for f in flagged)  # a molecule, as the suite reads it
+        np.testing.assert_allclose(flagged[4].positions, positions[5], atol=1e-9)
+
+
+def _run_fix(tmp_path, plugin, name, ranks, levels=""):
+    """Rerun the planted frames through fix mlff/monitor on `ranks` MPI ranks; writes
+    monitor.NAME.log and flagged.NAME.xyz."""
     (tmp_path / "in.parity").write_text(f"""
 units metal
 atom_style atomic
@@ -158,21 +179,15 @@ plugin load {plugin}
 pair_style mlff dtype float64
 pair_coeff * * m.pt H C O
 fix monitor all mlff/monitor 1000000 m.pt threshold {THRESHOLD} file monitor.${{n}}.log &
-    frames flagged.${{n}}.xyz
+    frames flagged.${{n}}.xyz {levels}
 rerun frames.dump dump x y z box no
 """)
     lammps_dir = Path(__import__("lammps").__file__).parent
     environment = dict(os.environ, OMP_NUM_THREADS="1",
                        LD_LIBRARY_PATH=str(Path(sys.prefix) / "lib"))
     mpirun = Path(sys.executable).with_name("mpirun")
-    for n in (1, 2):
-        result = subprocess.run([str(mpirun), "-np", str(n), str(lammps_dir / "lmp"), "-in",
-                                 "in.parity", "-var", "n", str(n)], cwd=tmp_path,
-                                capture_output=True, text=True, env=environment, timeout=600)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-        assert f"on {n} procs" in result.stdout or n == 1
-        assert _fix_rows(tmp_path / f"monitor.{n}.log") == python, n
-        flagged = read(tmp_path / f"flagged.{n}.xyz", index=":")
-        assert [f.info["step"] for f in flagged] == [1, 3, 4, 5, 6, 7, 8]  # dump steps: 1..9
-        assert not any(f.pbc.any() for f in flagged)  # a molecule, as the suite reads it
-        np.testing.assert_allclose(flagged[4].positions, positions[5], atol=1e-9)
+    result = subprocess.run([str(mpirun), "-np", str(ranks), str(lammps_dir / "lmp"), "-in",
+                             "in.parity", "-var", "n", name], cwd=tmp_path,
+                            capture_output=True, text=True, env=environment, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert f"on {ranks} procs" in result.stdout or ranks == 1

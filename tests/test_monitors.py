@@ -20,6 +20,7 @@ from mlff_core.monitors import (
     CollapseDetector,
     ExplorationDetector,
     Monitor,
+    Snapshot,
 )
 
 
@@ -221,6 +222,44 @@ def test_exploration_detector_and_observer(tmp_path, model_with_clusters):
     relabelled = relabel_frames(unexplored, get_level("gfn2"))
     assert relabelled.has_labels and isinstance(relabelled, Frames)
     assert torch.isfinite(torch.tensor(relabelled.forces)).all()
+
+
+def test_warn_and_stop_levels_grade_the_ratio(model_with_clusters):
+    path, frames = model_with_clusters
+    ratio = ExplorationDetector(path).check(frames.positions[3], frames.atomic_numbers).ratio
+    assert 0 < ratio < 1
+    cases = {  # (warn, stop) → (flagged, above stop), levels placed around this frame's ratio
+        (1.0, None): (False, False),
+        (0.5 * ratio, None): (True, True),  # stop defaults to warn
+        (0.5 * ratio, 2 * ratio): (True, False),
+        (0.5 * ratio, 0.9 * ratio): (True, True),
+    }
+    for (warn, stop), expected in cases.items():
+        check = ExplorationDetector(path, warn, stop).check(frames.positions[3],
+                                                            frames.atomic_numbers)
+        assert (check.flagged, check.above_stop) == expected, (warn, stop)
+        assert check.status == "explored" and check.ratio == pytest.approx(ratio)
+    for warn, stop, words in ((0.0, None, "warn_ratio must be a positive number"),
+                              (1.0, 0.5, r"stop_ratio \(0.5\) must be at least warn_ratio"),
+                              (float("nan"), None, "warn_ratio must be")):
+        with pytest.raises(MLFFError, match=words):
+            ExplorationDetector(path, warn, stop)
+
+
+def test_a_monitor_acts_only_on_frames_above_its_stop_level(tmp_path):
+    monitor = Monitor("exploration", "stop", last_good_path=tmp_path / "good.xyz")
+    frame = Snapshot(0, np.zeros((2, 3)) + np.eye(3)[:2], np.array([1, 1]))
+    assert not monitor.observe(frame, False, "explored")
+    warned = Snapshot(10, frame.positions, frame.atomic_numbers)
+    assert not monitor.observe(warned, True, "warned", act=False)  # flagged, no stop
+    assert monitor.n_flagged == 1 and not monitor.stopped and monitor.stop_reason is None
+    assert monitor.last_good.step == 0  # a warned frame is not a good one
+    assert monitor.observe(Snapshot(20, frame.positions, frame.atomic_numbers), True, "far",
+                           act=True)
+    assert monitor.outcome == {"stopped": True, "reason": "exploration: far",
+                               "last_good": str(tmp_path / "good.xyz")}
+    assert read(tmp_path / "good.xyz").info["step"] == 0
+    monitor.close()
 
 
 def test_molecule_in_a_periodic_box_is_classified_as_the_molecule(model_with_clusters):

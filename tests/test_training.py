@@ -155,6 +155,47 @@ def test_cli_train_and_export(aspirin_file, tmp_path):
                               capture_output=True, text=True)
     assert exported.returncode == 0, exported.stderr
     assert load_model(tmp_path / "m.pt").metadata["dtype"] == "float64"
+    _check_calibrated_export(tmp_path / "run", tmp_path / "m.pt", aspirin_file, tmp_path)
+
+
+def _check_calibrated_export(run_dir, max_file, data, tmp_path):
+    """`--radius calibrated` on the run's 12 validation frames, against a hand computation from
+    the max-radius file: with α = 0.1 the conformal rank is ⌈13 × 0.9⌉ = 12, the largest
+    validation score, so every radius is the max radius × that score."""
+    import json
+
+    from conftest import assert_clean_error, run_mlff_here
+
+    from mlff_core.metrics.clusters import ConformationClusters
+    from mlff_core.training.run import training_frames
+
+    result = run_mlff_here("export", run_dir, "-o", tmp_path / "cal.pt", "--radius",
+                           "calibrated", "--false-flag-rate", "0.1")
+    assert result.returncode == 0, result.stderr
+    assert "radius: calibrated to flag 10.0% of 12 held-out frames" in result.stdout
+    run = json.loads((run_dir / "run.json").read_text())
+    (val,) = training_frames(run["data"], "val")
+    (by_max,) = load_model(max_file).metadata["exploration"]["systems"]
+    (calibrated,) = load_model(tmp_path / "cal.pt").metadata["exploration"]["systems"]
+    scores = ConformationClusters.from_dict(by_max).classify(val)[1]
+    assert calibrated["radius_rule"]["scale"] == pytest.approx(scores.max(), rel=1e-12)
+    np.testing.assert_allclose(calibrated["radii"], np.array(by_max["radii"]) * scores.max(),
+                               rtol=1e-12)
+    assert calibrated["radius_rule"]["flagged_rate"] == 0.0
+    assert calibrated["radius_rule"]["flagged_rate_max_radius"] == pytest.approx(
+        np.mean(scores > 1.0))
+    # `mlff eval` reports the rule and the fraction of its frames that the clusters flag
+    evaluated = run_mlff_here("eval", "--model", tmp_path / "cal.pt", "--data", data, "-o",
+                              tmp_path / "metrics.json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "unexplored by the model file's clusters:" in evaluated.stdout
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["exploration"]["radius_rule"]["rule"] == "calibrated"
+    # 12 held-out frames cannot calibrate 5 %: one clear error, no file
+    refused = run_mlff_here("export", run_dir, "-o", tmp_path / "five.pt", "--radius",
+                            "calibrated")
+    assert_clean_error(refused, "needs at least 19 held-out frames, got 12")
+    assert not (tmp_path / "five.pt").exists()
 
 
 class _MeanForceNorm:

@@ -71,19 +71,44 @@ def evaluate(data, model_path, predictions, output, n_clusters, cluster_labels, 
             raise DataError(f"{energies.size} predicted energies for {frames.n_frames} frames",
                             predictions)
 
-    labels, source = _cluster_labels(frames, model, n_clusters, cluster_labels)
+    labels, source, clusters = _cluster_labels(frames, model, n_clusters, cluster_labels)
     metrics = force_metrics(frames, forces, energies, labels, unit)
     metrics["clusters_from"] = source
+    if clusters is not None:
+        metrics["exploration"] = exploration_summary(clusters, frames)
     metrics["data"] = str(data)
     metrics["model"] = None if model_path is None else str(model_path)
     with atomic_output(output, "w") as fh:
         json.dump(metrics, fh, indent=2)
     click.echo(format_metrics_table(metrics))
+    if "exploration" in metrics:
+        click.echo(format_exploration(metrics["exploration"]))
     click.echo(f"wrote {output}")
 
 
+def exploration_summary(clusters, frames) -> dict:
+    """The model file's radius rule and how it classifies `frames`: the fraction flagged
+    unexplored and the distance/radius ratios (median, 95th percentile)."""
+    ratios = clusters.classify(frames)[1]
+    return {"radius_rule": dict(clusters.radius_rule_),
+            "flagged_fraction": float(np.mean(ratios > 1.0)),
+            "ratio_median": float(np.median(ratios)),
+            "ratio_p95": float(np.percentile(ratios, 95))}
+
+
+def format_exploration(summary: dict) -> str:
+    """The line `mlff eval` prints about the model file's exploration reference."""
+    from mlff_core.commands.exploration_options import describe_radius_rule
+
+    return (f"unexplored by the model file's clusters: {summary['flagged_fraction']:.1%} of "
+            f"these frames (distance/radius median {summary['ratio_median']:.2f}, 95th "
+            f"percentile {summary['ratio_p95']:.2f}); "
+            f"{describe_radius_rule(summary['radius_rule'])}")
+
+
 def _cluster_labels(frames, model, n_clusters, labels_path):
-    """Cluster label per frame (−1 unexplored) and where the labels came from."""
+    """Cluster label per frame (−1 unexplored), where the labels came from, and the model
+    file's clusters when they gave the labels."""
     if labels_path is not None:
         path = Path(labels_path)
         if not path.is_file():
@@ -97,17 +122,17 @@ def _cluster_labels(frames, model, n_clusters, labels_path):
             raise DataError(f"{labels.size} cluster labels for {frames.n_frames} frames", path)
         if not np.issubdtype(labels.dtype, np.integer):
             raise DataError(f"cluster labels must be integers, got {labels.dtype}", path)
-        return labels, f"file {path}"
+        return labels, f"file {path}", None
     if n_clusters is not None:
         from mlff_core.metrics.clusters import ConformationClusters
 
         fitted = ConformationClusters(n_clusters=n_clusters).fit(frames)
-        return fitted.labels_, f"{n_clusters} clusters fitted on the evaluated frames"
+        return fitted.labels_, f"{n_clusters} clusters fitted on the evaluated frames", None
     clusters = None if model is None else \
         model.clusters_for(frames.atomic_numbers, frames.is_periodic)
     if clusters is not None:
-        return clusters.predict(frames), "the model file's training clusters"
-    return None, "none"
+        return clusters.predict(frames), "the model file's training clusters", clusters
+    return None, "none", None
 
 
 def format_metrics_table(metrics: dict) -> str:

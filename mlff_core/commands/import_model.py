@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import click
 
+from mlff_core.commands.exploration_options import (
+    echo_exploration,
+    radius_options,
+    read_calibration_data,
+)
 from mlff_core.export import load_model
 from mlff_core.export.importers import SOURCES, TORCHSCRIPT_CONTRACT, import_model
 from mlff_core.outputs import claim_output_file
@@ -39,9 +44,11 @@ from mlff_core.outputs import claim_output_file
 @click.option("--head", help="mace: readout head of a multi-head model (default: the last).")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]),
               help="Precision of the model file (default: the model's own).")
+@radius_options(default_calibration="none: --radius calibrated needs them")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file at -o.")
 def import_command(model, source_format, output, data, n_clusters, species, cutoff, layers,
-                   trust_pickle, head, dtype, overwrite) -> None:
+                   trust_pickle, head, dtype, radius, false_flag_rate, calibration_data,
+                   overwrite) -> None:
     """Wrap a model trained elsewhere into a model file (TorchScript + mlff.json) that runs in
     OpenMM, LAMMPS and ASE with every monitor.
 
@@ -60,19 +67,24 @@ def import_command(model, source_format, output, data, n_clusters, species, cuto
     """
     from mlff_core.data import read_systems
 
+    if radius == "calibrated" and not (data and calibration_data):
+        raise click.UsageError("--radius calibrated needs --data (the frames the clusters are "
+                               "fitted on) and --calibration-data (held-out frames)")
+    if calibration_data and radius != "calibrated":
+        raise click.UsageError("--calibration-data applies to --radius calibrated")
     claim_output_file(output, overwrite)
     symbols = None if species is None else [s.strip() for s in species.split(",") if s.strip()]
     frames = [part for path in data for part in read_systems(path)]
     path = import_model(source_format, model, output, data=frames,
                         trust_pickle=trust_pickle, head=head, dtype=dtype,
-                        n_clusters=n_clusters, species=symbols, cutoff=cutoff, layers=layers)
+                        n_clusters=n_clusters, species=symbols, cutoff=cutoff, layers=layers,
+                        calibration=read_calibration_data(calibration_data),
+                        false_flag_rate=false_flag_rate)
     meta = load_model(path).metadata
     click.echo(f"wrote {path}: {meta['architecture']} (imported), species "
                f"{', '.join(meta['species_symbols'])}, cutoff {meta['cutoff']} Å × "
                f"{meta['num_interactions']} layers, {meta['dtype']}")
-    for system in (meta.get("exploration") or {}).get("systems", []):
-        click.echo(f"  conformation clusters of {system['formula']}: {system['n_clusters']} "
-                   f"(sizes {', '.join(map(str, system['cluster_sizes']))})")
+    echo_exploration(meta)
     if not data:
         click.echo("  no --data: engines will report no reference clusters for this model")
     if not meta.get("per_atom_energies", True):

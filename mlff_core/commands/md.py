@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from mlff_core.engines import engine_names, get_engine
+from mlff_core.monitors import ratio_levels
 from mlff_core.outputs import md_outputs
 from mlff_core.progress import progress_bar
 
@@ -29,6 +30,12 @@ from mlff_core.progress import progress_bar
               show_default=True, help="Collapse threshold, Å.")
 @click.option("--on-collapse", "action", type=click.Choice(["stop", "flag", "raise"]),
               default="stop", show_default=True)
+@click.option("--warn-ratio", type=float, default=1.0, show_default=True,
+              help="Exploration monitor: flag frames whose distance to the nearest training "
+                   "cluster exceeds this multiple of its radius.")
+@click.option("--stop-ratio", type=float,
+              help="Exploration monitor: stop the run cleanly at the first frame whose "
+                   "distance/radius exceeds this (at least --warn-ratio; default: never stop).")
 @click.option("--backend", type=click.Choice(["torch", "python"]), default="torch",
               show_default=True, help="OpenMM: TorchForce or PythonForce.")
 @click.option("--platform", help="OpenMM platform (Reference, CPU, CUDA, OpenCL).")
@@ -39,7 +46,8 @@ from mlff_core.progress import progress_bar
 @click.option("--overwrite", is_flag=True,
               help="Replace an earlier run's files in the output directory (refused otherwise).")
 def md(engine, model, structure, temperature, timestep, steps, report_interval, friction,
-       bond_threshold, action, backend, platform, device, seed, output_dir, overwrite) -> None:
+       bond_threshold, action, warn_ratio, stop_ratio, backend, platform, device, seed,
+       output_dir, overwrite) -> None:
     """Langevin MD with a model file; collapse, exploration and force monitors on.
 
     \b
@@ -48,6 +56,7 @@ def md(engine, model, structure, temperature, timestep, steps, report_interval, 
           --timestep 0.5 --steps 20000 --report-interval 100 -o runs/md1
       mlff md --engine ase --model aspirin.pt --structure start.xyz --steps 2000 -o runs/md2
     """
+    ratio_levels(warn_ratio, stop_ratio)  # one clear error before any output
     run = get_engine(engine)
     with md_outputs(output_dir, overwrite, keep=(structure, model)) as run_state, \
             progress_bar(f"{engine} MD", steps) as advance:
@@ -59,6 +68,7 @@ def md(engine, model, structure, temperature, timestep, steps, report_interval, 
         summary = run(model, structure, output_dir, temperature=temperature, timestep=timestep,
                       steps=steps, report_interval=report_interval, friction=friction,
                       bond_threshold=bond_threshold, action=action, seed=seed, advance=counted,
+                      warn_ratio=warn_ratio, stop_ratio=stop_ratio,
                       backend=backend, platform=platform, device=device)
     click.echo(f"{summary['steps_run']} of {steps} steps in {summary['seconds']:.1f} s "
                f"({summary['ns_per_day']:.3g} ns/day)" if summary["ns_per_day"] else "")

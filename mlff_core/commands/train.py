@@ -7,6 +7,11 @@ import time
 import click
 
 from mlff_core.commands.data import SubsetSize
+from mlff_core.commands.exploration_options import (
+    echo_exploration,
+    radius_options,
+    read_calibration_data,
+)
 from mlff_core.errors import MLFFError
 from mlff_core.export import export_run, load_model
 from mlff_core.models import ARCHITECTURES
@@ -226,22 +231,25 @@ def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_int
               help="Conformation clusters per training system (default: chosen by silhouette).")
 @click.option("--no-clusters", is_flag=True,
               help="Store no conformation clusters (engines then report no reference clusters).")
+@radius_options(default_calibration="the run's validation split")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file at -o.")
-def export(run_dir, output, dtype, n_clusters, no_clusters, overwrite) -> None:
+def export(run_dir, output, dtype, n_clusters, no_clusters, radius, false_flag_rate,
+           calibration_data, overwrite) -> None:
     """Write a training run's best weights as a model file (TorchScript + mlff.json).
 
     \b
     Examples:
       mlff export runs/aspirin -o aspirin.pt
       mlff export runs/aspirin -o aspirin64.pt --dtype float64 --clusters 5
+      mlff export runs/aspirin -o aspirin.pt --radius calibrated --false-flag-rate 0.05
     """
     claim_output_file(output, overwrite)
-    path = export_run(run_dir, output, dtype, clusters=not no_clusters, n_clusters=n_clusters)
+    path = export_run(run_dir, output, dtype, clusters=not no_clusters, n_clusters=n_clusters,
+                      radius=radius, false_flag_rate=false_flag_rate,
+                      calibration_data=read_calibration_data(calibration_data))
     loaded = load_model(path)
     meta = loaded.metadata
     click.echo(f"wrote {path}: {meta['architecture']}, species "
                f"{', '.join(meta['species_symbols'])}, cutoff {meta['cutoff']} Å × "
                f"{meta['num_interactions']} layers, {meta['dtype']}")
-    for system in (meta.get("exploration") or {}).get("systems", []):
-        click.echo(f"  conformation clusters of {system['formula']}: {system['n_clusters']} "
-                   f"(sizes {', '.join(map(str, system['cluster_sizes']))})")
+    echo_exploration(meta)

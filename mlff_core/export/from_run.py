@@ -7,10 +7,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mlff_core.data.frames import Frames
-from mlff_core.errors import ModelFileError
+from mlff_core.errors import DataError, ModelFileError
 from mlff_core.export.exploration import ExplorationModel
 from mlff_core.export.model_file import model_metadata, save_model_file
 from mlff_core.fileio import load_weights, read_json_file
@@ -19,14 +20,45 @@ from mlff_core.models import build_potential
 from mlff_core.models.potential import Potential
 
 CLUSTER_METHOD = ("PCA + K-means on inverse pairwise distances (molecules) or element-pair RDF "
-                  "histograms (periodic); radius = largest member distance")
+                  "histograms (periodic); radius per system's radius_rule: 'max' = largest "
+                  "member distance, 'calibrated' = max × the held-out frames' conformal quantile")
+RADIUS_RULES = ("max", "calibrated")
 
 
 def fit_exploration(frames: Sequence[Frames], n_clusters: int | None = None,
-                    method: str = CLUSTER_METHOD) -> tuple[dict, ExplorationModel]:
+                    method: str = CLUSTER_METHOD, calibration: Sequence[Frames] | None = None,
+                    false_flag_rate: float = 0.05) -> tuple[dict, ExplorationModel]:
     """Conformation clusters of each system of `frames` (the exploration monitor's reference):
-    the model file's `exploration` metadata and its scripted classifier."""
-    states = [ConformationClusters(n_clusters=n_clusters).fit(part).to_dict() for part in frames]
+    the model file's `exploration` metadata and its scripted classifier.
+
+    With `calibration` (held-out frames of every system, e.g. the validation split) the radii
+    are calibrated to flag `false_flag_rate` of them; otherwise each radius is the largest
+    member distance (JCP 159, 035101)."""
+    clusters = [ConformationClusters(n_clusters=n_clusters).fit(part) for part in frames]
+    return exploration_from_clusters(clusters, method, calibration, false_flag_rate)
+
+
+def exploration_from_clusters(clusters: Sequence[ConformationClusters],
+                              method: str = CLUSTER_METHOD,
+                              calibration: Sequence[Frames] | None = None,
+                              false_flag_rate: float = 0.05) -> tuple[dict, ExplorationModel]:
+    """Model-file metadata and scripted classifier of fitted clusters, calibrated on
+    `calibration` when given (see `fit_exploration`).
+
+    Raises:
+        DataError: a system without held-out frames among `calibration`, or too few of them.
+    """
+    if calibration is not None:
+        for fitted in clusters:
+            held_out = [part for part in calibration
+                        if np.array_equal(part.atomic_numbers, fitted.atomic_numbers_)
+                        and (part.is_periodic == (fitted.descriptor_ == "pair_rdf"))]
+            if not held_out:
+                raise DataError(f"no held-out frames of {fitted.formula_} to calibrate its "
+                                "cluster radii with (give them with --calibration-data)")
+            fitted.calibrate(Frames.concatenate(held_out) if len(held_out) > 1 else held_out[0],
+                             false_flag_rate)
+    states = [fitted.to_dict() for fitted in clusters]
     return {"method": method, "systems": states}, ExplorationModel(states)
 
 
@@ -46,7 +78,9 @@ def best_potential(run_dir: str | os.PathLike) -> tuple[Potential, dict]:
 def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
                dtype: str | None = None, clusters: bool = True, n_clusters: int | None = None,
                cluster_data: Sequence[Frames] | None = None,
-               training_extra: dict | None = None) -> Path:
+               training_extra: dict | None = None, radius: str = "max",
+               false_flag_rate: float = 0.05,
+               calibration_data: Sequence[Frames] | None = None) -> Path:
     """Write the best (EMA) weights of a run as a model file.
 
     Args:
@@ -63,6 +97,9 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
             trained on.
         training_extra: entries added to the model file's `training` metadata (e.g. the
             stages of an ASTEROID run).
+        radius: 'max' (largest member distance, JCP 159, 035101) or 'calibrated' (radii set
+            so that `false_flag_rate` of held-out frames are flagged).
+        calibration_data: held-out frames to calibrate on; default: the run's validation split.
     """
     run_dir = Path(run_dir)
     run_json, best = run_dir / "run.json", run_dir / "best.pt"
@@ -85,18 +122,26 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
         "run_dir": str(run_dir.resolve()),
         **(training_extra or {}),
     }
+    if radius not in RADIUS_RULES:
+        raise ModelFileError(f"unknown radius rule {radius!r}; use one of "
+                             f"{', '.join(RADIUS_RULES)}")
     exploration_state, exploration = None, None
-    stored_clusters = run_dir / "clusters.json"
-    if clusters and cluster_data is None and n_clusters is None and stored_clusters.exists():
-        states = json.loads(stored_clusters.read_text())
-        exploration_state = {"method": CLUSTER_METHOD, "systems": states}
-        exploration = ExplorationModel(states)
-    elif clusters:
-        if cluster_data is None:
-            from mlff_core.training.run import training_frames
+    if clusters:
+        from mlff_core.training.run import training_frames
 
-            cluster_data = training_frames(run["data"])
-        exploration_state, exploration = fit_exploration(cluster_data, n_clusters)
+        if radius == "calibrated" and calibration_data is None:
+            calibration_data = training_frames(run["data"], "val")
+        calibration = calibration_data if radius == "calibrated" else None
+        stored_clusters = run_dir / "clusters.json"
+        if cluster_data is None and n_clusters is None and stored_clusters.exists():
+            fitted = [ConformationClusters.from_dict(state)
+                      for state in json.loads(stored_clusters.read_text())]
+        else:
+            fitted = [ConformationClusters(n_clusters=n_clusters).fit(part) for part in
+                      (cluster_data if cluster_data is not None
+                       else training_frames(run["data"]))]
+        exploration_state, exploration = exploration_from_clusters(
+            fitted, CLUSTER_METHOD, calibration, false_flag_rate)
     systems = run.get("data", {}).get("systems", [])
     periodic = any(s.get("periodic", False) for s in systems) if systems else None
     metadata = model_metadata(potential, config["architecture"], config["hyperparameters"],

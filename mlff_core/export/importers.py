@@ -52,7 +52,9 @@ from mlff_core.models.potential import Potential
 SOURCES = ("mace", "torchscript", "nequip")
 
 CLUSTER_METHOD = ("PCA + K-means on inverse pairwise distances (molecules) or element-pair RDF "
-                  "histograms (periodic) of the --data frames; radius = largest member distance")
+                  "histograms (periodic) of the --data frames; radius per system's radius_rule: "
+                  "'max' = largest member distance, 'calibrated' = max × the conformal quantile "
+                  "of the --calibration-data frames")
 
 
 def _mace_facts(model: Any, path: Path) -> tuple[list[int], float, int, list[str]]:
@@ -150,14 +152,17 @@ def import_model(source_format: str, path: str | os.PathLike, output: str | os.P
                  data: Sequence[Frames] = (), trust_pickle: bool = False,
                  head: str | None = None, dtype: str | None = None,
                  n_clusters: int | None = None, species: Sequence[str] | None = None,
-                 cutoff: float | None = None, layers: int | None = None) -> Path:
+                 cutoff: float | None = None, layers: int | None = None,
+                 calibration: Sequence[Frames] | None = None,
+                 false_flag_rate: float = 0.05) -> Path:
     """Write the model in `path` (of `source_format`, one of `SOURCES`) as a model file.
 
     `data` (training frames of the model, one `Frames` per system) gives the conformation
     clusters the exploration monitor flags against; without it engines report no reference
-    clusters. Frames of elements the model does not know are refused. `trust_pickle` and `head`
-    apply to MACE; `species` (element symbols), `cutoff` (Å) and `layers` to TorchScript
-    models, which need all three.
+    clusters; `calibration` (held-out frames) calibrates their radii to flag `false_flag_rate`
+    of such frames (`fit_exploration`). Frames of elements the model does not know are
+    refused. `trust_pickle` and `head` apply to MACE; `species` (element symbols), `cutoff`
+    (Å) and `layers` to TorchScript models, which need all three.
     """
     if source_format not in SOURCES:
         raise ModelFileError(f"unknown import format {source_format!r}; use one of "
@@ -200,8 +205,9 @@ def import_model(source_format: str, path: str | os.PathLike, output: str | os.P
                 f"{part.source or part.formula}: holds element(s) "
                 f"{', '.join(chemical_symbols[z] for z in unknown)} that {Path(path).name} "
                 f"does not know")
-    exploration_state, exploration = (fit_exploration(data, n_clusters, CLUSTER_METHOD) if data
-                                      else (None, None))
+    exploration_state, exploration = (
+        fit_exploration(data, n_clusters, CLUSTER_METHOD, calibration, false_flag_rate) if data
+        else (None, None))
     periodic = any(part.is_periodic for part in data) if data else None
     metadata = model_metadata(potential, source_format, hyperparameters,
                               training={"imported_from": source}, exploration=exploration_state,

@@ -2,9 +2,18 @@
 
 `ConformationClusters` is a scikit-learn-style estimator: descriptor (inverse pairwise
 distances for molecules, element-pair RDF histograms for periodic cells) → PCA → K-means.
-The radius of cluster k is the largest distance from its centroid to a training member; a frame
-is *unexplored* when its distance to the nearest centroid exceeds that centroid's radius
-(distance / radius > 1), otherwise it is *explored* and belongs to that cluster.
+The radius of cluster k is the largest distance from its centroid to a training member (the
+paper's rule, `radius_rule = "max"`); a frame is *unexplored* when its distance to the nearest
+centroid exceeds that centroid's radius (distance / radius > 1), otherwise it is *explored* and
+belongs to that cluster.
+
+`calibrate()` sets the radii instead so that a chosen fraction of held-out in-distribution frames
+(a validation split) is flagged (`radius_rule = "calibrated"`). The score of a held-out frame is
+its distance to the nearest centroid divided by that cluster's max radius; every radius is the max
+radius times one scale q, the ⌈(n + 1)(1 − α)⌉-th smallest of the n scores (split conformal
+prediction: on frames exchangeable with the held-out ones the flagged fraction is at most α, and
+at least α − 1/(n + 1)). One scale for all clusters keeps their relative sizes from the training
+members; a quantile per cluster would rest on a few held-out frames each.
 
 With `n_clusters=None` the number of clusters is chosen automatically: K-means is fitted for
 k = 2 … `max_clusters` and the k with the highest silhouette score (computed on at most 2,000
@@ -58,7 +67,10 @@ class ConformationClusters:
         mean_, components_: PCA centring vector [D] and axes [C, D].
         explained_variance_ratio_: [C].
         centroids_: [K, C] cluster centres in PCA space.
-        radii_: [K] largest member distance per cluster.
+        max_radii_: [K] largest member distance per cluster.
+        radii_: [K] the radii frames are classified with: `max_radii_`, or `max_radii_` × the
+            calibrated scale after `calibrate()`.
+        radius_rule_: {"rule": "max"} or the calibration record (see `calibrate`).
         labels_: [F] training-frame clusters.
         n_clusters_: K.
         silhouette_scores_: {k: score} when K was chosen automatically.
@@ -99,9 +111,43 @@ class ConformationClusters:
         self.n_clusters_ = k
         self.labels_ = kmeans.labels_.astype(np.int64)
         distances = np.linalg.norm(projected - self.centroids_[self.labels_], axis=1)
-        self.radii_ = np.array([distances[self.labels_ == c].max(initial=0.0)
-                                for c in range(k)])
+        self.max_radii_ = np.array([distances[self.labels_ == c].max(initial=0.0)
+                                    for c in range(k)])
+        self.radii_ = self.max_radii_.copy()
+        self.radius_rule_ = {"rule": "max"}
         return self
+
+    def calibrate(self, frames: Frames, false_flag_rate: float = 0.05) -> ConformationClusters:
+        """Set the radii so that `false_flag_rate` of frames like `frames` (held out from
+        training, same distribution) are flagged unexplored; see the module docstring.
+
+        Records in `radius_rule_`: the target, the number of held-out frames, the scale, and
+        the fraction of the held-out frames flagged with the calibrated and with the max radii.
+
+        Raises:
+            DataError: a rate outside (0, 1), or too few frames for it (n < 1/α − 1).
+        """
+        self._check(frames)
+        scores = self._nearest(frames, self.max_radii_)[1]
+        scale = conformal_scale(scores, false_flag_rate, frames.source)
+        self.radii_ = self.max_radii_ * scale
+        self.radius_rule_ = {
+            "rule": "calibrated",
+            "false_flag_rate": float(false_flag_rate),
+            "calibration_frames": int(len(scores)),
+            "scale": float(scale),
+            "flagged_rate": float(np.mean(self.classify(frames)[1] > 1.0)),
+            "flagged_rate_max_radius": float(np.mean(scores > 1.0)),
+        }
+        return self
+
+    def _nearest(self, frames: Frames, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest cluster [F] and distance to its centroid / its entry in `radii` [F]."""
+        projected = self.transform(frames)
+        distances = np.linalg.norm(projected[:, None, :] - self.centroids_[None], axis=-1)
+        nearest = distances.argmin(axis=1)
+        return nearest, distances[np.arange(len(nearest)), nearest] / \
+            np.maximum(radii[nearest], 1e-12)
 
     def _choose_k(self, projected: np.ndarray) -> int:
         from sklearn.cluster import KMeans
@@ -134,11 +180,7 @@ class ConformationClusters:
 
     def classify(self, frames: Frames) -> tuple[np.ndarray, np.ndarray]:
         """Nearest cluster [F] and distance / that cluster's radius [F] (> 1: unexplored)."""
-        projected = self.transform(frames)
-        distances = np.linalg.norm(projected[:, None, :] - self.centroids_[None], axis=-1)
-        nearest = distances.argmin(axis=1)
-        radius = np.maximum(self.radii_[nearest], 1e-12)
-        return nearest, distances[np.arange(len(nearest)), nearest] / radius
+        return self._nearest(frames, self.radii_)
 
     def predict(self, frames: Frames) -> np.ndarray:
         """Cluster of each frame, −1 where it is unexplored."""
@@ -159,6 +201,8 @@ class ConformationClusters:
             "explained_variance_ratio": self.explained_variance_ratio_.tolist(),
             "centroids": self.centroids_.tolist(),
             "radii": self.radii_.tolist(),
+            "max_radii": self.max_radii_.tolist(),
+            "radius_rule": dict(self.radius_rule_),
             "n_clusters": int(self.n_clusters_),
             "cluster_sizes": np.bincount(self.labels_, minlength=self.n_clusters_).tolist(),
             "silhouette_scores": getattr(self, "silhouette_scores_", None),
@@ -176,7 +220,31 @@ class ConformationClusters:
         clusters.explained_variance_ratio_ = np.array(state["explained_variance_ratio"])
         clusters.centroids_ = np.array(state["centroids"])
         clusters.radii_ = np.array(state["radii"])
+        # files written before calibration existed hold max radii only
+        clusters.max_radii_ = np.array(state.get("max_radii", state["radii"]))
+        clusters.radius_rule_ = dict(state.get("radius_rule", {"rule": "max"}))
         clusters.n_clusters_ = int(state["n_clusters"])
         clusters.labels_ = np.repeat(np.arange(clusters.n_clusters_),
                                      state.get("cluster_sizes", [0] * clusters.n_clusters_))
         return clusters
+
+
+def conformal_scale(scores: np.ndarray, false_flag_rate: float, source=None) -> float:
+    """The ⌈(n + 1)(1 − α)⌉-th smallest of n held-out scores (split conformal quantile): at
+    most α of new exchangeable scores exceed it, in expectation.
+
+    Raises:
+        DataError: α outside (0, 1), no scores, or fewer than 1/α − 1 scores (the quantile
+            would be infinite: nothing could ever be flagged).
+    """
+    scores = np.sort(np.asarray(scores, dtype=float).reshape(-1))
+    if not 0.0 < false_flag_rate < 1.0:
+        raise DataError(f"the false-flag rate must be between 0 and 1, got {false_flag_rate}",
+                        source)
+    n = len(scores)
+    rank = int(np.ceil((n + 1) * (1.0 - false_flag_rate)))
+    if rank > n:
+        needed = int(np.ceil(1.0 / false_flag_rate - 1.0))
+        raise DataError(f"calibrating a false-flag rate of {false_flag_rate:g} needs at least "
+                        f"{needed} held-out frames, got {n}", source)
+    return float(scores[rank - 1])

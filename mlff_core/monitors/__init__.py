@@ -12,6 +12,7 @@ from mlff_core.monitors.detectors import (
     ExplorationDetector,
     bond_lengths,
     first_non_finite,
+    ratio_levels,
 )
 from mlff_core.monitors.monitor import (
     ACTIONS,
@@ -19,6 +20,7 @@ from mlff_core.monitors.monitor import (
     Monitor,
     MonitorTriggered,
     Snapshot,
+    stop_outcome,
     summary_line,
     validate_interval,
 )
@@ -26,4 +28,5 @@ from mlff_core.monitors.monitor import (
 __all__ = ["ACTIONS", "EXPLORED", "NOT_CLASSIFIED", "NO_REFERENCE", "STATUSES", "UNEXPLORED",
            "CollapseCheck", "CollapseDetector", "ExplorationCheck", "ExplorationDetector",
            "FlaggedFrameWriter", "Monitor", "MonitorTriggered", "Snapshot", "bond_lengths",
+           "ratio_levels", "stop_outcome",
            "first_non_finite", "summary_line", "validate_interval"]

@@ -14,7 +14,10 @@ One definition in every engine (the C++ `fix mlff/monitor` implements the same r
   or "no reference clusters" when the file has none for this system. A model trained on
   periodic cells (`"periodic": true`) classifies the frame with its cell
   (`explore_periodic`); any other model sees the atoms as a molecule, made whole across the
-  box first (`explore`).
+  box first (`explore`). The ratio distance/radius is a graded signal (logged for every
+  checked frame): `warn_ratio` (default 1.0, the cluster radius) flags a frame, and
+  `stop_ratio` (default: `warn_ratio`) is where a monitor's action ('stop', 'raise') applies,
+  as DeePMD-kit's lower and upper trust levels.
 Units: Å.
 """
 
@@ -125,11 +128,26 @@ class CollapseDetector:
                              (i, j), float(lengths[worst]), float(self.reference_lengths[worst]))
 
 
+def ratio_levels(warn_ratio: float = 1.0, stop_ratio: float | None = None
+                 ) -> tuple[float, float]:
+    """(warn, stop) levels of the distance/radius ratio, checked: warn > 0, stop ≥ warn;
+    stop defaults to warn."""
+    warn = float(warn_ratio)
+    stop = warn if stop_ratio is None else float(stop_ratio)
+    if not (np.isfinite(warn) and warn > 0):
+        raise DataError(f"warn_ratio must be a positive number, got {warn_ratio!r}")
+    if not (np.isfinite(stop) and stop >= warn):
+        raise DataError(f"stop_ratio ({stop_ratio!r}) must be at least warn_ratio ({warn:g})")
+    return warn, stop
+
+
 @dataclass
 class ExplorationCheck:
     status: str  # one of STATUSES
     cluster: int  # nearest cluster (−1 without reference clusters)
     ratio: float  # distance to its centroid / its radius (> 1: unexplored)
+    flagged: bool = False  # ratio above the warn level (never when not classified: that is
+    above_stop: bool = False  # ratio above the stop level    the collapse monitor's to flag)
 
     def describe(self) -> str:
         if self.status == NO_REFERENCE:
@@ -144,11 +162,15 @@ class ExplorationDetector:
 
     Args:
         model: model file path or `LoadedModel`.
+        warn_ratio: distance/radius above which a frame is flagged (1.0: outside the clusters).
+        stop_ratio: distance/radius above which a monitor's action applies (default:
+            `warn_ratio`); at least `warn_ratio`.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, warn_ratio: float = 1.0, stop_ratio: float | None = None):
         from mlff_core.export.loading import LoadedModel, load_model
 
+        self.warn_ratio, self.stop_ratio = ratio_levels(warn_ratio, stop_ratio)
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
         self.periodic = self.model.metadata.get("periodic") is True
         self._bonds: np.ndarray | None = None  # for making molecules whole, from the 1st frame
@@ -177,7 +199,8 @@ class ExplorationDetector:
         if not np.isfinite(ratio):  # e.g. two atoms on top of each other: 1/r is infinite
             return self._counted(ExplorationCheck(NOT_CLASSIFIED, -1, float("nan")))
         return self._counted(ExplorationCheck(UNEXPLORED if ratio > 1.0 else EXPLORED, cluster,
-                                              ratio))
+                                              ratio, ratio > self.warn_ratio,
+                                              ratio > self.stop_ratio))
 
     def _counted(self, result: ExplorationCheck) -> ExplorationCheck:
         self.counts[result.status] += 1

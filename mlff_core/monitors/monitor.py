@@ -148,6 +148,7 @@ class Monitor:
         self.write_last_good = write_last_good
         self.last_good: Snapshot | None = None
         self.first_flagged: tuple[int, str] | None = None  # (step, details) of the first flag
+        self.stop_reason: str | None = None  # 'kind: details' of the frame acted on
         self.n_flagged = 0
         self.stopped = False
         self.checks = 0
@@ -163,11 +164,15 @@ class Monitor:
     def first_flagged_step(self) -> int | None:
         return None if self.first_flagged is None else self.first_flagged[0]
 
-    def observe(self, snapshot: Snapshot, flagged: bool, message: str) -> bool:
+    def observe(self, snapshot: Snapshot, flagged: bool, message: str,
+                act: bool | None = None) -> bool:
         """Record one checked frame; returns True when the run should stop now.
 
+        `act` (default: `flagged`) says whether the action ('stop', 'raise') applies to this
+        flagged frame: a graded monitor flags above its warn level and acts above its stop level.
+
         Raises:
-            MonitorTriggered: on a flagged frame with action 'raise'.
+            MonitorTriggered: on a flagged frame to act on, with action 'raise'.
         """
         self.checks += 1
         if self._log is not None:
@@ -182,6 +187,9 @@ class Monitor:
             self.first_flagged = (snapshot.step, message)
         if self._frames is not None:
             self._frames.append(snapshot, message)
+        if act is False or self.action == "flag":
+            return False
+        self.stop_reason = f"{self.kind}: {message}"
         if self.action == "raise":
             self.close()
             raise MonitorTriggered(f"{self.kind} at step {snapshot.step}: {message}")
@@ -198,8 +206,16 @@ class Monitor:
         ('raise' still raises)."""
         if not self.observe(snapshot, True, message):  # action 'flag'
             self.stopped = True
+            self.stop_reason = f"{self.kind}: {message}"
             if self.last_good is not None and self.last_good_path is not None:
                 self.write_last_good(self.last_good, self.last_good_path)
+
+    @property
+    def outcome(self) -> dict[str, Any]:
+        """{"stopped", "reason", "last_good"} of the run as this monitor saw it."""
+        saved = self.saved_last_good
+        return {"stopped": self.stopped, "reason": self.stop_reason if self.stopped else None,
+                "last_good": None if saved is None else str(saved)}
 
     @property
     def saved_last_good(self) -> Path | None:
@@ -218,3 +234,12 @@ class Monitor:
             self._log = None
         if self._frames is not None:
             self._frames.close()
+
+
+def stop_outcome(*monitors: Monitor) -> dict[str, Any]:
+    """{"stopped", "reason", "last_good"} of a run: the first of `monitors` that stopped it
+    (a run summary's fields; not stopped when none did)."""
+    for monitor in monitors:
+        if monitor.stopped:
+            return monitor.outcome
+    return {"stopped": False, "reason": None, "last_good": None}

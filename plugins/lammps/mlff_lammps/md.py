@@ -38,6 +38,7 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
                   report_interval: int = 100, friction: float = 1.0,
                   bond_threshold: float = 0.5, action: str = "stop", seed: int = 0,
                   advance: Advance = no_progress, device: str = "cpu",
+                  warn_ratio: float = 1.0, stop_ratio: float | None = None,
                   **ignored: Any) -> dict[str, Any]:
     """Langevin MD (fix nve + fix langevin; friction 0: NVE) with pair_style mlff and
     fix mlff/monitor.
@@ -46,7 +47,8 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
     trajectory.lammpstrj (element names, unwrapped coordinates), monitor.log, flagged.xyz,
     last_good.xyz (on stop), summary.json.
     `action` concerns collapse: 'stop' halts on the first collapsed frame, 'flag' only records,
-    'raise' stops and then raises; unexplored frames are always only flagged.
+    'raise' stops and then raises. The exploration monitor flags frames whose distance/radius
+    exceeds `warn_ratio` and, with `stop_ratio`, stops the run above it.
     Args: temperature K, timestep fs, friction 1/ps, bond_threshold Å, device 'cpu' or
     'cuda' (pair_style mlff device; one GPU per MPI rank).
     """
@@ -68,7 +70,9 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
     model_file = Path(model).resolve()
     symbols = " ".join(elements)
     monitor = (f"fix monitor all mlff/monitor {report_interval} {model_file} "
-               f"threshold {bond_threshold} explore yes stop {stop} stop_unexplored no "
+               f"threshold {bond_threshold} explore yes stop {stop} "
+               f"stop_unexplored {'no' if stop_ratio is None else 'yes'} "
+               f"warn_ratio {warn_ratio!r} stop_ratio {(stop_ratio or warn_ratio)!r} "
                f"file {out / 'monitor.log'} frames {out / 'flagged.xyz'} "
                f"last_good {out / 'last_good.xyz'}")
     dump = (f"dump trajectory all custom {report_interval} {out / 'trajectory.lammpstrj'} "
@@ -121,9 +125,12 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
     seconds = time.perf_counter() - started
     checks = read_monitor_log(out / "monitor.log")
     reason = None
-    if stopped:
-        reason = next(f"{kind}: {details}" for step, flagged, kind, details in checks
-                      if step == stop_step and flagged and kind == "collapse")
+    if stopped:  # as the fix: a collapse (when it stops runs) before the exploration monitor
+        at_stop = {kind: f"{kind}: {details}" for step, flagged, kind, details in checks
+                   if step == stop_step and flagged}
+        reason = at_stop["collapse"] if stop == "yes" and "collapse" in at_stop else \
+            at_stop["exploration"]
+    stopped_by = None if reason is None else reason.split(":")[0]
     last_good = out / "last_good.xyz"
     summary = {
         "engine": "lammps", "model": str(model), "structure": str(structure),
@@ -134,14 +141,14 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
         "last_good": str(last_good) if stopped and last_good.exists() else None,
         "seconds": seconds,
         "ns_per_day": done * timestep * 1e-6 / (seconds / 86400.0) if seconds else None,
-        "collapse": _summarise("collapse", checks, stopped),
-        "exploration": _summarise("exploration", checks, False),
+        "collapse": _summarise("collapse", checks, stopped_by == "collapse"),
+        "exploration": _summarise("exploration", checks, stopped_by == "exploration"),
         "exploration_counts": _exploration_counts(checks),
         "files": sorted(p.name for p in out.iterdir()),
     }
     with atomic_output(out / "summary.json", "w") as fh:
         json.dump(summary, fh, indent=2)
-    if stopped and action == "raise":
+    if stopped_by == "collapse" and action == "raise":
         from mlff_core.monitors import MonitorTriggered
 
         raise MonitorTriggered(f"collapse at step {stop_step}: {reason}")

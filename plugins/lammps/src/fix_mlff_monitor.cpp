@@ -65,7 +65,7 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
   if (narg < 5)
     error->all(FLERR, "Fix mlff/monitor: usage: fix ID group mlff/monitor N model.pt "
                       "[threshold X] [explore yes|no] [stop yes|no] [stop_unexplored yes|no] "
-                      "[file F] [frames F] [last_good F] [elements E1 E2 ...]");
+                      "[warn_ratio W] [stop_ratio S] [file F] [frames F] [last_good F] [elements E1 E2 ...]");
   check_every_ = utils::inumeric(FLERR, arg[3], false, lmp);
   if (check_every_ <= 0)
     error->all(FLERR, "Fix mlff/monitor: N must be a positive number of steps, not {}", arg[3]);
@@ -101,6 +101,10 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
       stop_ = yes_no(error, key, value);
     } else if (key == "stop_unexplored") {
       stop_unexplored_ = yes_no(error, key, value);
+    } else if (key == "warn_ratio") {
+      warn_ratio_ = utils::numeric(FLERR, value, false, lmp);
+    } else if (key == "stop_ratio") {
+      stop_ratio_ = utils::numeric(FLERR, value, false, lmp);
     } else if (key == "file") {
       file_path_ = value;
     } else if (key == "frames") {
@@ -112,6 +116,15 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
     }
     iarg += 2;
   }
+
+  // the levels of mlff_core.monitors.detectors.ratio_levels, with its words
+  if (!(std::isfinite(warn_ratio_) && warn_ratio_ > 0.0))
+    error->all(FLERR, "Fix mlff/monitor: warn_ratio must be a positive number, got {}",
+               warn_ratio_);
+  if (std::isnan(stop_ratio_)) stop_ratio_ = warn_ratio_;
+  if (!(std::isfinite(stop_ratio_) && stop_ratio_ >= warn_ratio_))
+    error->all(FLERR, "Fix mlff/monitor: stop_ratio ({}) must be at least warn_ratio ({})",
+               stop_ratio_, warn_ratio_);
 
   nevery = 1;    // end_of_step every step: finiteness; the full check every check_every_ steps
   vector_flag = 1;
@@ -433,7 +446,7 @@ void FixMLFFMonitor::check(bool first, long bad_atom, int bad_what)
     }
     // exploration (same words as mlff_core.monitors.ExplorationCheck.describe)
     last_ratio_ = std::numeric_limits<double>::quiet_NaN();
-    bool unexplored = false;
+    bool above_warn = false, above_stop = false;
     std::string exploration;
     if (explore_ && !finite_positions) {
       exploration = "not classified: non-finite positions or overlapping atoms";
@@ -467,9 +480,10 @@ void FixMLFFMonitor::check(bool first, long bad_atom, int bad_what)
         exploration = "not classified: non-finite positions or overlapping atoms";
       } else if (cluster >= 0.0) {
         last_ratio_ = ratio;
-        unexplored = ratio > 1.0;
+        above_warn = ratio > warn_ratio_;
+        above_stop = ratio > stop_ratio_;
         exploration = fmt::format("{}: nearest cluster {}, distance/radius {}",
-                                  unexplored ? "unexplored" : "explored", (int) cluster,
+                                  ratio > 1.0 ? "unexplored" : "explored", (int) cluster,
                                   fixed3(ratio));
       } else {
         exploration = "no reference clusters for this system in the model file";
@@ -479,15 +493,15 @@ void FixMLFFMonitor::check(bool first, long bad_atom, int bad_what)
       std::string lines = fmt::format("{}\t{}\tcollapse: {}\n", step,
                                       collapsed ? "FLAGGED" : "ok", collapse);
       if (explore_)
-        lines += fmt::format("{}\t{}\texploration: {}\n", step, unexplored ? "FLAGGED" : "ok",
+        lines += fmt::format("{}\t{}\texploration: {}\n", step, above_warn ? "FLAGGED" : "ok",
                              exploration);
       fputs(lines.c_str(), fp_);
       fflush(fp_);
     }
     std::vector<std::string> reasons;
     if (collapsed) reasons.push_back("collapse: " + collapse);
-    if (unexplored) reasons.push_back("exploration: " + exploration);
-    const bool stopping = (stop_ && collapsed) || (stop_unexplored_ && unexplored);
+    if (above_warn) reasons.push_back("exploration: " + exploration);
+    const bool stopping = (stop_ && collapsed) || (stop_unexplored_ && above_stop);
     if (!reasons.empty()) {
       flagged_++;
       if (frames_) {

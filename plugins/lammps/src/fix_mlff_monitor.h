@@ -1,7 +1,8 @@
 /* fix mlff/monitor: bond-collapse and unexplored-frame guardrails for LAMMPS runs.
 
      fix ID group mlff/monitor N model.pt [threshold 0.5] [explore yes|no] [stop yes|no]
-                                          [stop_unexplored yes|no] [file monitor.log]
+                                          [stop_unexplored yes|no] [warn_ratio 1.0]
+                                          [stop_ratio R] [file monitor.log]
                                           [frames flagged.xyz] [last_good last_good.xyz]
                                           [elements E1 E2 ...]
 
@@ -24,8 +25,11 @@
    - `frames`: flagged frames appended as extended XYZ (one write per frame, flushed), a
      molecule whole and non-periodic unless the model is periodic; `last_good`: on a stop, the
      last checked frame that did not trigger it, in the same format.
-   With `stop yes` a collapsed frame (with `stop_unexplored yes` also an unexplored one) ends
-   the run cleanly, as fix halt does. Elements per type come from pair_style mlff, or
+   - The distance/radius ratio is graded (DeePMD-kit's trust levels): above `warn_ratio`
+     (default 1.0, the cluster radius) a frame is flagged; above `stop_ratio` (default:
+     warn_ratio, at least warn_ratio) `stop_unexplored yes` acts on it.
+   With `stop yes` a collapsed frame (with `stop_unexplored yes` also a frame above stop_ratio)
+   ends the run cleanly, as fix halt does. Elements per type come from pair_style mlff, or
    `elements`.
    Global vector: [1] largest bond deviation (Angstrom), [2] distance/radius of the nearest
    conformation cluster (NaN without reference clusters), [3] number of flagged checks,
@@ -45,6 +49,7 @@ FixStyle(mlff/monitor,FixMLFFMonitor);
 #include "mlff_model.h"
 
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
@@ -82,6 +87,8 @@ class FixMLFFMonitor : public Fix {
   int check_every_ = 1;    // N: steps between full checks (finiteness is checked every step)
   double threshold_ = 0.5;
   bool explore_ = true, stop_ = false, stop_unexplored_ = false;
+  double warn_ratio_ = 1.0;                                         // flag above
+  double stop_ratio_ = std::numeric_limits<double>::quiet_NaN();   // act above (NaN: warn)
   std::vector<int> type_z_;    // atomic number per type (index 1..ntypes)
   std::unique_ptr<MLFF::ModelFile> model_;    // rank 0 only
   bool molecule_ = true;                      // model not trained on periodic cells
