@@ -76,3 +76,55 @@ def test_periodic_descriptor_is_permutation_invariant_and_normalised():
                  cell=np.eye(3) * 20, pbc=True)
     g = frame_descriptors(gas)[0]
     assert np.mean(g[10:]) == pytest.approx(1.0, abs=0.1)
+
+
+def test_water_pairs_are_sorted_within_their_block_by_hand():
+    from mlff_core.metrics.descriptors import symmetric_blocks, symmetrize
+
+    # O = 0, H = 1, 2; pairs (0,1), (0,2), (1,2): blocks {(0,1), (0,2)} and {(1,2)}
+    index, keep = symmetric_blocks(3, [[1, 2]])
+    values = torch.tensor([[0.5, 0.2, 0.9], [0.2, 0.5, 0.9]], dtype=torch.float64)
+    np.testing.assert_array_equal(symmetrize(values, index, keep).numpy(),
+                                  [[0.2, 0.5, 0.9], [0.2, 0.5, 0.9]])
+    # no groups: the identity
+    index, keep = symmetric_blocks(3, [])
+    np.testing.assert_array_equal(symmetrize(values, index, keep).numpy(), values.numpy())
+
+
+def test_relabelled_methyl_hydrogens_are_the_same_conformation():
+    """A methyl group rotated by 120° relabels its hydrogens: the descriptor, the estimator and
+    the scripted classifier must not tell the two apart (the plain descriptor does)."""
+    from models_helpers import ethanol_md_frames
+
+    from mlff_core.data.molecules import covalent_bonds
+    from mlff_core.metrics.descriptors import equivalent_groups
+
+    frames = ethanol_md_frames(40)
+    numbers = frames.atomic_numbers
+    groups = equivalent_groups(numbers, covalent_bonds(frames.to_atoms(0)))
+    carbon_of = {h: int(next(c for c in (0, 1) if np.linalg.norm(
+        frames.positions[0, h] - frames.positions[0, c]) < 1.2)) for g in groups for h in g}
+    assert sorted(len(g) for g in groups) == [2, 3]  # CH2 and CH3 hydrogens of ethanol
+    assert all(numbers[h] == 1 and len({carbon_of[x] for x in g}) == 1 for g in groups
+               for h in g)
+    methyl = next(g for g in groups if len(g) == 3)
+    order = np.arange(len(numbers))
+    order[methyl] = np.roll(methyl, 1)
+    relabelled = Frames(positions=frames.positions[:, order], atomic_numbers=numbers)
+    clusters = ConformationClusters(n_clusters=2).fit(frames)
+    assert clusters.equivalent_groups_ == groups
+    np.testing.assert_allclose(clusters.transform(relabelled), clusters.transform(frames),
+                               atol=1e-12)
+    plain = ConformationClusters(n_clusters=2, equivalent_atoms=False).fit(frames)
+    assert np.abs(plain.transform(relabelled) - plain.transform(frames)).max() > 1e-2
+    state = clusters.to_dict()
+    scripted = torch.jit.script(ExplorationModel([state]))
+    _, ratio = clusters.classify(relabelled)
+    for f in (0, 17):
+        out = scripted(torch.tensor(relabelled.positions[f]), torch.tensor(numbers),
+                       torch.zeros(3, 3), torch.zeros(3, dtype=torch.bool))
+        assert float(out[1]) == pytest.approx(ratio[f], rel=1e-10)
+    # files written before the symmetrized descriptor (no equivalent_groups) keep their meaning
+    old = {k: v for k, v in plain.to_dict().items() if k != "equivalent_groups"}
+    np.testing.assert_allclose(ConformationClusters.from_dict(old).classify(frames)[1],
+                               plain.classify(frames)[1])

@@ -13,7 +13,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mlff_core.metrics.descriptors import inverse_distances, pair_rdf
+from mlff_core.metrics.descriptors import (
+    inverse_distances,
+    pair_rdf,
+    symmetric_blocks,
+    symmetrize,
+)
 
 
 class SystemClusters(nn.Module):
@@ -31,6 +36,12 @@ class SystemClusters(nn.Module):
         self.species: list[int] = [int(z) for z in state["species"]]
         self.r_max = float(state["rdf"]["r_max"])
         self.bins = int(state["rdf"]["bins"])
+        groups = [list(g) for g in state.get("equivalent_groups", [])]
+        self.symmetrized = bool(groups)
+        index, keep = symmetric_blocks(len(state["atomic_numbers"]), groups) if groups else \
+            (torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+        self.register_buffer("block_index", index)
+        self.register_buffer("block_keep", keep)
 
     def matches(self, atomic_numbers: Tensor, periodic: bool) -> bool:
         return periodic == self.periodic and atomic_numbers.shape == self.atomic_numbers.shape \
@@ -43,7 +54,10 @@ class SystemClusters(nn.Module):
             descriptor = pair_rdf(positions, self.atomic_numbers, cell.to(torch.float64), pbc,
                                   self.species, self.r_max, self.bins)
         else:
-            descriptor = inverse_distances(positions.unsqueeze(0))[0]
+            descriptor = inverse_distances(positions.unsqueeze(0))
+            if self.symmetrized:
+                descriptor = symmetrize(descriptor, self.block_index, self.block_keep)
+            descriptor = descriptor[0]
         projected = (descriptor - self.mean) @ self.components.T
         distances = torch.linalg.norm(self.centroids - projected, dim=1)
         nearest = int(torch.argmin(distances))

@@ -1,7 +1,8 @@
 """Conformation clusters of training data and the "unexplored" test (JCP 159, 035101).
 
 `ConformationClusters` is a scikit-learn-style estimator: descriptor (inverse pairwise
-distances for molecules, element-pair RDF histograms for periodic cells) → PCA → K-means.
+distances for molecules, made invariant to relabelling interchangeable atoms such as a methyl
+group's hydrogens; element-pair RDF histograms for periodic cells) → PCA → K-means.
 The radius of cluster k is the largest distance from its centroid to a training member (the
 paper's rule, `radius_rule = "max"`); a frame is *unexplored* when its distance to the nearest
 centroid exceeds that centroid's radius (distance / radius > 1), otherwise it is *explored* and
@@ -29,7 +30,13 @@ import torch
 
 from mlff_core.data.frames import Frames
 from mlff_core.errors import DataError
-from mlff_core.metrics.descriptors import inverse_distances, pair_rdf
+from mlff_core.metrics.descriptors import (
+    equivalent_groups,
+    inverse_distances,
+    pair_rdf,
+    symmetric_blocks,
+    symmetrize,
+)
 
 #: Histogram settings of the periodic descriptor.
 RDF_MAX_DISTANCE = 6.0
@@ -37,10 +44,16 @@ RDF_BINS = 30
 
 
 def frame_descriptors(frames: Frames, r_max: float = RDF_MAX_DISTANCE,
-                      n_bins: int = RDF_BINS) -> np.ndarray:
-    """[F, D] descriptors: inverse distances for molecules, pair RDFs for periodic frames."""
+                      n_bins: int = RDF_BINS,
+                      groups: list[list[int]] | None = None) -> np.ndarray:
+    """[F, D] descriptors: inverse distances for molecules (symmetrized over `groups` of
+    interchangeable atoms, see `mlff_core.metrics.descriptors`), pair RDFs for periodic
+    frames."""
     if not frames.is_periodic:
-        return inverse_distances(torch.as_tensor(frames.positions)).numpy()
+        values = inverse_distances(torch.as_tensor(frames.positions))
+        if groups:
+            values = symmetrize(values, *symmetric_blocks(frames.n_atoms, groups))
+        return values.numpy()
     species = sorted(set(frames.atomic_numbers.tolist()))
     numbers = torch.as_tensor(frames.atomic_numbers)
     pbc = torch.as_tensor(frames.pbc)
@@ -59,9 +72,13 @@ class ConformationClusters:
         n_components: PCA components kept (at most the descriptor size and frames − 1).
         max_clusters: the largest k tried when choosing automatically.
         random_state: seeds PCA/K-means/subsampling.
+        equivalent_atoms: make molecular descriptors invariant to relabelling interchangeable
+            atoms (terminal atoms of one element on one atom, from the first frame's covalent
+            bonds); False keeps the plain inverse distances.
 
     Attributes (after `fit`):
         descriptor_: 'inverse_distances' or 'pair_rdf'.
+        equivalent_groups_: interchangeable atoms the descriptor is symmetrized over.
         atomic_numbers_: [N] the system's atoms (frames to classify must match, in order).
         species_: elements of the RDF descriptor (periodic only).
         mean_, components_: PCA centring vector [D] and axes [C, D].
@@ -77,11 +94,12 @@ class ConformationClusters:
     """
 
     def __init__(self, n_clusters: int | None = None, n_components: int = 10,
-                 max_clusters: int = 10, random_state: int = 0):
+                 max_clusters: int = 10, random_state: int = 0, equivalent_atoms: bool = True):
         self.n_clusters = n_clusters
         self.n_components = n_components
         self.max_clusters = max_clusters
         self.random_state = random_state
+        self.equivalent_atoms = equivalent_atoms
 
     # ------------------------------------------------------------------------------- fitting
     def fit(self, frames: Frames) -> ConformationClusters:
@@ -90,7 +108,13 @@ class ConformationClusters:
 
         if frames.n_frames < 2:
             raise DataError("clustering needs at least two frames", frames.source)
-        descriptors = frame_descriptors(frames)
+        self.equivalent_groups_ = []
+        if self.equivalent_atoms and not frames.is_periodic:
+            from mlff_core.data.molecules import covalent_bonds
+
+            self.equivalent_groups_ = equivalent_groups(frames.atomic_numbers,
+                                                        covalent_bonds(frames.to_atoms(0)))
+        descriptors = frame_descriptors(frames, groups=self.equivalent_groups_)
         self.descriptor_ = "pair_rdf" if frames.is_periodic else "inverse_distances"
         self.atomic_numbers_ = frames.atomic_numbers.copy()
         self.species_ = sorted(set(frames.atomic_numbers.tolist()))
@@ -176,7 +200,8 @@ class ConformationClusters:
     def transform(self, frames: Frames) -> np.ndarray:
         """[F, C] PCA coordinates of the frames."""
         self._check(frames)
-        return (frame_descriptors(frames) - self.mean_) @ self.components_.T
+        return (frame_descriptors(frames, groups=self.equivalent_groups_) - self.mean_) \
+            @ self.components_.T
 
     def classify(self, frames: Frames) -> tuple[np.ndarray, np.ndarray]:
         """Nearest cluster [F] and distance / that cluster's radius [F] (> 1: unexplored)."""
@@ -196,6 +221,7 @@ class ConformationClusters:
             "atomic_numbers": self.atomic_numbers_.tolist(),
             "species": self.species_,
             "rdf": {"r_max": RDF_MAX_DISTANCE, "bins": RDF_BINS},
+            "equivalent_groups": [list(map(int, g)) for g in self.equivalent_groups_],
             "mean": self.mean_.tolist(),
             "components": self.components_.tolist(),
             "explained_variance_ratio": self.explained_variance_ratio_.tolist(),
@@ -215,6 +241,8 @@ class ConformationClusters:
         clusters.formula_ = state["formula"]
         clusters.atomic_numbers_ = np.array(state["atomic_numbers"], dtype=np.int64)
         clusters.species_ = list(state["species"])
+        # files written before the symmetrized descriptor hold none: plain inverse distances
+        clusters.equivalent_groups_ = [list(g) for g in state.get("equivalent_groups", [])]
         clusters.mean_ = np.array(state["mean"])
         clusters.components_ = np.array(state["components"])
         clusters.explained_variance_ratio_ = np.array(state["explained_variance_ratio"])

@@ -2,7 +2,10 @@
 computes exactly what the Python estimator computes).
 
 - Molecules: inverse pairwise distances 1/r_ij over atom pairs i < j — invariant to rotation
-  and translation; atom order is fixed by the system.
+  and translation; atom order is fixed by the system. Atoms that are interchangeable
+  (`equivalent_groups`: e.g. a methyl group's three hydrogens, which a 120° rotation relabels)
+  are made so by `symmetrize`: every block of pairs that a relabelling within the groups can
+  permute is sorted, so the descriptor is invariant to those relabellings and still continuous.
 - Periodic systems: per element-pair radial distribution histograms g_ab(r) — invariant to
   rotation, translation and permutation of like atoms.
 """
@@ -23,6 +26,67 @@ def inverse_distances(positions: Tensor) -> Tensor:
     pairs = torch.triu_indices(n, n, offset=1, device=positions.device)
     differences = positions[:, pairs[0]] - positions[:, pairs[1]]
     return 1.0 / torch.linalg.norm(differences, dim=-1)
+
+
+def equivalent_groups(atomic_numbers, bonds) -> list[list[int]]:
+    """Sets of interchangeable atoms of a molecule: terminal atoms (one bond) of one element
+    bonded to the same atom — a methyl group's hydrogens, an amine's, a carboxylate's or nitro
+    group's oxygens. Groups of two or more, each sorted, ordered by their first atom.
+
+    Args:
+        atomic_numbers: [N]; bonds: [B, 2] atom index pairs.
+    """
+    degree: dict[int, int] = {}
+    for i, j in bonds:
+        degree[int(i)] = degree.get(int(i), 0) + 1
+        degree[int(j)] = degree.get(int(j), 0) + 1
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, j in bonds:
+        for end, parent in ((int(i), int(j)), (int(j), int(i))):
+            if degree[end] == 1 and degree[parent] > 1:
+                groups.setdefault((parent, int(atomic_numbers[end])), []).append(end)
+    return sorted(sorted(group) for group in groups.values() if len(group) > 1)
+
+
+def symmetric_blocks(n_atoms: int, groups: list[list[int]]) -> tuple[Tensor, Tensor]:
+    """The blocks of the i < j pair list (the order of `inverse_distances`) that relabelling
+    atoms within `groups` permutes among themselves, for `symmetrize`.
+
+    Pairs (i, j) fall in one block when their atoms' classes agree (an atom's class is its
+    group, or itself): e.g. for a methyl group G and another atom k, the three pairs (h, k),
+    h in G; the pairs inside G; the |G1|·|G2| pairs between two groups.
+
+    Returns:
+        index: [B, S] int64 pair indices of each block, padded with P (the number of pairs).
+        keep: [P] positions, in the flattened [B·S] block-sorted values, of the real entries.
+    """
+    label = list(range(n_atoms))
+    for g, group in enumerate(groups):
+        for atom in group:
+            label[atom] = n_atoms + g
+    blocks: dict[tuple[int, int], list[int]] = {}
+    position = 0
+    for i in range(n_atoms):
+        for j in range(i + 1, n_atoms):
+            key = (min(label[i], label[j]), max(label[i], label[j]))
+            blocks.setdefault(key, []).append(position)
+            position += 1
+    width = max(len(block) for block in blocks.values()) if blocks else 1
+    ordered = [blocks[key] for key in sorted(blocks)]
+    index = torch.full((len(ordered), width), position, dtype=torch.long)
+    keep: list[int] = []
+    for b, block in enumerate(ordered):
+        index[b, :len(block)] = torch.tensor(block, dtype=torch.long)
+        keep.extend(b * width + k for k in range(len(block)))
+    return index, torch.tensor(keep, dtype=torch.long)
+
+
+def symmetrize(values: Tensor, index: Tensor, keep: Tensor) -> Tensor:
+    """Sort every block of pair values (see `symmetric_blocks`). [F, P] → [F, P]."""
+    padding = torch.full((values.shape[0], 1), float("inf"), dtype=values.dtype,
+                         device=values.device)
+    blocks = torch.cat([values, padding], dim=1)[:, index]  # [F, B, S]; padding sorts last
+    return blocks.sort(dim=-1).values.reshape(values.shape[0], -1)[:, keep]
 
 
 def element_pairs(species: list[int]) -> list[tuple[int, int]]:
