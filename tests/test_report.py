@@ -19,7 +19,7 @@ from mlff_core.labels import get_level
 from mlff_core.metrics.clusters import ConformationClusters
 from mlff_core.models import hyperparameters
 
-EXPECTED_FIGURES = {"clusters_F_mae", "clusters_F_max_err", "rbp", "elements_F_mae",
+EXPECTED_FIGURES = {"signals", "clusters_F_mae", "clusters_F_max_err", "rbp", "elements_F_mae",
                     "elements_FNM_mae", "pca_map", "error_histogram", "stability", "hr", "rmsd",
                     "rmsf", "contacts", "max_force", "energy"}
 
@@ -66,7 +66,9 @@ def test_report_json_and_html_in_headless_chromium(inputs):
     assert broken["collapsed"] and broken["frames_before_collapse"] == 20
     stable = [t for t in document["trajectories"] if t["label"] == "mmff"]
     assert all(not t["collapsed"] and t["hr_mae"] < 0.05 for t in stable)
+    _check_signal_scores(document, models, root / "test.npz")
     html = (root / "report.html").read_text()
+    assert "Monitor signals against the force error" in html
     assert "http://" not in html and "https://" not in html and "<script" not in html
 
     if CHROMIUM is None:
@@ -90,3 +92,59 @@ def test_trajectory_of_another_system_is_refused(inputs, tmp_path):
                        "trajectory has 9 atoms (C3H4O2)")
     assert not out.exists() and not out.with_suffix(".json").exists()
     assert np.all([p.name == "other.traj" for p in tmp_path.iterdir()])
+
+
+def _mann_whitney_auc(scores, positive):
+    """P(score of a positive > score of a negative) + ½ P(tie), by counting every pair."""
+    pos, neg = scores[positive], scores[~positive]
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return (greater + 0.5 * ties) / (len(pos) * len(neg))
+
+
+def _check_signal_scores(document, models, data_path):
+    """The report's signal AUCs and rank correlations, recomputed here from the models' own
+    predictions and the clusters, with pair counting and ranks of our own."""
+    from mlff_core.data.formats import read_frames
+    from mlff_core.export import load_model
+    from mlff_core.metrics.predict import predict_with_model
+    from mlff_core.units import force_conversion
+
+    frames = read_frames(data_path)
+    model = load_model(models[0])
+    _, forces = predict_with_model(model, frames)
+    errors = np.abs(forces - frames.forces).mean(axis=(1, 2)) * force_conversion("kcal/mol/A")
+    high = errors > 2 * np.median(errors)
+    ratios = model.clusters_for(frames.atomic_numbers, False).classify(frames)[1]
+    scored = document["signals"]["schnet"]
+    assert scored["exploration_ratio"]["high_error_frames"] == int(high.sum())
+    if high.any():  # a random model's errors rarely reach twice their median
+        assert scored["exploration_ratio"]["auc_high_error"] == pytest.approx(
+            _mann_whitney_auc(ratios, high))
+        largest = np.linalg.norm(forces, axis=-1).max(axis=1)
+        assert scored["max_force"]["auc_high_error"] == pytest.approx(
+            _mann_whitney_auc(largest, high))
+    else:
+        assert scored["exploration_ratio"]["auc_high_error"] is None
+    rank = lambda x: np.argsort(np.argsort(x)).astype(float)  # noqa: E731 (no ties here)
+    expected_rho = np.corrcoef(rank(ratios), rank(errors))[0, 1]
+    assert scored["exploration_ratio"]["spearman"] == pytest.approx(expected_rho)
+
+
+def test_signal_auc_and_rank_correlation_by_hand():
+    from mlff_core.metrics.signals import signal_scores
+
+    rng = np.random.default_rng(3)
+    errors = rng.gamma(2.0, 1.0, 400)
+    signal = errors + rng.normal(0.0, 1.0, 400)  # informative, not perfect
+    scored = signal_scores(signal, errors)
+    high = errors > 2 * np.median(errors)
+    assert scored["high_error_frames"] == int(high.sum()) > 10
+    assert scored["auc_high_error"] == pytest.approx(_mann_whitney_auc(signal, high))
+    assert 0.75 < scored["auc_high_error"] < 1.0
+    rank = lambda x: np.argsort(np.argsort(x)).astype(float)  # noqa: E731 (no ties here)
+    assert scored["spearman"] == pytest.approx(np.corrcoef(rank(signal), rank(errors))[0, 1])
+    # a signal that says nothing: AUC about one half; no high-error frame: no AUC
+    assert abs(signal_scores(rng.random(400), errors)["auc_high_error"] - 0.5) < 0.1
+    constant = signal_scores(signal, np.ones(400))
+    assert constant["auc_high_error"] is None and constant["spearman"] is None

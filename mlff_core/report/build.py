@@ -18,6 +18,7 @@ from mlff_core.errors import DataError
 from mlff_core.metrics import simulation
 from mlff_core.metrics.clusters import ConformationClusters
 from mlff_core.metrics.force import force_metrics
+from mlff_core.metrics.signals import HIGH_ERROR_FACTOR, frame_force_mae, signal_scores
 from mlff_core.progress import Advance, no_progress
 from mlff_core.report import plots
 from mlff_core.units import force_conversion
@@ -111,7 +112,7 @@ def build_report(models: Sequence[str | os.PathLike], data: str | os.PathLike,
         "trajectories": [],
     })
     names: set[str] = set()
-    errors, predicted_forces = {}, {}
+    errors, predicted_forces, frame_errors = {}, {}, {}
     for loaded in loaded_models:
         energies, forces = predict_with_model(loaded, frames, batch_size)
         name = _model_name(loaded.path, names)
@@ -121,7 +122,10 @@ def build_report(models: Sequence[str | os.PathLike], data: str | os.PathLike,
                                           "metrics": metrics})
         errors[name] = (np.abs(forces - frames.forces) * to_unit).reshape(-1)
         predicted_forces[name] = forces
+        frame_errors[name] = frame_force_mae(forces, frames.forces) * to_unit
         advance(1)
+    if loaded_models:
+        _signal_section(report, ratios, frame_errors, predicted_forces, to_unit, unit)
 
     report.figures["pca_map"] = plots.png_base64(plots.pca_map(projected, nearest, labels < 0))
     if loaded_models:
@@ -130,6 +134,22 @@ def build_report(models: Sequence[str | os.PathLike], data: str | os.PathLike,
         _trajectory_section(report, frames, trajectories, topology, type_map, clusters,
                             bond_threshold, loaded_models, advance)
     return report
+
+
+def _signal_section(report: Report, ratios: np.ndarray, frame_errors: dict[str, np.ndarray],
+                    predicted_forces: dict[str, np.ndarray], to_unit: float, unit: str) -> None:
+    """Each monitor signal against each model's per-frame F_mae: the cluster distance/radius,
+    and the naive baseline max |F̂| (the model's largest predicted atomic force)."""
+    section: dict[str, Any] = {"high_error_definition":
+                               f"frame F_mae above {HIGH_ERROR_FACTOR:g} × the median"}
+    largest = {name: np.linalg.norm(f, axis=-1).max(axis=1) * to_unit
+               for name, f in predicted_forces.items()}
+    for name, errors in frame_errors.items():
+        section[name] = {"exploration_ratio": signal_scores(ratios, errors),
+                         "max_force": signal_scores(largest[name], errors)}
+    report.document["signals"] = section
+    report.figures["signals"] = plots.png_base64(
+        plots.signals_vs_error(ratios, largest, frame_errors, unit))
 
 
 def _model_figures(report: Report, errors: dict[str, np.ndarray], unit: str) -> None:

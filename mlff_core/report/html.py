@@ -34,6 +34,9 @@ _CAPTIONS = {
     "pca_map": "Reference frames on the first two principal components of the cluster "
                "descriptor; × marks frames outside every training cluster.",
     "error_histogram": "Distribution of per-component force errors.",
+    "signals": "Per-frame F_mae against the monitor signals: the exploration ratio (distance "
+               "to the nearest training cluster / its radius) and the largest predicted force; "
+               "the table gives each signal's ROC AUC for frames above 2 × the median F_mae.",
     "stability": "Frames before collapse per group of runs.",
     "hr": "h(r) of the trajectories (before collapse) against the reference data.",
     "rmsd": "RMSD to the first frame (after superposition).",
@@ -125,6 +128,15 @@ def render_html(report: Report, title: str = "mlff-plugins report") -> str:
         parts.append("<div>" + "".join(_figure(report, n) for n in (
             "clusters_F_mae", "clusters_F_max_err", "rbp", "elements_F_mae",
             "elements_FNM_mae", "pca_map", "error_histogram")) + "</div>")
+        signals = doc.get("signals", {})
+        parts.append("<h3>Monitor signals against the force error</h3>")
+        header = ["signal"] + [f"{n} {k}" for n in names for k in ("AUC", "Spearman")]
+        rows = [[signal, *[signals[n][key][k] for n in names
+                           for k in ("auc_high_error", "spearman")]]
+                for signal, key in (("distance / radius", "exploration_ratio"),
+                                    ("max |F|", "max_force"))]
+        parts.append(html_table(header, rows))
+        parts.append("<div>" + _figure(report, "signals") + "</div>")
     else:
         parts.append("<div>" + _figure(report, "pca_map") + "</div>")
 

@@ -96,6 +96,28 @@ def error_histograms(errors: dict[str, np.ndarray], unit: str):
     return figure
 
 
+def signals_vs_error(ratios: np.ndarray, largest: dict[str, np.ndarray],
+                     frame_errors: dict[str, np.ndarray], unit: str):
+    """Per-frame F_mae of each model against two monitor signals: the distance to the nearest
+    training cluster / its radius (left; > 1 is unexplored) and the model's largest predicted
+    atomic force (right, the naive baseline). The dotted line marks 2 × the median F_mae."""
+    figure, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), sharey=True)
+    for k, (name, errors) in enumerate(frame_errors.items()):
+        colour = COLOURS[k % 10]
+        axes[0].scatter(ratios, errors, s=10, color=colour, alpha=0.7, label=name)
+        axes[1].scatter(largest[name], errors, s=10, color=colour, alpha=0.7, label=name)
+        for axis in axes:
+            axis.axhline(2.0 * np.median(errors), color=colour, linestyle=":", linewidth=1)
+    axes[0].axvline(1.0, color="grey", linewidth=1)
+    axes[0].set_xlabel("distance / cluster radius")
+    axes[1].set_xlabel(f"largest predicted |F| ({unit})")
+    axes[0].set_ylabel(f"frame F_mae ({unit})")
+    axes[0].set_title("Exploration signal vs force error")
+    axes[1].set_title("Max |F| vs force error")
+    axes[1].legend(fontsize=8)
+    return figure
+
+
 def stability_violins(groups: dict[str, list[float]], ylabel: str = "frames before collapse"):
     """Violin (or points, for a single run) of frames before collapse per group of runs."""
     figure, axis = plt.subplots(figsize=(max(4.0, 1.3 * len(groups) + 1.5), 3.6))
