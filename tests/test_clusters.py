@@ -128,3 +128,20 @@ def test_relabelled_methyl_hydrogens_are_the_same_conformation():
     old = {k: v for k, v in plain.to_dict().items() if k != "equivalent_groups"}
     np.testing.assert_allclose(ConformationClusters.from_dict(old).classify(frames)[1],
                                plain.classify(frames)[1])
+
+
+def test_no_training_frame_is_flagged_by_its_own_clusters():
+    """Frames at the farthest member's distance sit exactly on the radius; recomputing their
+    distance (here, and in the model file's scripted classifier) must not round them outside."""
+    from models_helpers import ethanol_md_frames
+
+    for seed in (0, 1):
+        frames = ethanol_md_frames(60, seed=seed)
+        clusters = ConformationClusters(n_clusters=3).fit(frames)
+        assert (clusters.classify(frames)[1] <= 1.0).all()
+        scripted = torch.jit.script(ExplorationModel([clusters.to_dict()]))
+        numbers = torch.tensor(frames.atomic_numbers)
+        ratios = [float(scripted(torch.tensor(p), numbers, torch.zeros(3, 3),
+                                 torch.zeros(3, dtype=torch.bool))[1])
+                  for p in frames.positions]
+        assert max(ratios) <= 1.0

@@ -38,6 +38,10 @@ from mlff_core.metrics.descriptors import (
     symmetrize,
 )
 
+#: Relative widening of the farthest-member radius: far above float64 rounding (1e-16), far
+#: below any physical distance in descriptor space.
+RADIUS_ROUNDING = 1e-9
+
 #: Histogram settings of the periodic descriptor.
 RDF_MAX_DISTANCE = 6.0
 RDF_BINS = 30
@@ -84,7 +88,8 @@ class ConformationClusters:
         mean_, components_: PCA centring vector [D] and axes [C, D].
         explained_variance_ratio_: [C].
         centroids_: [K, C] cluster centres in PCA space.
-        max_radii_: [K] largest member distance per cluster.
+        max_radii_: [K] largest member distance per cluster (× (1 + 1e-9), so that no
+            training frame is rounded outside its own cluster).
         radii_: [K] the radii frames are classified with: `max_radii_`, or `max_radii_` × the
             calibrated scale after `calibrate()`.
         radius_rule_: {"rule": "max"} or the calibration record (see `calibrate`).
@@ -135,8 +140,10 @@ class ConformationClusters:
         self.n_clusters_ = k
         self.labels_ = kmeans.labels_.astype(np.int64)
         distances = np.linalg.norm(projected - self.centroids_[self.labels_], axis=1)
+        # widened by RADIUS_ROUNDING so that recomputing a farthest member's distance (in
+        # `classify` or in the model file's scripted `explore`) never rounds it outside
         self.max_radii_ = np.array([distances[self.labels_ == c].max(initial=0.0)
-                                    for c in range(k)])
+                                    for c in range(k)]) * (1.0 + RADIUS_ROUNDING)
         self.radii_ = self.max_radii_.copy()
         self.radius_rule_ = {"rule": "max"}
         return self
