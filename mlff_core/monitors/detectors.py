@@ -146,8 +146,10 @@ class ExplorationCheck:
     status: str  # one of STATUSES
     cluster: int  # nearest cluster (−1 without reference clusters)
     ratio: float  # distance to its centroid / its radius (> 1: unexplored)
-    flagged: bool = False  # ratio above the warn level (never when not classified: that is
-    above_stop: bool = False  # ratio above the stop level    the collapse monitor's to flag)
+    # Ratio above the warn / the stop level. A frame that cannot be classified is neither:
+    # non-finite positions and overlapping atoms are the collapse monitor's to flag.
+    flagged: bool = False
+    above_stop: bool = False
 
     def describe(self) -> str:
         if self.status == NO_REFERENCE:

@@ -193,12 +193,10 @@ class Monitor:
         if self.action == "raise":
             self.close()
             raise MonitorTriggered(f"{self.kind} at step {snapshot.step}: {message}")
-        if self.action == "stop":
-            self.stopped = True
-            if self.last_good is not None and self.last_good_path is not None:
-                self.write_last_good(self.last_good, self.last_good_path)
-            return True
-        return False
+        self.stopped = True  # action 'stop'
+        if self.last_good is not None and self.last_good_path is not None:
+            self.write_last_good(self.last_good, self.last_good_path)
+        return True
 
     def halt(self, snapshot: Snapshot, message: str) -> None:
         """The engine cannot go on (e.g. it found NaN coordinates between two checks): record

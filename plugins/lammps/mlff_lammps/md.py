@@ -72,7 +72,8 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
     monitor = (f"fix monitor all mlff/monitor {report_interval} {model_file} "
                f"threshold {bond_threshold} explore yes stop {stop} "
                f"stop_unexplored {'no' if stop_ratio is None else 'yes'} "
-               f"warn_ratio {warn_ratio!r} stop_ratio {(stop_ratio or warn_ratio)!r} "
+               f"warn_ratio {warn_ratio!r} "
+               f"stop_ratio {(warn_ratio if stop_ratio is None else stop_ratio)!r} "
                f"file {out / 'monitor.log'} frames {out / 'flagged.xyz'} "
                f"last_good {out / 'last_good.xyz'}")
     dump = (f"dump trajectory all custom {report_interval} {out / 'trajectory.lammpstrj'} "
@@ -124,13 +125,12 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
         instance.close()
     seconds = time.perf_counter() - started
     checks = read_monitor_log(out / "monitor.log")
-    reason = None
+    reason = stopped_by = None
     if stopped:  # as the fix: a collapse (when it stops runs) before the exploration monitor
-        at_stop = {kind: f"{kind}: {details}" for step, flagged, kind, details in checks
+        at_stop = {kind: details for step, flagged, kind, details in checks
                    if step == stop_step and flagged}
-        reason = at_stop["collapse"] if stop == "yes" and "collapse" in at_stop else \
-            at_stop["exploration"]
-    stopped_by = None if reason is None else reason.split(":")[0]
+        stopped_by = "collapse" if stop == "yes" and "collapse" in at_stop else "exploration"
+        reason = f"{stopped_by}: {at_stop[stopped_by]}"
     last_good = out / "last_good.xyz"
     summary = {
         "engine": "lammps", "model": str(model), "structure": str(structure),
