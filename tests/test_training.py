@@ -196,6 +196,11 @@ def _check_calibrated_export(run_dir, max_file, data, tmp_path):
                             "calibrated")
     assert_clean_error(refused, "needs at least 19 held-out frames, got 12")
     assert not (tmp_path / "five.pt").exists()
+    # held-out frames without the calibrated rule would be silently unused: refused
+    stray = run_mlff_here("export", run_dir, "-o", tmp_path / "stray.pt", "--calibration-data",
+                          data)
+    assert_clean_error(stray, "--calibration-data applies to --radius calibrated")
+    assert not (tmp_path / "stray.pt").exists()
 
 
 class _MeanForceNorm:

@@ -34,6 +34,13 @@ def radius_options(default_calibration: str) -> Callable:
     return decorate
 
 
+def check_radius_options(radius: str, calibration_paths: Sequence[str]) -> None:
+    """Held-out frames are used by --radius calibrated only: refuse them otherwise, rather
+    than ignore them."""
+    if calibration_paths and radius != "calibrated":
+        raise click.UsageError("--calibration-data applies to --radius calibrated")
+
+
 def read_calibration_data(paths: Sequence[str]) -> list[Frames] | None:
     """Frames of every system in `paths`; None when no path is given."""
     if not paths:

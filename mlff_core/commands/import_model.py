@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from mlff_core.commands.exploration_options import (
+    check_radius_options,
     echo_exploration,
     radius_options,
     read_calibration_data,
@@ -70,8 +71,7 @@ def import_command(model, source_format, output, data, n_clusters, species, cuto
     if radius == "calibrated" and not (data and calibration_data):
         raise click.UsageError("--radius calibrated needs --data (the frames the clusters are "
                                "fitted on) and --calibration-data (held-out frames)")
-    if calibration_data and radius != "calibrated":
-        raise click.UsageError("--calibration-data applies to --radius calibrated")
+    check_radius_options(radius, calibration_data)
     claim_output_file(output, overwrite)
     symbols = None if species is None else [s.strip() for s in species.split(",") if s.strip()]
     frames = [part for path in data for part in read_systems(path)]

@@ -8,6 +8,7 @@ import click
 
 from mlff_core.commands.data import SubsetSize
 from mlff_core.commands.exploration_options import (
+    check_radius_options,
     echo_exploration,
     radius_options,
     read_calibration_data,
@@ -243,6 +244,7 @@ def export(run_dir, output, dtype, n_clusters, no_clusters, radius, false_flag_r
       mlff export runs/aspirin -o aspirin64.pt --dtype float64 --clusters 5
       mlff export runs/aspirin -o aspirin.pt --radius calibrated --false-flag-rate 0.05
     """
+    check_radius_options(radius, calibration_data)
     claim_output_file(output, overwrite)
     path = export_run(run_dir, output, dtype, clusters=not no_clusters, n_clusters=n_clusters,
                       radius=radius, false_flag_rate=false_flag_rate,
