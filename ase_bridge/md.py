@@ -18,7 +18,7 @@ from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_mom
 from ase.md.verlet import VelocityVerlet
 
 from ase_bridge.calculator import MLFFCalculator
-from ase_bridge.observers import CollapseObserver, ExplorationObserver
+from ase_bridge.observers import CollapseObserver, DeviationObserver, ExplorationObserver
 from mlff_core.data.molecules import structure_from_file
 from mlff_core.engines import ensemble
 from mlff_core.export.loading import load_model
@@ -32,6 +32,7 @@ def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_di
                report_interval: int = 100, friction: float = 1.0, bond_threshold: float = 0.5,
                action: str = "stop", seed: int = 0, advance: Advance = no_progress,
                device: str = "cpu", warn_ratio: float = 1.0, stop_ratio: float | None = None,
+               warn_deviation: float | None = None, stop_deviation: float | None = None,
                **ignored: Any) -> dict[str, Any]:
     """Langevin MD with the model file as an ASE calculator; returns a summary.
 
@@ -40,7 +41,10 @@ def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_di
 
     Args: temperature K, timestep fs, friction 1/ps (0: NVE, velocity Verlet), bond_threshold
     Å; `action` applies to the collapse monitor. The exploration monitor flags frames whose
-    distance/radius exceeds `warn_ratio` and, with `stop_ratio`, stops above it.
+    distance/radius exceeds `warn_ratio` and, with `stop_ratio`, stops above it. With
+    `warn_deviation` (eV/Å; a committee model file) the deviation monitor flags frames whose
+    committee force deviation exceeds it (deviation.log, deviation.xyz) and, with
+    `stop_deviation`, stops above that.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -70,28 +74,35 @@ def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_di
                                       last_good_path=out / "last_good.xyz",
                                       warn_ratio=warn_ratio, stop_ratio=stop_ratio,
                                       action="flag" if stop_ratio is None else "stop")
+    monitors = [collapse, exploration]
+    if warn_deviation is not None:
+        monitors.append(DeviationObserver(
+            atoms, loaded, warn_deviation, stop_deviation, dynamics=dynamics,
+            action="flag" if stop_deviation is None else "stop", log=out / "deviation.log",
+            flagged_path=out / "deviation.xyz", last_good_path=out / "last_good.xyz"))
     started = time.perf_counter()
     with Trajectory(str(out / "trajectory.traj"), "w", atoms) as trajectory, \
             MDLogger(dynamics, atoms, str(out / "md.log"), peratom=False) as logger:
         dynamics.attach(trajectory.write, interval=report_interval)
         dynamics.attach(logger, interval=report_interval)
-        dynamics.attach(collapse, interval=report_interval)
-        dynamics.attach(exploration, interval=report_interval)
+        for monitor in monitors:
+            dynamics.attach(monitor, interval=report_interval)
         attach_step_progress(dynamics, advance)
         advance(0)  # stepping starts: a failure from here on keeps the partial output
         dynamics.run(steps)
     seconds = time.perf_counter() - started
-    collapse.close()
-    exploration.close()
+    for monitor in monitors:
+        monitor.close()
     summary = {
         "engine": "ase", "model": str(model), "structure": str(structure), "atoms": len(atoms),
         "trajectory": str(out / "trajectory.traj"), "topology": None,
         "ensemble": ensemble(friction, temperature),
         "temperature_K": temperature, "timestep_fs": timestep, "steps_requested": steps,
-        "steps_run": dynamics.nsteps, **stop_outcome(collapse.monitor, exploration.monitor),
+        "steps_run": dynamics.nsteps, **stop_outcome(*(m.monitor for m in monitors)),
         "seconds": seconds,
         "ns_per_day": dynamics.nsteps * timestep * 1e-6 / (seconds / 86400.0) if seconds else None,
         "collapse": collapse.monitor.summary(), "exploration": exploration.monitor.summary(),
+        "deviation": monitors[2].monitor.summary() if len(monitors) > 2 else None,
         "exploration_counts": dict(exploration.counts),
         "explored_ratio": exploration.explored_ratio,
         "files": sorted(p.name for p in out.iterdir()),

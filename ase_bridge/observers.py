@@ -6,6 +6,7 @@
                interval=10)
     dyn.attach(ExplorationObserver(atoms, "aspirin.pt", flagged_path="unexplored.xyz"),
                interval=10)
+    dyn.attach(DeviationObserver(atoms, "committee.pt", warn_deviation=0.1), interval=10)
 
 Actions: 'flag' records flagged frames and goes on; 'stop' saves the last good frame and ends
 `dyn.run()` cleanly after the current step; 'raise' raises `MonitorTriggered`. A frame whose
@@ -22,6 +23,7 @@ from ase import Atoms
 from mlff_core.errors import MLFFError
 from mlff_core.monitors import (
     CollapseDetector,
+    DeviationDetector,
     ExplorationDetector,
     Monitor,
     Snapshot,
@@ -136,3 +138,32 @@ class ExplorationObserver(_Observer):
     def explored_ratio(self) -> float:
         """Fraction of classified frames that were explored (NaN without reference clusters)."""
         return self.detector.explored_ratio
+
+
+class DeviationObserver(_Observer):
+    """Flags frames where a committee's members disagree: force deviation
+    max_i sqrt((1/M) Σ_k |F_i^k − F̄_i|²) above `warn_deviation` (eV/Å).
+
+    Args:
+        atoms: the atoms being simulated.
+        model: a committee model file (`mlff train --committee M`), path or `LoadedModel`.
+        warn_deviation: eV/Å above which a frame is flagged (DeePMD-kit's trust_lo).
+        stop_deviation: eV/Å above which `action` applies (default: `warn_deviation`).
+        action, dynamics, log, flagged_path, last_good_path: as for `CollapseObserver`.
+    """
+
+    kind = "deviation"
+
+    def __init__(self, atoms: Atoms, model, warn_deviation: float,
+                 stop_deviation: float | None = None, action: str = "flag", dynamics=None,
+                 log: str | os.PathLike | None = None,
+                 flagged_path: str | os.PathLike | None = None,
+                 last_good_path: str | os.PathLike | None = None):
+        self.detector = DeviationDetector(model, warn_deviation, stop_deviation)
+        super().__init__(atoms, action, dynamics, log, flagged_path, last_good_path,
+                         provenance={"model": str(self.detector.model.path)})
+
+    def check(self, snapshot: Snapshot) -> tuple[bool, str, bool]:
+        result = self.detector.check(snapshot.positions, snapshot.atomic_numbers,
+                                     snapshot.cell, snapshot.pbc)
+        return result.flagged, result.describe(), result.above_stop

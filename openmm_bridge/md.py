@@ -24,6 +24,7 @@ from mlff_core.progress import Advance, no_progress
 from openmm_bridge.forces import add_mlff_force
 from openmm_bridge.reporters import (
     CollapseReporter,
+    DeviationReporter,
     ExplorationReporter,
     MaxForceReporter,
     run_simulation,
@@ -85,7 +86,8 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
                   bond_threshold: float = 0.5, action: str = "stop", seed: int = 0,
                   advance: Advance = no_progress, backend: str = "torch",
                   platform: str | None = None, warn_ratio: float = 1.0,
-                  stop_ratio: float | None = None, **ignored: Any) -> dict[str, Any]:
+                  stop_ratio: float | None = None, warn_deviation: float | None = None,
+                  stop_deviation: float | None = None, **ignored: Any) -> dict[str, Any]:
     """Langevin MD with the model file; returns a summary (also written as summary.json).
 
     Writes to `output_dir`: start.pdb, trajectory.dcd, state.csv (StateDataReporter),
@@ -97,6 +99,9 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
         action: what the collapse monitor does ('flag', 'stop', 'raise').
         warn_ratio, stop_ratio: the exploration monitor flags frames whose distance/radius
             exceeds warn_ratio and, with stop_ratio, stops the run above it.
+        warn_deviation, stop_deviation: eV/Å; with a committee model file, the deviation
+            monitor (deviation.log, deviation.xyz) flags frames whose committee force
+            deviation exceeds warn_deviation and, with stop_deviation, stops above it.
         backend: 'torch' (openmm-torch) or 'python' (PythonForce).
         platform: OpenMM platform name (default: OpenMM's fastest available).
         ignored: options meant for other engines.
@@ -139,20 +144,26 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
                                       last_good_path=out / "last_good.pdb",
                                       warn_ratio=warn_ratio, stop_ratio=stop_ratio)
     forces = MaxForceReporter(out / "forces.log", report_interval)
+    monitors = [collapse, exploration]
+    if warn_deviation is not None:
+        monitors.append(DeviationReporter(
+            out / "deviation.log", report_interval, loaded, warn_deviation, stop_deviation,
+            action="flag" if stop_deviation is None else "stop",
+            save_frames=out / "deviation.xyz", last_good_path=out / "last_good.pdb"))
     simulation.reporters += [
         app.DCDReporter(str(out / "trajectory.dcd"), report_interval),
         app.StateDataReporter(str(out / "state.csv"), report_interval, step=True, time=True,
                               potentialEnergy=True, kineticEnergy=True, totalEnergy=True,
                               temperature=True, speed=True),
-        collapse, exploration, forces, _ProgressReporter(report_interval, advance),
+        *monitors, forces, _ProgressReporter(report_interval, advance),
     ]
     started = time.perf_counter()
     advance(0)  # stepping starts: a failure from here on keeps the partial output
     outcome = run_simulation(simulation, steps)
     if not outcome["stopped"]:  # a monitor stopped the run at its very last step
-        outcome.update(stop_outcome(collapse.monitor, exploration.monitor))
+        outcome.update(stop_outcome(*(m.monitor for m in monitors)))
     seconds = time.perf_counter() - started
-    for reporter in (collapse, exploration, forces):
+    for reporter in (*monitors, forces):
         reporter.close()
     summary = {
         "engine": "openmm", "platform": simulation.context.getPlatform().getName(),
@@ -165,6 +176,7 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
         if seconds > 0 else None,
         "collapse": collapse.monitor.summary(),
         "exploration": exploration.monitor.summary(),
+        "deviation": monitors[2].monitor.summary() if len(monitors) > 2 else None,
         "exploration_counts": dict(exploration.counts),
         "explored_ratio": exploration.explored_ratio,
         "max_force_kJ_mol_nm": max(forces.values) if forces.values else None,

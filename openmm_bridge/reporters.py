@@ -4,6 +4,8 @@
                                                  action="stop", last_good_path="last_good.pdb"))
     simulation.reporters.append(ExplorationReporter("exploration.log", 100, model="aspirin.pt",
                                                     save_frames="unexplored.xyz"))
+    simulation.reporters.append(DeviationReporter("deviation.log", 100, model="committee.pt",
+                                                  warn_deviation=0.1))
     simulation.reporters.append(MaxForceReporter("forces.log", 100))
     run_simulation(simulation, 20000)
 
@@ -34,6 +36,7 @@ from mlff_core.errors import MLFFError
 from mlff_core.fileio import atomic_output
 from mlff_core.monitors import (
     CollapseDetector,
+    DeviationDetector,
     ExplorationDetector,
     Monitor,
     Snapshot,
@@ -241,6 +244,36 @@ class ExplorationReporter(_MonitorReporter):
     @property
     def explored_ratio(self) -> float:
         return self.detector.explored_ratio
+
+
+class DeviationReporter(_MonitorReporter):
+    """Flags frames where a committee's members disagree: force deviation
+    max_i sqrt((1/M) Σ_k |F_i^k − F̄_i|²) above `warn_deviation` (eV/Å).
+
+    Args:
+        file: log file, or None. reportInterval: steps between checks.
+        model: a committee model file (`mlff train --committee M`).
+        warn_deviation: eV/Å above which a frame is flagged (DeePMD-kit's trust_lo).
+        stop_deviation: eV/Å above which `action` applies (default: `warn_deviation`).
+        action: 'flag', 'stop' or 'raise'.
+        save_frames: extended XYZ collecting flagged frames; last_good_path: PDB written on
+            stop.
+    """
+
+    kind = "deviation"
+
+    def __init__(self, file: str | os.PathLike | None, reportInterval: int, model,  # noqa: N803
+                 warn_deviation: float, stop_deviation: float | None = None,
+                 action: str = "flag", save_frames: str | os.PathLike | None = None,
+                 last_good_path: str | os.PathLike | None = None):
+        self.detector = DeviationDetector(model, warn_deviation, stop_deviation)
+        super().__init__(file, reportInterval, action, save_frames, last_good_path,
+                         provenance={"model": str(self.detector.model.path)})
+
+    def check(self, snapshot: Snapshot, state: openmm.State) -> tuple[bool, str, bool]:
+        result = self.detector.check(snapshot.positions, snapshot.atomic_numbers, snapshot.cell,
+                                     snapshot.pbc)
+        return result.flagged, result.describe(), result.above_stop
 
 
 class MaxForceReporter:

@@ -31,6 +31,20 @@ def save_random_model(path, architecture: str = "painn", species=(1, 6, 8),
                                                            periodic=periodic))
 
 
+def save_random_committee(path, architecture: str = "schnet", size: int = 3,
+                          species=(1, 6, 8), periodic=False, **overrides):
+    """A committee model file of `size` random members (seeds 0, 1, ...), and its members."""
+    from mlff_core.models import Committee
+
+    members = [random_potential(architecture, species, seed=seed, **overrides)
+               for seed in range(size)]
+    committee = Committee(members)
+    params = hyperparameters(architecture, **overrides)
+    save_model_file(committee, path, model_metadata(committee, architecture, params,
+                                                    periodic=periodic))
+    return path, members
+
+
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
     q, r = np.linalg.qr(rng.normal(size=(3, 3)))
     q = q * np.sign(np.diag(r))

@@ -89,3 +89,41 @@ def test_stop_ratio_below_warn_ratio_is_one_clear_error(tmp_path, clustered):
     assert result.returncode != 0
     assert "stop_ratio (1.2) must be at least warn_ratio (1.5)" in result.stderr
     assert not (tmp_path / "md").exists()
+
+
+@pytest.fixture(scope="module")
+def committee(tmp_path_factory):
+    """A committee model file of 3 random members, and an ethanol start."""
+    from models_helpers import save_random_committee
+
+    root = tmp_path_factory.mktemp("committee")
+    start = write_frames(Frames.from_atoms([named_molecule("ethanol").atoms]),
+                         root / "start.xyz")
+    return save_random_committee(root / "c.pt")[0], start
+
+
+@pytest.mark.parametrize("engine", ["openmm", "ase", "lammps"])
+def test_the_committee_deviation_levels_flag_and_stop_alike_in_every_engine(tmp_path,
+                                                                           committee, engine):
+    """warn_deviation flags without stopping; stop_deviation ends the run with its reason."""
+    model, start = committee
+    first = 10 if engine == "openmm" else 0
+    checks = 4 if engine == "openmm" else 5
+    options = {"platform": "Reference"} if engine == "openmm" else {}
+    run = get_engine(engine)
+    warned = run(model, start, tmp_path / "warn", steps=40, report_interval=10, action="flag",
+                 warn_deviation=1e-6, **options)
+    assert not warned["stopped"] and warned["steps_run"] == 40, warned
+    assert warned["deviation"] == (f"deviation: {checks} frames checked, {checks} flagged, "
+                                   f"first at step {first}")
+    assert warned["exploration"].startswith("exploration: ")  # still on beside it
+    stopped = run(model, start, tmp_path / "stop", steps=40, report_interval=10,
+                  action="flag", warn_deviation=1e-6, stop_deviation=2e-6, **options)
+    assert stopped["stopped"] and stopped["steps_run"] == first, stopped
+    assert re.fullmatch(r"deviation: force deviation \d+\.\d{3} eV/Å \(atom \d+\)",
+                        stopped["reason"]), stopped
+    assert stopped["deviation"] == ("deviation: 1 frames checked, 1 flagged, first at step "
+                                    f"{first} (run stopped)")
+    quiet = run(model, start, tmp_path / "off", steps=10, report_interval=10, action="flag",
+                **options)
+    assert quiet["deviation"] is None  # off unless asked for

@@ -191,3 +191,39 @@ rerun frames.dump dump x y z box no
                             capture_output=True, text=True, env=environment, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert f"on {ranks} procs" in result.stdout or ranks == 1
+
+
+def test_the_committee_deviation_is_the_same_in_python_and_in_the_lammps_fix(tmp_path, plugin):
+    """The planted frames through a committee: the same deviations, flags and words from the
+    Python detector (OpenMM reporter, ASE observer) and from the fix, on 1 and 2 ranks."""
+    from models_helpers import save_random_committee
+
+    from mlff_core.monitors import DeviationDetector
+
+    frames = ethanol_md_frames()
+    save_random_committee(tmp_path / "m.pt", size=3)
+    positions, planted, _ = _planted_trajectory(frames)
+    numbers = frames.atomic_numbers
+    cell, pbc = np.eye(3) * EDGE, np.ones(3, dtype=bool)
+    values = [DeviationDetector(tmp_path / "m.pt", 1.0).check(p, numbers, cell, pbc).deviation
+              for p in positions]
+    assert np.isnan(values[7]) and np.isfinite(np.delete(values, 7)).all()  # the overlap
+    warn = round(float(np.nanmedian(values)), 6)  # about half the frames above it
+    detector = DeviationDetector(tmp_path / "m.pt", warn)
+    python = []
+    for frame in positions:
+        check = detector.check(frame, numbers, cell, pbc)
+        python.append(("FLAGGED" if check.flagged else "ok",
+                       f"deviation: {_ids(check.describe())}"))
+    assert 2 <= sum(status == "FLAGGED" for status, _ in python) <= 6, python
+
+    types = {1: 1, 6: 2, 8: 3}
+    start = Atoms(numbers=numbers, positions=positions[0], cell=cell, pbc=True)
+    write(tmp_path / "start.data", start, format="lammps-data", specorder=["H", "C", "O"],
+          masses=True, units="metal")
+    _write_dump(tmp_path / "frames.dump", positions, [types[z] for z in numbers])
+    for n in (1, 2):
+        _run_fix(tmp_path, plugin, f"d{n}", n, f"explore no warn_deviation {warn}")
+        rows = [row for row in _fix_rows(tmp_path / f"monitor.d{n}.log")
+                if row[1].startswith("deviation: ")]
+        assert rows == python, n

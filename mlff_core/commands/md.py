@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mlff_core.engines import engine_names, get_engine
-from mlff_core.monitors import ratio_levels
+from mlff_core.monitors import ratio_levels, trust_levels
 from mlff_core.outputs import md_outputs
 from mlff_core.progress import progress_bar
 
@@ -36,6 +36,13 @@ from mlff_core.progress import progress_bar
 @click.option("--stop-ratio", type=float,
               help="Exploration monitor: stop the run cleanly at the first frame whose "
                    "distance/radius exceeds this (at least --warn-ratio; default: never stop).")
+@click.option("--warn-deviation", type=float,
+              help="Committee model files: flag frames whose force deviation (eV/Å, "
+                   "max over atoms of the members' RMS spread around their mean force) exceeds "
+                   "this (DeePMD-kit's trust_lo; 0.05-0.15 usual for molecules).")
+@click.option("--stop-deviation", type=float,
+              help="Committee model files: stop the run cleanly at the first frame whose force "
+                   "deviation exceeds this (eV/Å, at least --warn-deviation).")
 @click.option("--backend", type=click.Choice(["torch", "python"]), default="torch",
               show_default=True, help="OpenMM: TorchForce or PythonForce.")
 @click.option("--platform", help="OpenMM platform (Reference, CPU, CUDA, OpenCL).")
@@ -46,9 +53,10 @@ from mlff_core.progress import progress_bar
 @click.option("--overwrite", is_flag=True,
               help="Replace an earlier run's files in the output directory (refused otherwise).")
 def md(engine, model, structure, temperature, timestep, steps, report_interval, friction,
-       bond_threshold, action, warn_ratio, stop_ratio, backend, platform, device, seed,
-       output_dir, overwrite) -> None:
-    """Langevin MD with a model file; collapse, exploration and force monitors on.
+       bond_threshold, action, warn_ratio, stop_ratio, warn_deviation, stop_deviation, backend,
+       platform, device, seed, output_dir, overwrite) -> None:
+    """Langevin MD with a model file; collapse, exploration and force monitors on (and the
+    committee deviation monitor with --warn-deviation).
 
     \b
     Examples:
@@ -57,6 +65,16 @@ def md(engine, model, structure, temperature, timestep, steps, report_interval, 
       mlff md --engine ase --model aspirin.pt --structure start.xyz --steps 2000 -o runs/md2
     """
     ratio_levels(warn_ratio, stop_ratio)  # one clear error before any output
+    if stop_deviation is not None and warn_deviation is None:
+        raise click.UsageError("--stop-deviation needs --warn-deviation")
+    if warn_deviation is not None:
+        trust_levels(warn_deviation, stop_deviation, "deviation")
+        from mlff_core.export import load_model
+
+        if load_model(model).committee_size < 2:
+            raise click.UsageError(f"{model} is not a committee model file, so it has no "
+                                   "force deviation to monitor (train one with mlff train "
+                                   "--committee M)")
     run = get_engine(engine)
     with md_outputs(output_dir, overwrite, keep=(structure, model)) as run_state, \
             progress_bar(f"{engine} MD", steps) as advance:
@@ -69,6 +87,7 @@ def md(engine, model, structure, temperature, timestep, steps, report_interval, 
                       steps=steps, report_interval=report_interval, friction=friction,
                       bond_threshold=bond_threshold, action=action, seed=seed, advance=counted,
                       warn_ratio=warn_ratio, stop_ratio=stop_ratio,
+                      warn_deviation=warn_deviation, stop_deviation=stop_deviation,
                       backend=backend, platform=platform, device=device)
     click.echo(f"{summary['steps_run']} of {steps} steps in {summary['seconds']:.1f} s "
                f"({summary['ns_per_day']:.3g} ns/day)" if summary["ns_per_day"] else "")
@@ -78,6 +97,8 @@ def md(engine, model, structure, temperature, timestep, steps, report_interval, 
         click.echo(f"stopped: {summary['reason']}; {saved}")
     click.echo(summary["collapse"])
     click.echo(summary["exploration"])
+    if summary.get("deviation"):
+        click.echo(summary["deviation"])
     if summary["exploration_counts"].get("no reference clusters"):
         click.echo("note: the model file has no conformation clusters for this system, so "
                    "frames were not classified as explored/unexplored")

@@ -157,7 +157,12 @@ def requested_settings(ctx: click.Context, config: TrainingConfig
               show_default=True)
 @click.option("--device", default=_DEFAULTS.device, show_default=True, help="cpu, cuda, cuda:N.")
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True)
-@click.option("--max-minutes", type=float, help="Stop cleanly after this much wall time.")
+@click.option("--committee", "committee", type=click.IntRange(min=2),
+              help="Train this many members (seeds SEED, SEED+1, ...) on one split; "
+                   "`mlff export` writes them as one model file whose engines use their mean "
+                   "and whose monitors can flag on their force deviation.")
+@click.option("--max-minutes", type=float,
+              help="Stop cleanly after this much wall time (per member of a committee).")
 @click.option("--init-model", type=click.Path(dir_okay=False),
               help="Warm start (fine-tune) from this model file.")
 @click.option("--resume", is_flag=True,
@@ -168,8 +173,8 @@ def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_int
           cutoff, num_rbf, radial, cutoff_fn, max_L, max_ell, correlation, epochs,  # noqa: N803
           batch_size, learning_rate, lr_factor, lr_patience, min_learning_rate,
           early_stopping_patience, energy_weight, ema_decay, losses, n_clusters,
-          cluster_sampling, gradient_clip, dtype, device, seed, max_minutes, init_model, resume,
-          allow_mixed_levels) -> None:
+          cluster_sampling, gradient_clip, dtype, device, seed, committee, max_minutes,
+          init_model, resume, allow_mixed_levels) -> None:
     """Train a force field on labelled frames (energies and forces).
 
     \b
@@ -181,6 +186,7 @@ def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_int
       mlff train --data new.npz --init-model aspirin.pt -o runs/ft  # fine-tune
       mlff train --data aspirin.npz --loss cluster=1,maxerr=0.1 -o runs/cluster
       mlff train --data aspirin.npz --loss cluster --cluster-sampling balanced -o runs/bal
+      mlff train --data aspirin.npz --committee 4 -o runs/committee
     """
     overrides = {"hidden": hidden, "num_interactions": num_interactions, "cutoff": cutoff,
                  "num_rbf": num_rbf, "radial": radial, "cutoff_fn": cutoff_fn, "max_L": max_L,
@@ -196,6 +202,12 @@ def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_int
         cluster_sampling=cluster_sampling,
     )
     requested = requested_settings(click.get_current_context(), config)
+    if committee is not None:
+        _train_committee(config, run_dir, committee, data, val_data=val_data, n_train=n_train,
+                         n_val=n_val, init_model=init_model, resume=resume,
+                         epochs=epochs if "--epochs" in requested else None,
+                         allow_mixed_levels=allow_mixed_levels, requested=requested)
+        return
     trainer = make_trainer(
         config, run_dir, data, val_data, n_train, n_val, init_model=init_model, resume=resume,
         epochs=epochs if "--epochs" in requested else None,
@@ -220,6 +232,24 @@ def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_int
                    f"last epoch: energy MAE {record.val_energy_mae:.4f} eV, force MAE "
                    f"{record.val_force_mae:.4f} eV/Å")
     click.echo(f"run directory: {run_dir}  (export: mlff export {run_dir} -o model.pt)")
+
+
+def _train_committee(config, run_dir, size, data, **options) -> None:
+    from mlff_core.training.committee import train_committee
+    from mlff_core.training.run import fit_with_progress
+
+    def fit(trainer, description: str) -> None:
+        if trainer.epoch >= trainer.config.epochs:
+            return
+        started = time.perf_counter()
+        fit_with_progress(trainer, f"training {description}")
+        click.echo(f"{description}: {trainer.stop_reason} after epoch {trainer.epoch} "
+                   f"({time.perf_counter() - started:.0f} s); best epoch {trainer.best_epoch}, "
+                   f"validation loss {trainer.best_val_loss:.5f}")
+
+    train_committee(config, run_dir, size, data, fit=fit, **options)
+    click.echo(f"run directory: {run_dir}, a committee of {size}  (export: mlff export "
+               f"{run_dir} -o model.pt)")
 
 
 @click.command()

@@ -16,7 +16,7 @@ from mlff_core.export.exploration import ExplorationModel
 from mlff_core.export.model_file import model_metadata, save_model_file
 from mlff_core.fileio import load_weights, read_json_file
 from mlff_core.metrics.clusters import ConformationClusters
-from mlff_core.models import build_potential
+from mlff_core.models import Committee, build_potential
 from mlff_core.models.potential import Potential
 
 CLUSTER_METHOD = ("PCA + K-means on inverse pairwise distances (molecules) or element-pair RDF "
@@ -75,6 +75,28 @@ def best_potential(run_dir: str | os.PathLike) -> tuple[Potential, dict]:
     return potential, state
 
 
+def _member_runs(run_dir: Path) -> tuple[list[Path], dict | None]:
+    """The finished training run(s) of `run_dir`: itself, or a committee's members (with the
+    committee's record).
+
+    Raises:
+        ModelFileError: an unfinished run or committee member.
+    """
+    from mlff_core.training.committee import committee_record, member_dirs
+
+    record = committee_record(run_dir)
+    runs = [run_dir] if record is None else member_dirs(run_dir, record)
+    for k, member in enumerate(runs):
+        for needed in ("run.json", "best.pt"):
+            if not (member / needed).exists():
+                raise ModelFileError(f"{member}: not a finished training run ({needed} missing)")
+        if record is not None and not record["finished"][k]:
+            raise ModelFileError(f"{member}: committee member {k} has not finished training "
+                                 f"(resume it: mlff train ... -o {run_dir} --committee "
+                                 f"{len(runs)} --resume)")
+    return runs, record
+
+
 def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
                dtype: str | None = None, clusters: bool = True, n_clusters: int | None = None,
                cluster_data: Sequence[Frames] | None = None,
@@ -84,7 +106,8 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
     """Write the best (EMA) weights of a run as a model file.
 
     Args:
-        run_dir: a directory written by the trainer (run.json, best.pt).
+        run_dir: a directory written by the trainer (run.json, best.pt), or a committee's
+            (committee.json and its members' runs): one model file holds every member.
         output: the model file to write (atomically).
         dtype: 'float32' or 'float64'; default: the training dtype.
         clusters: fit conformation clusters (one set per training system) and store them, so
@@ -102,16 +125,15 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
         calibration_data: held-out frames to calibrate on; default: the run's validation split.
     """
     run_dir = Path(run_dir)
-    run_json, best = run_dir / "run.json", run_dir / "best.pt"
-    for needed in (run_json, best):
-        if not needed.exists():
-            raise ModelFileError(f"{run_dir}: not a finished training run ({needed.name} missing)")
-    run = read_json_file(run_json, "the run's record")
+    runs, committee = _member_runs(run_dir)
+    run = read_json_file(runs[0] / "run.json", "the run's record")
     config = run["config"]
     dtype = dtype or config["dtype"]
     if dtype not in ("float32", "float64"):
         raise ModelFileError(f"dtype must be float32 or float64, got {dtype!r}")
-    potential, state = best_potential(run_dir)
+    best = [best_potential(member) for member in runs]
+    state = best[0][1]
+    potential = best[0][0] if committee is None else Committee([p for p, _ in best])
     potential = potential.to(getattr(torch, dtype))
     training = {
         **run.get("data", {}),
@@ -122,6 +144,12 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
         "run_dir": str(run_dir.resolve()),
         **(training_extra or {}),
     }
+    if committee is not None:
+        training["committee"] = {
+            "seeds": committee["seeds"],
+            "members": [{"run_dir": str(member.resolve()), "best_epoch": s.get("epoch"),
+                         "val_metrics": s.get("val_metrics")}
+                        for member, (_, s) in zip(runs, best, strict=True)]}
     if radius not in RADIUS_RULES:
         raise ModelFileError(f"unknown radius rule {radius!r}; use one of "
                              f"{', '.join(RADIUS_RULES)}")
@@ -132,7 +160,7 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike,
         if radius == "calibrated" and calibration_data is None:
             calibration_data = training_frames(run["data"], "val")
         calibration = calibration_data if radius == "calibrated" else None
-        stored_clusters = run_dir / "clusters.json"
+        stored_clusters = runs[0] / "clusters.json"
         if cluster_data is None and n_clusters is None and stored_clusters.exists():
             fitted = [ConformationClusters.from_dict(state)
                       for state in json.loads(stored_clusters.read_text())]

@@ -56,11 +56,20 @@ class LoadedModel:
         from a TorchScript module without `atomic_energies`)."""
         return self.metadata.get("per_atom_energies", True) is not False
 
+    @property
+    def committee_size(self) -> int:
+        """Members of the file's committee (`mlff train --committee`); 1 for a single model."""
+        return int(self.metadata.get("committee_size", 1))
+
     def to_potential(self):
         """A trainable Python `Potential` with this file's architecture and weights (for
         fine-tuning: warm starts keep species, reference energies and scale)."""
         from mlff_core.models import build_potential
 
+        if self.committee_size > 1:
+            raise ModelFileError(f"{self.path}: a committee of {self.committee_size} models "
+                                 "cannot be trained further as one; fine-tune from one "
+                                 "member's run (export it alone: mlff export RUN/member-0)")
         try:
             potential = build_potential(self.metadata["architecture"], self.species,
                                         **self.metadata["hyperparameters"]).to(self.dtype)

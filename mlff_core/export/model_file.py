@@ -5,8 +5,10 @@ Layout (contract in ../shared/DESIGN.md):
     forward(positions [N,3] Å, atomic_numbers [N], cell [3,3] Å, pbc [3]) -> energy [] eV
     forward_graph(positions [M,3], atomic_numbers [M], edge_index [2,E], n_local []) -> [n_local] eV
     explore(positions [N,3], atomic_numbers [N]) -> [2] (nearest cluster, distance / radius)
+    committee_forces(positions [N,3], atomic_numbers [N], cell [3,3], pbc [3]) -> [M,N,3] eV/Å
+        each committee member's forces (M = 1 for a single model: its forces)
 - an extra file `mlff.json` with the metadata (species, cutoff, num_interactions, units, dtype,
-  architecture, hyperparameters, training provenance, exploration model).
+  architecture, hyperparameters, training provenance, exploration model, committee_size).
 """
 
 from __future__ import annotations
@@ -51,6 +53,21 @@ class ModelFile(nn.Module):
         return self.potential.forward_graph(positions, atomic_numbers, edge_index, n_local)
 
     @torch.jit.export
+    def committee_forces(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor,
+                         pbc: Tensor) -> Tensor:
+        """Forces of each committee member, [M, N, 3] eV/Å, in the positions' dtype (a single
+        model is a committee of one). Each member's own graph, so memory stays one call's."""
+        forces: list[Tensor] = []
+        if hasattr(self.potential, "members"):
+            for member in self.potential.members:
+                inputs = positions.detach().requires_grad_(True)
+                forces.append(_forces(member(inputs, atomic_numbers, cell, pbc), inputs))
+        else:
+            inputs = positions.detach().requires_grad_(True)
+            forces.append(_forces(self.potential(inputs, atomic_numbers, cell, pbc), inputs))
+        return torch.stack(forces).to(positions.dtype)
+
+    @torch.jit.export
     def explore(self, positions: Tensor, atomic_numbers: Tensor) -> Tensor:
         no_cell = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
         no_pbc = torch.zeros(3, dtype=torch.bool, device=positions.device)
@@ -60,6 +77,14 @@ class ModelFile(nn.Module):
     def explore_periodic(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor,
                          pbc: Tensor) -> Tensor:
         return self.exploration(positions, atomic_numbers, cell, pbc)
+
+
+def _forces(energy: Tensor, positions: Tensor) -> Tensor:
+    """−∂E/∂x [N, 3] of an energy [] computed from `positions` [N, 3]."""
+    grads = torch.autograd.grad([energy], [positions])
+    gradient = grads[0]
+    assert gradient is not None
+    return -gradient
 
 
 def model_metadata(potential: Potential, architecture: str, hyperparameters: dict[str, Any],
@@ -74,6 +99,7 @@ def model_metadata(potential: Potential, architecture: str, hyperparameters: dic
     from ase.data import chemical_symbols
 
     species = [int(z) for z in potential.species.tolist()]
+    committee_size = int(getattr(potential, "committee_size", 1))
     return {
         "format_version": FORMAT_VERSION,
         "species": species,
@@ -89,6 +115,7 @@ def model_metadata(potential: Potential, architecture: str, hyperparameters: dic
         "training": training or {},
         "exploration": exploration,
         "periodic": periodic,
+        "committee_size": committee_size,
         "cuda_graphs": False,  # the neighbour list has a data-dependent size
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "package_versions": package_versions(),

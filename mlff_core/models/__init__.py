@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlff_core.models.committee import Committee
 from mlff_core.models.painn import PaiNN
 from mlff_core.models.potential import Potential
 from mlff_core.models.schnet import SchNet
@@ -66,7 +67,10 @@ def build_potential(architecture: str, species: list[int], **overrides: Any) -> 
 def scriptable(potential: Potential) -> Potential:
     """`potential` ready for `torch.jit.script`: itself, or a copy whose representation
     compiled what plain TorchScript cannot (MACE's e3nn blocks). Imported TorchScript energy
-    models (`mlff_core.models.external`) have no representation and are already scripted."""
+    models (`mlff_core.models.external`) have no representation and are already scripted.
+    A `Committee` gets a copy whose members are each made scriptable."""
+    if isinstance(potential, Committee):
+        return Committee([scriptable(member) for member in potential.members])
     prepare = getattr(getattr(potential, "representation", None), "scriptable", None)
     if prepare is None:
         return potential
@@ -78,5 +82,5 @@ def scriptable(potential: Potential) -> Potential:
     return ready
 
 
-__all__ = ["ARCHITECTURES", "PaiNN", "Potential", "SchNet", "build_potential", "hyperparameters",
-           "scriptable"]
+__all__ = ["ARCHITECTURES", "Committee", "PaiNN", "Potential", "SchNet", "build_potential",
+           "hyperparameters", "scriptable"]

@@ -1,4 +1,5 @@
-"""Streaming collapse and exploration detectors shared by every engine's reporters."""
+"""Streaming collapse, exploration and committee-deviation detectors shared by every engine's
+reporters."""
 
 from mlff_core.monitors.detectors import (
     EXPLORED,
@@ -8,11 +9,15 @@ from mlff_core.monitors.detectors import (
     UNEXPLORED,
     CollapseCheck,
     CollapseDetector,
+    DeviationCheck,
+    DeviationDetector,
     ExplorationCheck,
     ExplorationDetector,
     bond_lengths,
     first_non_finite,
+    force_deviation,
     ratio_levels,
+    trust_levels,
 )
 from mlff_core.monitors.monitor import (
     ACTIONS,
@@ -26,7 +31,8 @@ from mlff_core.monitors.monitor import (
 )
 
 __all__ = ["ACTIONS", "EXPLORED", "NOT_CLASSIFIED", "NO_REFERENCE", "STATUSES", "UNEXPLORED",
-           "CollapseCheck", "CollapseDetector", "ExplorationCheck", "ExplorationDetector",
+           "CollapseCheck", "CollapseDetector", "DeviationCheck",
+           "DeviationDetector", "ExplorationCheck", "ExplorationDetector",
            "FlaggedFrameWriter", "Monitor", "MonitorTriggered", "Snapshot", "bond_lengths",
-           "ratio_levels", "stop_outcome",
+           "force_deviation", "ratio_levels", "stop_outcome", "trust_levels",
            "first_non_finite", "summary_line", "validate_interval"]

@@ -18,7 +18,12 @@ One definition in every engine (the C++ `fix mlff/monitor` implements the same r
   checked frame): `warn_ratio` (default 1.0, the cluster radius) flags a frame, and
   `stop_ratio` (default: `warn_ratio`) is where a monitor's action ('stop', 'raise') applies,
   as DeePMD-kit's lower and upper trust levels.
-Units: Å.
+- `DeviationDetector` (a committee model file, `mlff train --committee M`): the force deviation
+  ε = max_i sqrt((1/M) Σ_k |F_i^k − F̄_i|²) in eV/Å (DeePMD-kit's model deviation) from the file's
+  `committee_forces`, graded by `warn_deviation` and `stop_deviation` as the ratio is. It sees
+  the frame as the engines' model does: with its cell for a model trained on periodic cells,
+  else as a molecule made whole.
+Units: Å, eV/Å.
 """
 
 from __future__ import annotations
@@ -128,17 +133,23 @@ class CollapseDetector:
                              (i, j), float(lengths[worst]), float(self.reference_lengths[worst]))
 
 
+def trust_levels(warn: float, stop: float | None = None, name: str = "ratio"
+                 ) -> tuple[float, float]:
+    """(warn, stop) levels of a graded signal, checked: warn > 0, stop ≥ warn; stop defaults
+    to warn. `name` is the signal's option stem in errors ('ratio': warn_ratio, stop_ratio)."""
+    level = float(warn)
+    top = level if stop is None else float(stop)
+    if not (np.isfinite(level) and level > 0):
+        raise DataError(f"warn_{name} must be a positive number, got {warn!r}")
+    if not (np.isfinite(top) and top >= level):
+        raise DataError(f"stop_{name} ({stop!r}) must be at least warn_{name} ({level:g})")
+    return level, top
+
+
 def ratio_levels(warn_ratio: float = 1.0, stop_ratio: float | None = None
                  ) -> tuple[float, float]:
-    """(warn, stop) levels of the distance/radius ratio, checked: warn > 0, stop ≥ warn;
-    stop defaults to warn."""
-    warn = float(warn_ratio)
-    stop = warn if stop_ratio is None else float(stop_ratio)
-    if not (np.isfinite(warn) and warn > 0):
-        raise DataError(f"warn_ratio must be a positive number, got {warn_ratio!r}")
-    if not (np.isfinite(stop) and stop >= warn):
-        raise DataError(f"stop_ratio ({stop_ratio!r}) must be at least warn_ratio ({warn:g})")
-    return warn, stop
+    """(warn, stop) levels of the distance/radius ratio (see `trust_levels`)."""
+    return trust_levels(warn_ratio, stop_ratio, "ratio")
 
 
 @dataclass
@@ -213,6 +224,82 @@ class ExplorationDetector:
         """Fraction of classified frames that were explored (NaN when none was classified)."""
         classified = self.counts[EXPLORED] + self.counts[UNEXPLORED]
         return self.counts[EXPLORED] / classified if classified else float("nan")
+
+    def _whole(self, positions, atomic_numbers, cell, pbc) -> np.ndarray:
+        if self._bonds is None:
+            self._bonds = covalent_bonds(Atoms(numbers=atomic_numbers, positions=positions,
+                                               cell=cell, pbc=pbc))
+        return whole_positions(positions, self._bonds, np.asarray(cell, dtype=float), pbc)
+
+
+def force_deviation(forces: np.ndarray) -> np.ndarray:
+    """Per-atom force deviation [N] eV/Å of committee forces [M, N, 3]:
+    sqrt((1/M) Σ_k |F_i^k − F̄_i|²), the members' spread around their mean (DeePMD-kit)."""
+    forces = np.asarray(forces, dtype=float)
+    spread = forces - forces.mean(axis=0, keepdims=True)
+    return np.sqrt((spread ** 2).sum(axis=2).mean(axis=0))
+
+
+@dataclass
+class DeviationCheck:
+    """Outcome of one committee check: the largest per-atom force deviation and its atom."""
+
+    deviation: float  # eV/Å (NaN: the members' forces are not finite)
+    atom: int
+    flagged: bool = False  # above the warn level
+    above_stop: bool = False
+
+    def describe(self) -> str:
+        if not np.isfinite(self.deviation):
+            return "not classified: non-finite positions or forces"
+        return f"force deviation {self.deviation:.3f} eV/Å (atom {self.atom})"
+
+
+class DeviationDetector:
+    """Committee force deviation of a frame, graded by trust levels.
+
+    Args:
+        model: a committee model file (path or `LoadedModel`).
+        warn_deviation: eV/Å above which a frame is flagged (DeePMD-kit's trust_lo; 0.05-0.15
+            eV/Å are usual for molecules).
+        stop_deviation: eV/Å above which a monitor's action applies (default: the warn level).
+
+    Raises:
+        MLFFError: the model file is not a committee.
+    """
+
+    def __init__(self, model, warn_deviation: float, stop_deviation: float | None = None):
+        from mlff_core.errors import MLFFError
+        from mlff_core.export.loading import LoadedModel, load_model
+
+        self.warn, self.stop = trust_levels(warn_deviation, stop_deviation, "deviation")
+        self.model = model if isinstance(model, LoadedModel) else load_model(model)
+        if self.model.committee_size < 2:
+            raise MLFFError(f"{self.model.path}: not a committee model file, so it has no force "
+                            "deviation to monitor (train one with mlff train --committee M)")
+        self.periodic = self.model.metadata.get("periodic") is True
+        self._bonds: np.ndarray | None = None
+
+    def check(self, positions: np.ndarray, atomic_numbers: np.ndarray,
+              cell: np.ndarray | None = None, pbc: np.ndarray | None = None) -> DeviationCheck:
+        positions = np.asarray(positions, dtype=float)
+        if not np.isfinite(positions).all():
+            return DeviationCheck(float("nan"), -1)
+        in_cell = pbc is not None and bool(np.any(pbc))
+        if in_cell and not self.periodic:
+            positions = self._whole(positions, atomic_numbers, cell, pbc)
+        with_cell = in_cell and self.periodic
+        as64 = lambda x: torch.as_tensor(np.asarray(x, dtype=float))  # noqa: E731
+        forces = self.model.module.committee_forces(
+            as64(positions), torch.as_tensor(np.asarray(atomic_numbers, dtype=np.int64)),
+            as64(cell if with_cell else np.zeros((3, 3))),
+            torch.as_tensor(np.asarray(pbc, dtype=bool) if with_cell else np.zeros(3, bool)))
+        per_atom = force_deviation(forces.detach().numpy())
+        if not np.isfinite(per_atom).all():
+            return DeviationCheck(float("nan"), -1)
+        atom = int(np.argmax(per_atom))
+        value = float(per_atom[atom])
+        return DeviationCheck(value, atom, value > self.warn, value > self.stop)
 
     def _whole(self, positions, atomic_numbers, cell, pbc) -> np.ndarray:
         if self._bonds is None:

@@ -4,7 +4,8 @@ and the action on a flagged frame: 'flag' (record and go on), 'stop' (end the ru
 saving the last good frame) or 'raise' (raise `MonitorTriggered`).
 
 Vocabulary shared by every engine (the LAMMPS fix writes the same words):
-- log lines: `step<TAB>ok|FLAGGED<TAB><kind>: <details>`, kind 'collapse' or 'exploration';
+- log lines: `step<TAB>ok|FLAGGED<TAB><kind>: <details>`, kind 'collapse', 'exploration' or
+  'deviation';
 - summaries: `summary_line()`.
 
 Flagged frames are appended one frame per write() and flushed, so a run that is killed leaves
@@ -26,7 +27,7 @@ import numpy as np
 from mlff_core.errors import MLFFError
 
 ACTIONS = ("flag", "stop", "raise")
-KINDS = ("collapse", "exploration")
+KINDS = ("collapse", "exploration", "deviation")
 FLAGGED_SUFFIXES = (".xyz", ".extxyz")
 
 
@@ -125,7 +126,8 @@ class Monitor:
     """Bookkeeping for one detector.
 
     Args:
-        kind: what is watched ('collapse' or 'exploration'), used in messages and provenance.
+        kind: what is watched ('collapse', 'exploration' or 'deviation'), used in messages and
+            provenance.
         action: 'flag', 'stop' or 'raise'.
         log: text file with one line per check (step, status, details), or None.
         flagged_path: extended-XYZ file (.xyz) that collects flagged frames, or None.

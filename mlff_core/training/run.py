@@ -199,13 +199,16 @@ def make_trainer(config: TrainingConfig, run_dir: str | os.PathLike,
                  n_train: int | float | None = None, n_val: int | float = 0.1,
                  init_model: str | os.PathLike | None = None, resume: bool = False,
                  epochs: int | None = None, allow_mixed_levels: bool = False,
-                 requested: Mapping[str, tuple[str, Any]] | None = None) -> Trainer:
+                 requested: Mapping[str, tuple[str, Any]] | None = None,
+                 data_seed: int | None = None) -> Trainer:
     """A trainer for a new run in `run_dir`, or one restored from its last checkpoint.
 
     A run directory that already holds a checkpoint is only continued with `resume=True`, with
     the configuration stored in it and the same data; `epochs` may extend a resumed run.
     `requested` holds the settings the user asked for explicitly (see `resume_differences`):
     a resume refuses any that differ from the stored run's, rather than ignore them.
+    `data_seed` seeds the training/validation split (default: `config.seed`, which also seeds
+    the initialisation); committee members share one split and differ in `config.seed`.
     """
     run_dir = Path(run_dir)
     has_run = (run_dir / "checkpoint.pt").exists()
@@ -237,7 +240,8 @@ def make_trainer(config: TrainingConfig, run_dir: str | os.PathLike,
                                 "continue it or choose another output directory")
         loaded = load_model(init_model) if init_model is not None else None
         train, val, provenance = prepare_data(
-            data, val_data, n_train, n_val, config.seed, allow_mixed_levels,
+            data, val_data, n_train, n_val, config.seed if data_seed is None else data_seed,
+            allow_mixed_levels,
             model_levels=model_levels(loaded.metadata) if loaded else (),
             model_name=Path(init_model).name if init_model is not None else "")
     init_potential = None

@@ -39,6 +39,7 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
                   bond_threshold: float = 0.5, action: str = "stop", seed: int = 0,
                   advance: Advance = no_progress, device: str = "cpu",
                   warn_ratio: float = 1.0, stop_ratio: float | None = None,
+                  warn_deviation: float | None = None, stop_deviation: float | None = None,
                   **ignored: Any) -> dict[str, Any]:
     """Langevin MD (fix nve + fix langevin; friction 0: NVE) with pair_style mlff and
     fix mlff/monitor.
@@ -48,7 +49,9 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
     last_good.xyz (on stop), summary.json.
     `action` concerns collapse: 'stop' halts on the first collapsed frame, 'flag' only records,
     'raise' stops and then raises. The exploration monitor flags frames whose distance/radius
-    exceeds `warn_ratio` and, with `stop_ratio`, stops the run above it.
+    exceeds `warn_ratio` and, with `stop_ratio`, stops the run above it. With
+    `warn_deviation` (eV/Å; a committee model file) the fix also logs the committee force
+    deviation, flags above it and, with `stop_deviation`, stops above that.
     Args: temperature K, timestep fs, friction 1/ps, bond_threshold Å, device 'cpu' or
     'cuda' (pair_style mlff device; one GPU per MPI rank).
     """
@@ -74,6 +77,8 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
                f"stop_unexplored {'no' if stop_ratio is None else 'yes'} "
                f"warn_ratio {warn_ratio!r} "
                f"stop_ratio {(warn_ratio if stop_ratio is None else stop_ratio)!r} "
+               + ("" if warn_deviation is None else f"warn_deviation {warn_deviation!r} ")
+               + ("" if stop_deviation is None else f"stop_deviation {stop_deviation!r} ") +
                f"file {out / 'monitor.log'} frames {out / 'flagged.xyz'} "
                f"last_good {out / 'last_good.xyz'}")
     dump = (f"dump trajectory all custom {report_interval} {out / 'trajectory.lammpstrj'} "
@@ -105,7 +110,7 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
     instance = lammps.lammps(cmdargs=["-log", str(out / "log.lammps"), "-screen", "none",
                                       "-nocite"])
     started = time.perf_counter()
-    done, stopped, stop_step = 0, False, None
+    done, stopped, stop_step, stopped_by = 0, False, None, None
     try:
         instance.commands_string(deck)
         chunk = max(report_interval, min(steps, 10 * report_interval))
@@ -119,17 +124,16 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
             stopped = instance.extract_fix("monitor", 0, 1, 3) > 0.5
         if stopped:
             stop_step = int(instance.extract_fix("monitor", 0, 1, 4))
+            stopped_by = STOPPED_BY[int(instance.extract_fix("monitor", 0, 1, 6))]
     except Exception as exc:  # LAMMPS errors arrive as exceptions with its message
         raise MLFFError(f"LAMMPS: {lammps_error_line(str(exc))}") from None
     finally:
         instance.close()
     seconds = time.perf_counter() - started
     checks = read_monitor_log(out / "monitor.log")
-    reason = stopped_by = None
-    if stopped:  # as the fix: a collapse (when it stops runs) before the exploration monitor
-        at_stop = {kind: details for step, flagged, kind, details in checks
-                   if step == stop_step and flagged}
-        stopped_by = "collapse" if stop == "yes" and "collapse" in at_stop else "exploration"
+    reason = None
+    if stopped:
+        at_stop = {kind: details for step, _, kind, details in checks if step == stop_step}
         reason = f"{stopped_by}: {at_stop[stopped_by]}"
     last_good = out / "last_good.xyz"
     summary = {
@@ -143,6 +147,8 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
         "ns_per_day": done * timestep * 1e-6 / (seconds / 86400.0) if seconds else None,
         "collapse": _summarise("collapse", checks, stopped_by == "collapse"),
         "exploration": _summarise("exploration", checks, stopped_by == "exploration"),
+        "deviation": None if warn_deviation is None else
+        _summarise("deviation", checks, stopped_by == "deviation"),
         "exploration_counts": _exploration_counts(checks),
         "files": sorted(p.name for p in out.iterdir()),
     }
@@ -153,6 +159,10 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
 
         raise MonitorTriggered(f"collapse at step {stop_step}: {reason}")
     return summary
+
+
+#: fix mlff/monitor's vector element 7: what stopped the last run.
+STOPPED_BY = {0: None, 1: "collapse", 2: "exploration", 3: "deviation"}
 
 
 def _pair_device(device: str) -> str:

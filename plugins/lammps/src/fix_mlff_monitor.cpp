@@ -65,7 +65,8 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
   if (narg < 5)
     error->all(FLERR, "Fix mlff/monitor: usage: fix ID group mlff/monitor N model.pt "
                       "[threshold X] [explore yes|no] [stop yes|no] [stop_unexplored yes|no] "
-                      "[warn_ratio W] [stop_ratio S] [file F] [frames F] [last_good F] [elements E1 E2 ...]");
+                      "[warn_ratio W] [stop_ratio S] [warn_deviation W] [stop_deviation S] [file F] "
+                      "[frames F] [last_good F] [elements E1 E2 ...]");
   check_every_ = utils::inumeric(FLERR, arg[3], false, lmp);
   if (check_every_ <= 0)
     error->all(FLERR, "Fix mlff/monitor: N must be a positive number of steps, not {}", arg[3]);
@@ -105,6 +106,13 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
       warn_ratio_ = utils::numeric(FLERR, value, false, lmp);
     } else if (key == "stop_ratio") {
       stop_ratio_ = utils::numeric(FLERR, value, false, lmp);
+    } else if (key == "warn_deviation") {
+      warn_deviation_ = utils::numeric(FLERR, value, false, lmp);
+      if (!(std::isfinite(warn_deviation_) && warn_deviation_ > 0.0))
+        error->all(FLERR, "Fix mlff/monitor: warn_deviation must be a positive number, got {}",
+                   value);
+    } else if (key == "stop_deviation") {
+      stop_deviation_ = utils::numeric(FLERR, value, false, lmp);
     } else if (key == "file") {
       file_path_ = value;
     } else if (key == "frames") {
@@ -126,9 +134,18 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
     error->all(FLERR, "Fix mlff/monitor: stop_ratio ({}) must be at least warn_ratio ({})",
                stop_ratio_, warn_ratio_);
 
+  // the levels of mlff_core.monitors.detectors.trust_levels for the committee deviation
+  if (!std::isnan(stop_deviation_)) {
+    if (std::isnan(warn_deviation_))
+      error->all(FLERR, "Fix mlff/monitor: stop_deviation needs warn_deviation");
+    if (!(std::isfinite(stop_deviation_) && stop_deviation_ >= warn_deviation_))
+      error->all(FLERR, "Fix mlff/monitor: stop_deviation ({}) must be at least warn_deviation "
+                        "({})", stop_deviation_, warn_deviation_);
+  }
+
   nevery = 1;    // end_of_step every step: finiteness; the full check every check_every_ steps
   vector_flag = 1;
-  size_vector = 5;
+  size_vector = 7;
   global_freq = check_every_;
   extvector = 0;
 
@@ -140,6 +157,10 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
       error->one(FLERR, "Fix mlff/monitor: {}", e.what());
     }
     molecule_ = !(model_->periodic_known && model_->periodic);
+    if (!std::isnan(warn_deviation_) && model_->committee_size < 2)
+      error->one(FLERR, "Fix mlff/monitor: {}: not a committee model file, so it has no force "
+                        "deviation to monitor (train one with mlff train --committee M)",
+                 model_path_);
     if (!file_path_.empty()) {
       fp_ = fopen(file_path_.c_str(), "w");
       if (!fp_) error->one(FLERR, "Fix mlff/monitor: cannot open file {}", file_path_);
@@ -365,6 +386,7 @@ void FixMLFFMonitor::setup(int)
   // (e.g. a long run in chunks) keep them. A new run checks its starting frame again (the
   // deck may have moved atoms in between).
   stopped_ = false;
+  stopped_by_ = 0;
   stop_step_ = -1;
   int what = -1;
   const long bad = first_non_finite(what);
@@ -378,6 +400,53 @@ void FixMLFFMonitor::end_of_step()
   const long bad = first_non_finite(what);
   if (update->ntimestep == last_checked_step_) return;    // rerun: setup checked this frame
   if (bad >= 0 || update->ntimestep % check_every_ == 0) check(false, bad, what);
+}
+
+std::array<torch::Tensor, 4> FixMLFFMonitor::frame_tensors(std::vector<double> &positions,
+                                                          const std::vector<int> &numbers) const
+{
+  const int64_t natoms = (int64_t) numbers.size();
+  auto pos = torch::from_blob(positions.data(), {natoms, 3}, torch::kFloat64).clone();
+  std::vector<int64_t> z(numbers.begin(), numbers.end());
+  auto zt = torch::from_blob(z.data(), {natoms}, torch::kInt64).clone();
+  auto cell = torch::zeros({3, 3}, torch::kFloat64);
+  auto pbc = torch::zeros({3}, torch::kBool);
+  if (!molecule_) {
+    cell[0][0] = domain->xprd;
+    cell[1][0] = domain->xy;
+    cell[1][1] = domain->yprd;
+    cell[2][0] = domain->xz;
+    cell[2][1] = domain->yz;
+    cell[2][2] = domain->zprd;
+    pbc = torch::tensor({(bool) domain->xperiodic, (bool) domain->yperiodic,
+                         (bool) domain->zperiodic});
+  }
+  return {pos, zt, cell, pbc};
+}
+
+double FixMLFFMonitor::force_deviation(std::vector<double> &positions,
+                                       const std::vector<int> &numbers, int &atom)
+{
+  // mlff_core.monitors.force_deviation: sqrt of the members' mean squared distance from
+  // their mean force, per atom; the largest of them
+  auto inputs = frame_tensors(positions, numbers);
+  torch::Tensor forces;
+  try {
+    forces = model_->module.get_method("committee_forces")({inputs[0], inputs[1], inputs[2],
+                                                            inputs[3]})
+                 .toTensor()
+                 .to(torch::kFloat64);
+  } catch (const c10::Error &e) {
+    error->one(FLERR, "Fix mlff/monitor: committee_forces() failed: {}",
+               e.what_without_backtrace());
+  }
+  auto spread = forces - forces.mean(0, true);
+  auto per_atom = spread.pow(2).sum(2).mean(0).sqrt();
+  atom = -1;
+  if (!torch::isfinite(per_atom).all().item<bool>())
+    return std::numeric_limits<double>::quiet_NaN();
+  atom = (int) per_atom.argmax().item<int64_t>();
+  return per_atom[atom].item<double>();
 }
 
 std::string FixMLFFMonitor::frame_text(const std::vector<double> &positions,
@@ -451,27 +520,15 @@ void FixMLFFMonitor::check(bool first, long bad_atom, int bad_what)
     if (explore_ && !finite_positions) {
       exploration = "not classified: non-finite positions or overlapping atoms";
     } else if (explore_) {
-      const int64_t natoms = (int64_t) numbers.size();
-      auto pos = torch::from_blob(positions.data(), {natoms, 3}, torch::kFloat64).clone();
-      std::vector<int64_t> z(numbers.begin(), numbers.end());
-      auto zt = torch::from_blob(z.data(), {natoms}, torch::kInt64).clone();
+      auto inputs = frame_tensors(positions, numbers);
       torch::Tensor result;
       try {
         torch::NoGradGuard no_grad;
-        if (!molecule_) {
-          auto cell = torch::zeros({3, 3}, torch::kFloat64);
-          cell[0][0] = domain->xprd;
-          cell[1][0] = domain->xy;
-          cell[1][1] = domain->yprd;
-          cell[2][0] = domain->xz;
-          cell[2][1] = domain->yz;
-          cell[2][2] = domain->zprd;
-          auto pbc = torch::tensor({(bool) domain->xperiodic, (bool) domain->yperiodic,
-                                    (bool) domain->zperiodic});
-          result = model_->module.get_method("explore_periodic")({pos, zt, cell, pbc}).toTensor();
-        } else {
-          result = model_->module.get_method("explore")({pos, zt}).toTensor();
-        }
+        if (!molecule_)
+          result = model_->module.get_method("explore_periodic")(
+              {inputs[0], inputs[1], inputs[2], inputs[3]}).toTensor();
+        else
+          result = model_->module.get_method("explore")({inputs[0], inputs[1]}).toTensor();
       } catch (const c10::Error &e) {
         error->one(FLERR, "Fix mlff/monitor: explore() failed: {}", e.what_without_backtrace());
       }
@@ -489,19 +546,46 @@ void FixMLFFMonitor::check(bool first, long bad_atom, int bad_what)
         exploration = "no reference clusters for this system in the model file";
       }
     }
+    // committee deviation (same words as mlff_core.monitors.DeviationCheck.describe)
+    const bool deviation_on = !std::isnan(warn_deviation_);
+    bool deviating = false, deviation_stop = false;
+    std::string deviation;
+    last_force_deviation_ = std::numeric_limits<double>::quiet_NaN();
+    if (deviation_on) {
+      int atom = -1;
+      const double value = finite_positions ? force_deviation(positions, numbers, atom)
+                                            : std::numeric_limits<double>::quiet_NaN();
+      if (std::isfinite(value)) {
+        last_force_deviation_ = value;
+        deviating = value > warn_deviation_;
+        deviation_stop = !std::isnan(stop_deviation_) && value > stop_deviation_;
+        deviation = fmt::format("force deviation {} eV/Å (atom {})", fixed3(value), tags_[atom]);
+      } else {
+        deviation = "not classified: non-finite positions or forces";
+      }
+    }
     if (fp_) {
       std::string lines = fmt::format("{}\t{}\tcollapse: {}\n", step,
                                       collapsed ? "FLAGGED" : "ok", collapse);
       if (explore_)
         lines += fmt::format("{}\t{}\texploration: {}\n", step, above_warn ? "FLAGGED" : "ok",
                              exploration);
+      if (deviation_on)
+        lines += fmt::format("{}\t{}\tdeviation: {}\n", step, deviating ? "FLAGGED" : "ok",
+                             deviation);
       fputs(lines.c_str(), fp_);
       fflush(fp_);
     }
     std::vector<std::string> reasons;
     if (collapsed) reasons.push_back("collapse: " + collapse);
     if (above_warn) reasons.push_back("exploration: " + exploration);
-    const bool stopping = (stop_ && collapsed) || (stop_unexplored_ && above_stop);
+    if (deviating) reasons.push_back("deviation: " + deviation);
+    // what acts, in the order collapse, exploration, deviation
+    int acting = 0;
+    if (stop_ && collapsed) acting = 1;
+    else if (stop_unexplored_ && above_stop) acting = 2;
+    else if (deviation_stop) acting = 3;
+    const bool stopping = acting > 0;
     if (!reasons.empty()) {
       flagged_++;
       if (frames_) {
@@ -512,10 +596,12 @@ void FixMLFFMonitor::check(bool first, long bad_atom, int bad_what)
       }
     }
     if (stopping) {
-      stop = 1;
+      stop = acting;
       stop_step_ = step;
-      utils::logmesg(lmp, "fix mlff/monitor: stopping the run at step {}: {}\n", step,
-                     stop_ && collapsed ? reasons.front() : reasons.back());
+      const std::string why = acting == 1 ? "collapse: " + collapse
+                              : acting == 2 ? "exploration: " + exploration
+                                            : "deviation: " + deviation;
+      utils::logmesg(lmp, "fix mlff/monitor: stopping the run at step {}: {}\n", step, why);
       if (!last_good_path_.empty() && !last_good_.empty()) {
         const std::string partial = last_good_path_ + ".partial";
         FILE *out = fopen(partial.c_str(), "w");
@@ -531,9 +617,11 @@ void FixMLFFMonitor::check(bool first, long bad_atom, int bad_what)
   MPI_Bcast(&stop, 1, MPI_INT, 0, world);
   MPI_Bcast(&last_deviation_, 1, MPI_DOUBLE, 0, world);
   MPI_Bcast(&last_ratio_, 1, MPI_DOUBLE, 0, world);
+  MPI_Bcast(&last_force_deviation_, 1, MPI_DOUBLE, 0, world);
   MPI_Bcast(&flagged_, 1, MPI_INT, 0, world);
   if (stop) {
     stopped_ = true;
+    stopped_by_ = stop;
     MPI_Bcast(&stop_step_, 1, MPI_LMP_BIGINT, 0, world);
     timer->force_timeout();    // the run loop ends after this step, as with fix halt
   }
@@ -543,6 +631,7 @@ void FixMLFFMonitor::post_run()
 {
   if (stopped_) timer->reset_timeout();    // later `run` commands may continue
   stopped_flag_ = stopped_;
+  stopped_by_last_ = stopped_by_;
 }
 
 double FixMLFFMonitor::compute_vector(int n)
@@ -551,5 +640,7 @@ double FixMLFFMonitor::compute_vector(int n)
   if (n == 1) return last_ratio_;
   if (n == 2) return (double) flagged_;
   if (n == 3) return (stopped_ || stopped_flag_) ? 1.0 : 0.0;
-  return stopped_flag_ || stopped_ ? (double) stop_step_ : -1.0;
+  if (n == 4) return stopped_flag_ || stopped_ ? (double) stop_step_ : -1.0;
+  if (n == 5) return last_force_deviation_;
+  return (double) (stopped_ ? stopped_by_ : stopped_by_last_);
 }

@@ -2,7 +2,8 @@
 
      fix ID group mlff/monitor N model.pt [threshold 0.5] [explore yes|no] [stop yes|no]
                                           [stop_unexplored yes|no] [warn_ratio 1.0]
-                                          [stop_ratio R] [file monitor.log]
+                                          [stop_ratio R] [warn_deviation W]
+                                          [stop_deviation S] [file monitor.log]
                                           [frames flagged.xyz] [last_good last_good.xyz]
                                           [elements E1 E2 ...]
 
@@ -28,12 +29,20 @@
    - The distance/radius ratio is graded (DeePMD-kit's trust levels): above `warn_ratio`
      (default 1.0, the cluster radius) a frame is flagged; above `stop_ratio` (default:
      warn_ratio, at least warn_ratio) `stop_unexplored yes` acts on it.
+   - With `warn_deviation W` (eV/Angstrom; a committee model file, mlff train --committee M)
+     the frame is also given to the file's committee_forces() (the same molecule or periodic
+     frame as explore) and its force deviation max_i sqrt((1/M) sum_k |F_i^k - mean_k F_i|^2)
+     is logged (`...<TAB>deviation: force deviation X eV/Å (atom ID)`), flagged above W and,
+     with `stop_deviation S` (at least W), ends the run above S.
    With `stop yes` a collapsed frame (with `stop_unexplored yes` also a frame above stop_ratio)
    ends the run cleanly, as fix halt does. Elements per type come from pair_style mlff, or
    `elements`.
    Global vector: [1] largest bond deviation (Angstrom), [2] distance/radius of the nearest
    conformation cluster (NaN without reference clusters), [3] number of flagged checks,
-   [4] 1 if the monitor stopped the last run, [5] the step at which it stopped (-1: none). */
+   [4] 1 if the monitor stopped the last run, [5] the step at which it stopped (-1: none),
+   [6] the committee force deviation (eV/Angstrom; NaN when not monitored), [7] what stopped
+   the last run: 0 nothing, 1 collapse, 2 exploration, 3 deviation (the first of these that
+   acted on the frame, in that order). */
 
 #ifdef FIX_CLASS
 // clang-format off
@@ -48,6 +57,7 @@ FixStyle(mlff/monitor,FixMLFFMonitor);
 
 #include "mlff_model.h"
 
+#include <array>
 #include <cstdio>
 #include <limits>
 #include <memory>
@@ -80,6 +90,14 @@ class FixMLFFMonitor : public Fix {
   // every rank; -1 when all are finite
   long first_non_finite(int &what) const;
   void check(bool first, long bad_atom, int bad_what);
+  // rank 0: the committee force deviation (eV/A) of a frame and its atom (index into the
+  // ID-ordered arrays); NaN when the members' forces are not finite
+  double force_deviation(std::vector<double> &positions, const std::vector<int> &numbers,
+                         int &atom);
+  // rank 0: (positions [N,3], atomic numbers [N], cell [3,3], pbc [3]) of a gathered frame as
+  // the model sees it: a molecule (zero cell, no pbc) unless the model is periodic
+  std::array<torch::Tensor, 4> frame_tensors(std::vector<double> &positions,
+                                             const std::vector<int> &numbers) const;
   std::string frame_text(const std::vector<double> &positions, const std::vector<int> &numbers,
                          bigint step, const std::string &reason) const;
 
@@ -89,6 +107,8 @@ class FixMLFFMonitor : public Fix {
   bool explore_ = true, stop_ = false, stop_unexplored_ = false;
   double warn_ratio_ = 1.0;                                         // flag above
   double stop_ratio_ = std::numeric_limits<double>::quiet_NaN();   // act above (NaN: warn)
+  double warn_deviation_ = std::numeric_limits<double>::quiet_NaN();  // eV/A; NaN: off
+  double stop_deviation_ = std::numeric_limits<double>::quiet_NaN();  // eV/A; NaN: never stop
   std::vector<int> type_z_;    // atomic number per type (index 1..ntypes)
   std::unique_ptr<MLFF::ModelFile> model_;    // rank 0 only
   bool molecule_ = true;                      // model not trained on periodic cells
@@ -99,6 +119,8 @@ class FixMLFFMonitor : public Fix {
   std::string last_good_;                     // rank 0: text of the last good frame
   FILE *fp_ = nullptr, *frames_ = nullptr;
   double last_deviation_ = 0.0, last_ratio_ = 0.0;
+  double last_force_deviation_ = std::numeric_limits<double>::quiet_NaN();
+  int stopped_by_ = 0, stopped_by_last_ = 0;    // vector element 7 (this run, the last run)
   int flagged_ = 0;
   bool stopped_ = false;        // this run was stopped
   bool stopped_flag_ = false;   // the last run was stopped (vector element 4)

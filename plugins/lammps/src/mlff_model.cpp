@@ -178,6 +178,9 @@ ModelFile load_model_file(const std::string &path, const torch::Device &device)
     model.periodic = meta["periodic"].get<bool>();
   }
   model.per_atom_energies = stated_per_atom_energies(meta);
+  if (meta.contains("committee_size") && meta["committee_size"].is_number_integer())
+    model.committee_size = meta["committee_size"].get<int>();
+  if (model.committee_size > 1) check_method(model.module, "committee_forces", 4, path);
   check_metadata_against_module(model.module, meta, path);
   check_method(model.module, "forward_graph", 4, path);
   check_method(model.module, "explore", 2, path);

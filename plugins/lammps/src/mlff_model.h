@@ -22,6 +22,7 @@ struct ModelFile {
   bool periodic = false;     // trained on periodic cells
   bool per_atom_energies = true;  // forward_graph works (false: a TorchScript module imported
                                   // without atomic_energies; mlff.json "per_atom_energies")
+  int committee_size = 1;    // members of a committee (mlff.json "committee_size"); 1: one model
 };
 
 // Load and validate a model file; throws std::runtime_error with a message naming the file

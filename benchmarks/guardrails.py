@@ -1,0 +1,448 @@
+"""Do the monitors predict failure? Issue 11's benchmark: each signal against the force error and
+against collapse, on frames the model was not trained on.
+
+    python benchmarks/guardrails.py [--molecules aspirin ethanol] [--seeds 0 1 2]
+                                    [--committee 4] [--minutes 1.5] [--json out.json]
+
+Per molecule:
+- data (GFN2-xTB Langevin MD, 0.5 fs, a frame every 10 steps): the training run at 500 K
+  (`--train-frames`, 10 % validation split off it), a calibration run at 500 K, and held-out
+  runs at 300, 500, 800 and 1200 K (`--test-frames` each; other seeds: independent runs);
+- per seed s: a committee of `--committee` PaiNN members (`mlff train --committee`, seeds
+  100 s + k, `--minutes` each, one split). Its member 0 is "the model": the single-model signals
+  watch it, and its error is the error to predict. Exported three ways: member 0 with the
+  paper's radius (max), member 0 calibrated on the calibration run (5 %), and the committee;
+- the model's own MD (ASE, Langevin, 0.5 fs, frames every 10 steps): one healthy run at 500 K
+  (`--md-steps`), and `--collapse-runs` runs at `--collapse-temperature` that end at the first
+  frame with a bond `--threshold` Å off its start length (or at `--collapse-steps`); every frame
+  labelled with GFN2-xTB (frames xTB cannot converge are dropped and counted).
+
+Signals per frame: ratio (max) and ratio (calibrated) = distance to the nearest training cluster
+÷ its radius; committee = force deviation max_i sqrt((1/M) Σ_k |F_i^k − F̄_i|²); max |F̂| of the
+model (the naive baseline); bond range = max over bonds of |l − mean_train l| ÷ the largest
+such deviation over the training frames (a local score: one stretched bond raises it).
+Measures, per seed, then mean ± std over seeds:
+- flag rate on held-out 500 K frames, on the model's healthy 500 K MD, and per temperature.
+  The ratios flag above 1; the other signals at the level that flags 5 % of the calibration
+  run (the same conformal quantile as `--radius calibrated`), so every signal has one target;
+- ROC AUC for "frame F_mae above twice the median F_mae of the held-out 500 K frames" over
+  every labelled frame (held-out runs, healthy MD, collapse runs before their collapse);
+- ROC AUC for "within the last `--pre-collapse` steps before a collapse" over the collapse
+  runs' frames before their collapse and the healthy MD frames;
+- cost per frame ÷ one model call (energy + forces of member 0), medians of timed calls.
+The calibrated ratio is the max ratio divided by one number, so its AUCs equal the max ratio's.
+
+Stages are cached under `--cache` (data by their settings, each seed's models and runs in their
+own directory); a killed run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from timing import median_seconds  # noqa: E402
+
+from mlff_core import units  # noqa: E402
+from mlff_core.data.formats import read_frames, write_frames  # noqa: E402
+from mlff_core.data.frames import Frames  # noqa: E402
+from mlff_core.data.generate import LangevinSampling, generate_frames  # noqa: E402
+from mlff_core.data.molecules import covalent_bonds, named_molecule  # noqa: E402
+from mlff_core.errors import LevelOfTheoryError  # noqa: E402
+from mlff_core.export import load_model  # noqa: E402
+from mlff_core.labels import get_level  # noqa: E402
+from mlff_core.metrics.predict import predict_with_model  # noqa: E402
+from mlff_core.metrics.signals import frame_force_mae  # noqa: E402
+from mlff_core.monitors import (  # noqa: E402
+    CollapseDetector,
+    DeviationDetector,
+    ExplorationDetector,
+    bond_lengths,
+)
+from mlff_core.progress import progress_bar  # noqa: E402
+
+CACHE = Path(__file__).parent / ".cache" / "guardrails"
+FIGURES = Path(__file__).parent / "figures"
+MLFF = Path(sys.executable).with_name("mlff")
+TEMPERATURES = (300, 500, 800, 1200)
+SIGNALS = ("ratio_max", "ratio_calibrated", "committee", "max_force", "bond_range")
+KCAL = 1.0 / units.KCAL_PER_MOL  # eV/Å → kcal/mol/Å
+
+
+def gfn2_run(molecule: str, temperature: float, n_frames: int, seed: int) -> Frames:
+    """A GFN2-xTB Langevin run (cached): `n_frames` frames, one every 10 steps of 0.5 fs."""
+    path = CACHE / "data" / f"{molecule}_{temperature:g}K_{n_frames}_seed{seed}.npz"
+    if not path.exists():
+        sampling = LangevinSampling(temperature=temperature, timestep=0.5, stride=10,
+                                    equilibration=200, seed=seed)
+        with progress_bar(f"{molecule} GFN2-xTB {temperature:g} K",
+                          sampling.total_steps(n_frames)) as advance:
+            frames = generate_frames(named_molecule(molecule), get_level("gfn2"), n_frames,
+                                     sampling, advance=advance)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_frames(frames, path)
+    return read_frames(path)
+
+
+def mlff(*args) -> None:
+    result = subprocess.run([str(MLFF), *map(str, args)], text=True)
+    if result.returncode != 0:
+        sys.exit(f"mlff {' '.join(map(str, args[:2]))} failed")
+
+
+def train_models(args, molecule: str, seed: int, data: Path, calibration: Path) -> dict:
+    """The committee run of one seed and its three model files (cached)."""
+    root = CACHE / molecule / f"seed{seed}"
+    run = root / "committee"
+    files = {"single": root / "single.pt", "calibrated": root / "single_calibrated.pt",
+             "committee": root / "committee.pt"}
+    record = run / "committee.json"
+    if not (record.exists() and all(json.loads(record.read_text())["finished"])):
+        mlff("train", "--data", data, "--model", "painn", "--hidden", args.hidden,
+             "--dtype", "float32", "--committee", args.committee, "--seed", 100 * seed,
+             "--max-minutes", args.minutes, "--epochs", 10000, "-o", run,
+             *(["--resume"] if record.exists() else []))
+    if not files["committee"].exists():
+        mlff("export", run / "member-0", "-o", files["single"], "--overwrite")
+        mlff("export", run / "member-0", "-o", files["calibrated"], "--radius", "calibrated",
+             "--false-flag-rate", args.false_flag_rate, "--calibration-data", calibration,
+             "--overwrite")
+        mlff("export", run, "-o", files["committee"], "--overwrite")
+    return files
+
+
+def model_md(model: Path, start: Frames, temperature: float, steps: int, seed: int,
+             threshold: float, stop_on_collapse: bool) -> tuple[Frames, int | None]:
+    """The model's own Langevin MD in ASE (0.5 fs, 1/ps): frames every 10 steps and the step of
+    the first collapsed frame (None: none), the run ending there when `stop_on_collapse`."""
+    from ase import units as ase_units
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+
+    from ase_bridge import MLFFCalculator
+
+    atoms = start.to_atoms(0)
+    atoms.calc = MLFFCalculator(model)
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    Stationary(atoms)
+    ZeroRotation(atoms)
+    dynamics = Langevin(atoms, timestep=0.5 * ase_units.fs, temperature_K=temperature,
+                        friction=1.0 / (1000.0 * ase_units.fs), rng=rng)
+    detector = CollapseDetector.from_atoms(atoms, threshold)
+    positions, collapse = [], None
+    for step in range(0, steps + 1, 10):
+        if step:
+            try:
+                dynamics.run(10)
+            except Exception:  # NaN forces: a collapse between two frames
+                collapse = step
+                break
+        if not np.isfinite(atoms.positions).all():
+            collapse = step
+            break
+        positions.append(atoms.positions.copy())
+        if detector.check(atoms.positions).collapsed:
+            collapse = step
+            if stop_on_collapse:
+                break
+    frames = Frames(positions=np.array(positions), atomic_numbers=start.atomic_numbers)
+    frames.provenance = dict(start.provenance)
+    return frames, collapse
+
+
+def gfn2_labels(frames: Frames, description: str) -> tuple[Frames, np.ndarray]:
+    """The frames labelled with GFN2-xTB, and a mask of the frames it could label."""
+    level = get_level("gfn2")
+    system = frames.provenance.get("system", {})
+    calculator = level.calculator(smiles=system.get("smiles"), charge=int(system.get("charge", 0)))
+    energies = np.full(frames.n_frames, np.nan)
+    forces = np.full_like(frames.positions, np.nan)
+    with progress_bar(description, frames.n_frames) as advance:
+        for i in range(frames.n_frames):
+            atoms = frames.to_atoms(i)
+            atoms.calc = calculator
+            try:
+                energies[i], forces[i] = atoms.get_potential_energy(), atoms.get_forces()
+            except (LevelOfTheoryError, Exception):  # SCF not converged far from equilibrium
+                pass
+            advance(1)
+    labelled = np.isfinite(energies) & np.isfinite(forces).all(axis=(1, 2))
+    return frames.with_labels(np.where(labelled, energies, 0.0),
+                              np.where(labelled[:, None, None], forces, 0.0), "GFN2-xTB"), labelled
+
+
+def model_runs(args, molecule: str, seed: int, model: Path, start: Frames) -> dict:
+    """The model's healthy 500 K run and its collapse runs, labelled (cached as npz)."""
+    path = CACHE / molecule / f"seed{seed}" / "md_frames.npz"
+    if path.exists():
+        stored = np.load(path)
+        return {key: stored[key] for key in stored.files}
+    runs = {"healthy": model_md(model, start, 500.0, args.md_steps, seed, args.threshold,
+                                False)}
+    for r in range(args.collapse_runs):
+        runs[f"collapse{r}"] = model_md(model, start, args.collapse_temperature,
+                                        args.collapse_steps, 1000 * seed + r, args.threshold,
+                                        True)
+    out: dict[str, np.ndarray] = {}
+    for name, (frames, collapse) in runs.items():
+        labelled, ok = gfn2_labels(frames, f"{molecule} seed {seed}: GFN2-xTB labels, {name}")
+        out[f"{name}_positions"] = labelled.positions
+        out[f"{name}_forces"] = labelled.forces
+        out[f"{name}_labelled"] = ok
+        out[f"{name}_collapse"] = np.array(-1 if collapse is None else collapse)
+    np.savez(path, **out)
+    return out
+
+
+class BondRange:
+    """The local score: max over bonds of |l − mean_train l| ÷ max over training frames."""
+
+    def __init__(self, train: Frames):
+        self.bonds = covalent_bonds(train.to_atoms(0))
+        lengths = np.array([bond_lengths(p, self.bonds) for p in train.positions])
+        self.mean = lengths.mean(axis=0)
+        self.scale = np.abs(lengths - self.mean).max(axis=0)
+
+    def __call__(self, positions: np.ndarray) -> float:
+        return float(np.max(np.abs(bond_lengths(positions, self.bonds) - self.mean) /
+                            self.scale))
+
+
+def frame_signals(files: dict, bond_range: BondRange, frames: Frames) -> dict[str, np.ndarray]:
+    """Every signal [F] and the model's and the committee's per-frame F_mae [F] (eV/Å)."""
+    single, committee = load_model(files["single"]), load_model(files["committee"])
+    ratio_max = ExplorationDetector(single)
+    ratio_cal = ExplorationDetector(load_model(files["calibrated"]))
+    deviation = DeviationDetector(committee, 1.0)
+    _, predicted = predict_with_model(single, frames)
+    _, mean_predicted = predict_with_model(committee, frames)
+    z = frames.atomic_numbers
+    out = {name: np.empty(frames.n_frames) for name in SIGNALS}
+    for f, positions in enumerate(frames.positions):
+        out["ratio_max"][f] = ratio_max.check(positions, z).ratio
+        out["ratio_calibrated"][f] = ratio_cal.check(positions, z).ratio
+        out["committee"][f] = deviation.check(positions, z).deviation
+        out["bond_range"][f] = bond_range(positions)
+    out["max_force"] = np.linalg.norm(predicted, axis=2).max(axis=1)
+    out["error"] = frame_force_mae(predicted, frames.forces)
+    out["committee_error"] = frame_force_mae(mean_predicted, frames.forces)
+    return out
+
+
+def signal_costs(files: dict, bond_range: BondRange, frame: np.ndarray, z: np.ndarray) -> dict:
+    """Seconds per frame of each signal ÷ one model call (energy + forces of the model)."""
+    single = load_model(files["single"])
+    detectors = {"ratio_max": ExplorationDetector(single),
+                 "committee": DeviationDetector(load_model(files["committee"]), 1.0)}
+    positions = torch.tensor(frame)
+    numbers = torch.tensor(z)
+    no_cell, no_pbc = torch.zeros(3, 3, dtype=torch.float64), torch.zeros(3, dtype=torch.bool)
+
+    def model_call():
+        x = positions.clone().requires_grad_(True)
+        torch.autograd.grad(single.module(x, numbers, no_cell, no_pbc), x)
+
+    call = median_seconds(model_call, 30, 5)
+    return {"model_call_ms": 1000 * call,
+            "ratio_max": median_seconds(lambda: detectors["ratio_max"].check(frame, z), 30, 5)
+            / call,
+            "ratio_calibrated": None,  # the same call as ratio_max
+            "committee": median_seconds(lambda: detectors["committee"].check(frame, z), 30, 5)
+            / call,
+            "max_force": 0.0,  # the forces of the step itself
+            "bond_range": median_seconds(lambda: bond_range(frame), 30, 5) / call}
+
+
+def roc_auc(positive: np.ndarray, score: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    keep = np.isfinite(score)
+    positive, score = positive[keep], score[keep]
+    if not 0 < positive.sum() < len(positive):
+        return None
+    return float(roc_auc_score(positive, score))
+
+
+def conformal_level(scores: np.ndarray, rate: float) -> float:
+    """The ⌈(n+1)(1−rate)⌉-th smallest score: flags at most `rate` of frames like these."""
+    ordered = np.sort(scores[np.isfinite(scores)])
+    k = int(np.ceil((len(ordered) + 1) * (1 - rate)))
+    return float(ordered[min(k, len(ordered)) - 1])
+
+
+def evaluate_seed(args, molecule: str, seed: int, sets: dict[str, Frames]) -> dict:
+    files = train_models(args, molecule, seed, sets["train_path"], sets["calibration_path"])
+    train = sets["train"]
+    bond_range = BondRange(train)
+    start = train[[0]]
+    runs = model_runs(args, molecule, seed, files["single"], start)
+    z = train.atomic_numbers
+    scored: dict[str, dict] = {}
+    with progress_bar(f"{molecule} seed {seed}: signals", 4 + len(TEMPERATURES)) as advance:
+        scored["calibration"] = frame_signals(files, bond_range, sets["calibration"])
+        advance(1)
+        for t in TEMPERATURES:
+            scored[f"heldout_{t}K"] = frame_signals(files, bond_range, sets[f"test_{t}"])
+            advance(1)
+        for name in ["healthy"] + [f"collapse{r}" for r in range(args.collapse_runs)]:
+            ok = runs[f"{name}_labelled"]
+            frames = Frames(positions=runs[f"{name}_positions"][ok], atomic_numbers=z,
+                            forces=runs[f"{name}_forces"][ok],
+                            energies=np.zeros(int(ok.sum())))
+            signals = frame_signals(files, bond_range, frames)
+            steps = 10 * np.flatnonzero(ok)
+            collapse = int(runs[f"{name}_collapse"])
+            signals["steps"], signals["collapse"] = steps, collapse
+            signals["unlabelled"] = int((~ok).sum())
+            scored[name] = signals
+            advance(1)
+        advance(1)
+    # the levels: ratios flag above 1, the others at the calibration run's conformal quantile
+    levels = {"ratio_max": 1.0, "ratio_calibrated": 1.0}
+    for name in ("committee", "max_force", "bond_range"):
+        levels[name] = conformal_level(scored["calibration"][name], args.false_flag_rate)
+    flag_rates = {name: {f"{t}K": float(np.mean(scored[f"heldout_{t}K"][name] > levels[name]))
+                         for t in TEMPERATURES} for name in SIGNALS}
+    for name in SIGNALS:
+        flag_rates[name]["healthy_md"] = float(np.mean(scored["healthy"][name] > levels[name]))
+    # high error: above twice the held-out 500 K median F_mae of the model
+    threshold = 2.0 * float(np.median(scored["heldout_500K"]["error"]))
+    collapse_runs = [scored[f"collapse{r}"] for r in range(args.collapse_runs)]
+    before = [run for run in collapse_runs]
+    pools = [scored[f"heldout_{t}K"] for t in TEMPERATURES] + [scored["healthy"]]
+    pre_masks = []
+    for run in before:
+        end = run["collapse"] if run["collapse"] >= 0 else np.inf
+        pre_masks.append(run["steps"] < end)
+    pooled = {key: np.concatenate([p[key] for p in pools] +
+                                  [run[key][mask] for run, mask in zip(before, pre_masks,
+                                                                       strict=True)])
+              for key in (*SIGNALS, "error", "committee_error")}
+    high = pooled["error"] > threshold
+    # pre-collapse: frames of runs that collapsed, within the last N steps before it
+    near, scores = [], {name: [] for name in SIGNALS}
+    for run, mask in zip(before, pre_masks, strict=True):
+        if run["collapse"] < 0:
+            continue
+        near.append(run["steps"][mask] >= run["collapse"] - args.pre_collapse)
+        for name in SIGNALS:
+            scores[name].append(run[name][mask])
+    near.append(np.zeros(len(scored["healthy"]["error"]), dtype=bool))
+    for name in SIGNALS:
+        scores[name].append(scored["healthy"][name])
+    near_all = np.concatenate(near)
+    collapsed = [run["collapse"] for run in collapse_runs if run["collapse"] >= 0]
+    result = {
+        "levels": levels,
+        "flag_rate": flag_rates,
+        "high_error_threshold_kcal": threshold * KCAL,
+        "heldout_500K_F_mae_kcal": float(np.mean(scored["heldout_500K"]["error"])) * KCAL,
+        "committee_heldout_500K_F_mae_kcal":
+            float(np.mean(scored["heldout_500K"]["committee_error"])) * KCAL,
+        "frames_pooled": int(len(high)), "high_error_frames": int(high.sum()),
+        "auc_high_error": {name: roc_auc(high, pooled[name]) for name in SIGNALS},
+        "auc_committee_own_error": roc_auc(
+            pooled["committee_error"] > 2.0 * float(np.median(
+                scored["heldout_500K"]["committee_error"])), pooled["committee"]),
+        "collapses": f"{len(collapsed)} of {args.collapse_runs} runs",
+        "collapse_steps": collapsed,
+        "pre_collapse_frames": int(near_all.sum()),
+        "auc_pre_collapse": {name: roc_auc(near_all, np.concatenate(scores[name]))
+                             for name in SIGNALS},
+        "unlabelled_frames": int(sum(scored[n]["unlabelled"] for n in scored
+                                     if "unlabelled" in scored[n])),
+        "cost": signal_costs(files, bond_range, sets["test_500"].positions[0], z),
+    }
+    return result
+
+
+def mean_std(values) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else \
+        f"{values[0]:.2f}"
+
+
+def table(molecule: str, results: list[dict]) -> str:
+    names = {"ratio_max": "ratio (max radius)", "ratio_calibrated": "ratio (calibrated 5 %)",
+             "committee": "committee deviation", "max_force": "max |F̂|",
+             "bond_range": "bond range (local)"}
+    lines = [f"{molecule} ({len(results)} seeds, mean ± std)", "",
+             "| signal | flagged: held-out 500 K | healthy MD 500 K | 300 K | 800 K | 1200 K "
+             "| AUC high error | AUC pre-collapse | cost ÷ model call |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in SIGNALS:
+        def rate(key, name=name):
+            return mean_std([100 * r["flag_rate"][name][key] for r in results])
+
+        cost = mean_std([r["cost"][name] for r in results])
+        lines.append(f"| {names[name]} | {rate('500K')} % | {rate('healthy_md')} % | "
+                     f"{rate('300K')} % | {rate('800K')} % | {rate('1200K')} % | "
+                     f"{mean_std([r['auc_high_error'][name] for r in results])} | "
+                     f"{mean_std([r['auc_pre_collapse'][name] for r in results])} | {cost} |")
+    lines.append("")
+    lines.append(
+        f"model F_mae on held-out 500 K: "
+        f"{mean_std([r['heldout_500K_F_mae_kcal'] for r in results])} kcal/mol/Å (committee "
+        f"mean {mean_std([r['committee_heldout_500K_F_mae_kcal'] for r in results])}); "
+        f"high-error frames {[r['high_error_frames'] for r in results]} of "
+        f"{[r['frames_pooled'] for r in results]}; collapses "
+        f"{[r['collapses'] for r in results]}, pre-collapse frames "
+        f"{[r['pre_collapse_frames'] for r in results]}; committee AUC for its own mean's "
+        f"error {mean_std([r['auc_committee_own_error'] for r in results])}; one model call "
+        f"{mean_std([r['cost']['model_call_ms'] for r in results])} ms")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--molecules", nargs="+", default=["aspirin", "ethanol"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--committee", type=int, default=4)
+    parser.add_argument("--minutes", type=float, default=1.5, help="training per member")
+    parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--train-frames", type=int, default=330)
+    parser.add_argument("--test-frames", type=int, default=100)
+    parser.add_argument("--false-flag-rate", type=float, default=0.05)
+    parser.add_argument("--md-steps", type=int, default=2000)
+    parser.add_argument("--collapse-runs", type=int, default=3)
+    parser.add_argument("--collapse-temperature", type=float, default=1200.0)
+    parser.add_argument("--collapse-steps", type=int, default=3000)
+    parser.add_argument("--pre-collapse", type=int, default=100, help="steps")
+    parser.add_argument("--threshold", type=float, default=0.5, help="collapse, Å")
+    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "guardrails.json")
+    parser.add_argument("--cache", type=Path, default=CACHE)
+    args = parser.parse_args()
+    global CACHE
+    CACHE = args.cache
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    report = {"settings": vars(args) | {"json": str(args.json), "cache": str(args.cache)},
+              "molecules": {}}
+    started = time.perf_counter()
+    for molecule in args.molecules:
+        sets: dict = {"train": gfn2_run(molecule, 500.0, args.train_frames, 0),
+                      "calibration": gfn2_run(molecule, 500.0, args.test_frames, 1)}
+        sets["train_path"] = CACHE / "data" / f"{molecule}_500K_{args.train_frames}_seed0.npz"
+        sets["calibration_path"] = CACHE / "data" / f"{molecule}_500K_{args.test_frames}_seed1.npz"
+        for t in TEMPERATURES:
+            sets[f"test_{t}"] = gfn2_run(molecule, float(t), args.test_frames, 10 + t)
+        results = [evaluate_seed(args, molecule, seed, sets) for seed in args.seeds]
+        report["molecules"][molecule] = results
+        print(table(molecule, results), flush=True)
+        args.json.write_text(json.dumps(report, indent=1, default=float))
+    print(f"{time.perf_counter() - started:.0f} s; results in {args.json}")
+
+
+if __name__ == "__main__":
+    main()

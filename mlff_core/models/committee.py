@@ -1,0 +1,72 @@
+"""`Committee`: M independently trained potentials of one architecture as one potential.
+
+    E = (1/M) Σ_k E_k        F_i = (1/M) Σ_k F_i^k   (the engines' energy and forces)
+
+The members differ only in their initialisation seed (`mlff train --committee M`); they share
+species, cutoff, depth and precision, so the committee keeps the model-file contract of a single
+`Potential` (forward, forward_graph) and every engine runs it unchanged. What a committee adds
+is its spread: `member_energies` gives each member's energy, from which the model file's
+`committee_forces` takes each member's forces, and the force deviation
+
+    ε = max_i sqrt( (1/M) Σ_k |F_i^k − F̄_i|² )      (eV/Å; DeePMD-kit's model deviation)
+
+is the committee's uncertainty signal (`mlff_core.monitors.force_deviation`). One engine step
+costs M member calls.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Committee(nn.Module):
+    """The mean of `members` (two or more potentials with the same species, cutoff, depth and
+    dtype).
+
+    Raises:
+        ValueError: fewer than two members, or members that disagree on those facts.
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"a committee needs at least 2 members, got {len(members)}")
+        first = members[0]
+        for k, member in enumerate(members[1:], start=1):
+            same = (torch.equal(member.species, first.species)
+                    and member.cutoff == first.cutoff
+                    and member.num_interactions == first.num_interactions
+                    and member.energy_scale.dtype == first.energy_scale.dtype)
+            if not same:
+                raise ValueError(f"committee member {k} differs from member 0 in species, "
+                                 "cutoff, layers or dtype; members must share them")
+        self.members = nn.ModuleList(members)
+        self.committee_size = len(members)
+        self.cutoff = float(first.cutoff)
+        self.num_interactions = int(first.num_interactions)
+        self.register_buffer("species", first.species.clone())
+        # A copy of member 0's force scale: its dtype is the committee's, read where the
+        # metadata and its checks read a potential's dtype (each member keeps its own scale).
+        self.register_buffer("energy_scale", first.energy_scale.clone())
+
+    def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor,
+                pbc: Tensor) -> Tensor:
+        """Mean energy [] eV (see `Potential.forward`)."""
+        return self.member_energies(positions, atomic_numbers, cell, pbc).mean()
+
+    @torch.jit.export
+    def member_energies(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor,
+                        pbc: Tensor) -> Tensor:
+        """Each member's energy, [M] eV."""
+        return torch.stack([member(positions, atomic_numbers, cell, pbc)
+                            for member in self.members])
+
+    @torch.jit.export
+    def forward_graph(self, positions: Tensor, atomic_numbers: Tensor, edge_index: Tensor,
+                      n_local: Tensor) -> Tensor:
+        """Mean per-atom energies of the first n_local atoms, [n_local] eV (see
+        `Potential.forward_graph`)."""
+        energies = [member.forward_graph(positions, atomic_numbers, edge_index, n_local)
+                    for member in self.members]
+        return torch.stack(energies).mean(dim=0)
