@@ -103,7 +103,16 @@ class CollapseObserver(_Observer):
         return result.collapsed, result.describe(), result.collapsed
 
 
-class ExplorationObserver(_Observer):
+class _GradedObserver(_Observer):
+    """An observer whose detector grades the frame's positions (a warn and a stop level)."""
+
+    def check(self, snapshot: Snapshot) -> tuple[bool, str, bool]:
+        result = self.detector.check(snapshot.positions, snapshot.atomic_numbers,
+                                     snapshot.cell, snapshot.pbc)
+        return result.flagged, result.describe(), result.above_stop
+
+
+class ExplorationObserver(_GradedObserver):
     """Flags frames outside every conformation cluster of the model's training data.
 
     Args:
@@ -125,10 +134,6 @@ class ExplorationObserver(_Observer):
         super().__init__(atoms, action, dynamics, log, flagged_path, last_good_path,
                          provenance={"model": str(self.detector.model.path)})
 
-    def check(self, snapshot: Snapshot) -> tuple[bool, str, bool]:
-        result = self.detector.check(snapshot.positions, snapshot.atomic_numbers,
-                                     snapshot.cell, snapshot.pbc)
-        return result.flagged, result.describe(), result.above_stop
 
     @property
     def counts(self) -> dict[str, int]:
@@ -140,7 +145,7 @@ class ExplorationObserver(_Observer):
         return self.detector.explored_ratio
 
 
-class DeviationObserver(_Observer):
+class DeviationObserver(_GradedObserver):
     """Flags frames where a committee's members disagree: force deviation
     max_i sqrt((1/M) Σ_k |F_i^k − F̄_i|²) above `warn_deviation` (eV/Å).
 
@@ -162,8 +167,3 @@ class DeviationObserver(_Observer):
         self.detector = DeviationDetector(model, warn_deviation, stop_deviation)
         super().__init__(atoms, action, dynamics, log, flagged_path, last_good_path,
                          provenance={"model": str(self.detector.model.path)})
-
-    def check(self, snapshot: Snapshot) -> tuple[bool, str, bool]:
-        result = self.detector.check(snapshot.positions, snapshot.atomic_numbers,
-                                     snapshot.cell, snapshot.pbc)
-        return result.flagged, result.describe(), result.above_stop

@@ -2,7 +2,7 @@
 against collapse, on frames the model was not trained on.
 
     python benchmarks/guardrails.py [--molecules aspirin ethanol] [--seeds 0 1 2]
-                                    [--committee 4] [--minutes 1.5] [--json out.json]
+                                    [--committee 4] [--minutes 2] [--json out.json]
 
 Per molecule:
 - data (GFN2-xTB Langevin MD, 0.5 fs, a frame every 10 steps): the training run at 500 K
@@ -125,19 +125,21 @@ def model_md(model: Path, start: Frames, temperature: float, steps: int, seed: i
     """The model's own Langevin MD in ASE (0.5 fs, 1/ps): frames every 10 steps and the step of
     the first collapsed frame (None: none), the run ending there when `stop_on_collapse`."""
     from ase import units as ase_units
+    from ase.constraints import FixCom
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+    from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
     from ase_bridge import MLFFCalculator
 
     atoms = start.to_atoms(0)
     atoms.calc = MLFFCalculator(model)
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
     Stationary(atoms)
     ZeroRotation(atoms)
+    atoms.set_constraint(FixCom())
     dynamics = Langevin(atoms, timestep=0.5 * ase_units.fs, temperature_K=temperature,
-                        friction=1.0 / (1000.0 * ase_units.fs), rng=rng)
+                        friction=1.0 / (1000.0 * ase_units.fs), fixcm=False, rng=rng)
     detector = CollapseDetector.from_atoms(atoms, threshold)
     positions, collapse = [], None
     for step in range(0, steps + 1, 10):
@@ -376,7 +378,7 @@ def mean_std(values) -> str:
 
 def table(molecule: str, results: list[dict]) -> str:
     names = {"ratio_max": "ratio (max radius)", "ratio_calibrated": "ratio (calibrated 5 %)",
-             "committee": "committee deviation", "max_force": "max |F̂|",
+             "committee": "committee deviation", "max_force": "largest predicted force",
              "bond_range": "bond range (local)"}
     lines = [f"{molecule} ({len(results)} seeds, mean ± std)", "",
              "| signal | flagged: held-out 500 K | healthy MD 500 K | 300 K | 800 K | 1200 K "
@@ -406,26 +408,27 @@ def table(molecule: str, results: list[dict]) -> str:
 
 
 def main() -> None:
+    global CACHE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--molecules", nargs="+", default=["aspirin", "ethanol"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--committee", type=int, default=4)
-    parser.add_argument("--minutes", type=float, default=1.5, help="training per member")
+    parser.add_argument("--minutes", type=float, default=2.0, help="training per member")
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--train-frames", type=int, default=330)
     parser.add_argument("--test-frames", type=int, default=100)
     parser.add_argument("--false-flag-rate", type=float, default=0.05)
     parser.add_argument("--md-steps", type=int, default=2000)
     parser.add_argument("--collapse-runs", type=int, default=3)
-    parser.add_argument("--collapse-temperature", type=float, default=1200.0)
-    parser.add_argument("--collapse-steps", type=int, default=3000)
+    parser.add_argument("--collapse-temperature", type=float, default=1500.0)
+    parser.add_argument("--collapse-steps", type=int, default=4000)
     parser.add_argument("--pre-collapse", type=int, default=100, help="steps")
     parser.add_argument("--threshold", type=float, default=0.5, help="collapse, Å")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "guardrails.json")
-    parser.add_argument("--cache", type=Path, default=CACHE)
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="stage cache (default benchmarks/.cache/guardrails)")
     args = parser.parse_args()
-    global CACHE
-    CACHE = args.cache
+    CACHE = args.cache = args.cache or CACHE
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     report = {"settings": vars(args) | {"json": str(args.json), "cache": str(args.cache)},
               "molecules": {}}

@@ -209,7 +209,16 @@ class CollapseReporter(_MonitorReporter):
         return result.collapsed, result.describe(), result.collapsed
 
 
-class ExplorationReporter(_MonitorReporter):
+class _GradedReporter(_MonitorReporter):
+    """A reporter whose detector grades the frame's positions (a warn and a stop level)."""
+
+    def check(self, snapshot: Snapshot, state: openmm.State) -> tuple[bool, str, bool]:
+        result = self.detector.check(snapshot.positions, snapshot.atomic_numbers, snapshot.cell,
+                                     snapshot.pbc)
+        return result.flagged, result.describe(), result.above_stop
+
+
+class ExplorationReporter(_GradedReporter):
     """Flags frames outside every conformation cluster of the model's training data.
 
     Args:
@@ -232,10 +241,6 @@ class ExplorationReporter(_MonitorReporter):
         super().__init__(file, reportInterval, action, save_frames, last_good_path,
                          provenance={"model": str(self.detector.model.path)})
 
-    def check(self, snapshot: Snapshot, state: openmm.State) -> tuple[bool, str, bool]:
-        result = self.detector.check(snapshot.positions, snapshot.atomic_numbers, snapshot.cell,
-                                     snapshot.pbc)
-        return result.flagged, result.describe(), result.above_stop
 
     @property
     def counts(self) -> dict[str, int]:
@@ -246,7 +251,7 @@ class ExplorationReporter(_MonitorReporter):
         return self.detector.explored_ratio
 
 
-class DeviationReporter(_MonitorReporter):
+class DeviationReporter(_GradedReporter):
     """Flags frames where a committee's members disagree: force deviation
     max_i sqrt((1/M) Σ_k |F_i^k − F̄_i|²) above `warn_deviation` (eV/Å).
 
@@ -270,10 +275,6 @@ class DeviationReporter(_MonitorReporter):
         super().__init__(file, reportInterval, action, save_frames, last_good_path,
                          provenance={"model": str(self.detector.model.path)})
 
-    def check(self, snapshot: Snapshot, state: openmm.State) -> tuple[bool, str, bool]:
-        result = self.detector.check(snapshot.positions, snapshot.atomic_numbers, snapshot.cell,
-                                     snapshot.pbc)
-        return result.flagged, result.describe(), result.above_stop
 
 
 class MaxForceReporter:

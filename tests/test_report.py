@@ -148,3 +148,41 @@ def test_signal_auc_and_rank_correlation_by_hand():
     assert abs(signal_scores(rng.random(400), errors)["auc_high_error"] - 0.5) < 0.1
     constant = signal_scores(signal, np.ones(400))
     assert constant["auc_high_error"] is None and constant["spearman"] is None
+
+
+def test_a_committee_model_adds_its_force_deviation_to_the_signals(tmp_path):
+    """The committee signal's rank correlation with the error, recomputed from each member's
+    own forces (autograd on the Python members, not the model file)."""
+    import torch
+    from models_helpers import ethanol_md_frames, save_random_committee
+
+    from mlff_core.data.formats import write_frames
+    from mlff_core.report.build import build_report
+
+    frames = ethanol_md_frames(12)
+    data = write_frames(frames, tmp_path / "test.npz")
+    path, members = save_random_committee(tmp_path / "committee.pt", size=3)
+    report = build_report([path], data, unit="eV/A")
+    scored = report.document["signals"]["committee"]
+    no_cell, no_pbc = torch.zeros(3, 3, dtype=torch.float64), torch.zeros(3, dtype=torch.bool)
+    deviation, mean_forces = [], []
+    for positions in frames.positions:
+        forces = []
+        for member in members:
+            x = torch.tensor(positions, requires_grad=True)
+            (gradient,) = torch.autograd.grad(
+                member(x, torch.tensor(frames.atomic_numbers), no_cell, no_pbc), x)
+            forces.append(-gradient.numpy())
+        forces = np.array(forces)
+        spread = forces - forces.mean(axis=0)
+        deviation.append(np.sqrt((spread ** 2).sum(axis=2).mean(axis=0)).max())
+        mean_forces.append(forces.mean(axis=0))
+    errors = np.abs(np.array(mean_forces) - frames.forces).mean(axis=(1, 2))
+    rank = lambda x: np.argsort(np.argsort(x)).astype(float)  # noqa: E731 (no ties here)
+    assert scored["committee_deviation"]["spearman"] == pytest.approx(
+        np.corrcoef(rank(np.array(deviation)), rank(errors))[0, 1])
+    assert scored["committee_deviation"]["frames"] == 12
+    from mlff_core.report.html import render_html
+
+    html = render_html(report)
+    assert "<td>committee deviation</td>" in html or ">committee deviation<" in html

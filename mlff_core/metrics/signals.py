@@ -18,6 +18,19 @@ def frame_force_mae(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.abs(np.asarray(predicted) - np.asarray(reference)).mean(axis=(1, 2))
 
 
+def committee_deviations(model, frames) -> np.ndarray:
+    """Per-frame committee force deviation [F] eV/Å (`mlff_core.monitors.DeviationDetector`) of
+    a committee model file (`LoadedModel`) on `frames`, as the engines' monitors see them."""
+    from mlff_core.monitors import DeviationDetector
+
+    detector = DeviationDetector(model, 1.0)
+    periodic = frames.is_periodic
+    return np.array([detector.check(frames.positions[f], frames.atomic_numbers,
+                                    frames.cell[f] if periodic else None,
+                                    frames.pbc if periodic else None).deviation
+                     for f in range(frames.n_frames)])
+
+
 def signal_scores(signal: np.ndarray, frame_errors: np.ndarray,
                   factor: float = HIGH_ERROR_FACTOR) -> dict:
     """{"auc_high_error", "spearman", "high_error_frames", "threshold"} of one signal [F]

@@ -146,6 +146,21 @@ def trust_levels(warn: float, stop: float | None = None, name: str = "ratio"
     return level, top
 
 
+class WholeMolecule:
+    """Positions [N, 3] of a molecule in a periodic cell made whole along its bonds (perceived
+    once, from the first frame it is given)."""
+
+    def __init__(self):
+        self._bonds: np.ndarray | None = None
+
+    def __call__(self, positions: np.ndarray, atomic_numbers: np.ndarray, cell: np.ndarray,
+                 pbc: np.ndarray) -> np.ndarray:
+        if self._bonds is None:
+            self._bonds = covalent_bonds(Atoms(numbers=atomic_numbers, positions=positions,
+                                               cell=cell, pbc=pbc))
+        return whole_positions(positions, self._bonds, np.asarray(cell, dtype=float), pbc)
+
+
 def ratio_levels(warn_ratio: float = 1.0, stop_ratio: float | None = None
                  ) -> tuple[float, float]:
     """(warn, stop) levels of the distance/radius ratio (see `trust_levels`)."""
@@ -186,7 +201,7 @@ class ExplorationDetector:
         self.warn_ratio, self.stop_ratio = ratio_levels(warn_ratio, stop_ratio)
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
         self.periodic = self.model.metadata.get("periodic") is True
-        self._bonds: np.ndarray | None = None  # for making molecules whole, from the 1st frame
+        self._whole = WholeMolecule()
         self.counts = dict.fromkeys(STATUSES, 0)  # frames checked, by status
 
     def check(self, positions: np.ndarray, atomic_numbers: np.ndarray,
@@ -225,11 +240,6 @@ class ExplorationDetector:
         classified = self.counts[EXPLORED] + self.counts[UNEXPLORED]
         return self.counts[EXPLORED] / classified if classified else float("nan")
 
-    def _whole(self, positions, atomic_numbers, cell, pbc) -> np.ndarray:
-        if self._bonds is None:
-            self._bonds = covalent_bonds(Atoms(numbers=atomic_numbers, positions=positions,
-                                               cell=cell, pbc=pbc))
-        return whole_positions(positions, self._bonds, np.asarray(cell, dtype=float), pbc)
 
 
 def force_deviation(forces: np.ndarray) -> np.ndarray:
@@ -278,7 +288,7 @@ class DeviationDetector:
             raise MLFFError(f"{self.model.path}: not a committee model file, so it has no force "
                             "deviation to monitor (train one with mlff train --committee M)")
         self.periodic = self.model.metadata.get("periodic") is True
-        self._bonds: np.ndarray | None = None
+        self._whole = WholeMolecule()
 
     def check(self, positions: np.ndarray, atomic_numbers: np.ndarray,
               cell: np.ndarray | None = None, pbc: np.ndarray | None = None) -> DeviationCheck:
@@ -301,8 +311,3 @@ class DeviationDetector:
         value = float(per_atom[atom])
         return DeviationCheck(value, atom, value > self.warn, value > self.stop)
 
-    def _whole(self, positions, atomic_numbers, cell, pbc) -> np.ndarray:
-        if self._bonds is None:
-            self._bonds = covalent_bonds(Atoms(numbers=atomic_numbers, positions=positions,
-                                               cell=cell, pbc=pbc))
-        return whole_positions(positions, self._bonds, np.asarray(cell, dtype=float), pbc)

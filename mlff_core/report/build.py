@@ -18,7 +18,12 @@ from mlff_core.errors import DataError
 from mlff_core.metrics import simulation
 from mlff_core.metrics.clusters import ConformationClusters
 from mlff_core.metrics.force import force_metrics
-from mlff_core.metrics.signals import HIGH_ERROR_FACTOR, frame_force_mae, signal_scores
+from mlff_core.metrics.signals import (
+    HIGH_ERROR_FACTOR,
+    committee_deviations,
+    frame_force_mae,
+    signal_scores,
+)
 from mlff_core.progress import Advance, no_progress
 from mlff_core.report import plots
 from mlff_core.units import force_conversion
@@ -112,7 +117,7 @@ def build_report(models: Sequence[str | os.PathLike], data: str | os.PathLike,
         "trajectories": [],
     })
     names: set[str] = set()
-    errors, predicted_forces, frame_errors = {}, {}, {}
+    errors, predicted_forces, frame_errors, deviations = {}, {}, {}, {}
     for loaded in loaded_models:
         energies, forces = predict_with_model(loaded, frames, batch_size)
         name = _model_name(loaded.path, names)
@@ -123,9 +128,12 @@ def build_report(models: Sequence[str | os.PathLike], data: str | os.PathLike,
         errors[name] = (np.abs(forces - frames.forces) * to_unit).reshape(-1)
         predicted_forces[name] = forces
         frame_errors[name] = frame_force_mae(forces, frames.forces) * to_unit
+        if loaded.committee_size > 1:
+            deviations[name] = committee_deviations(loaded, frames) * to_unit
         advance(1)
     if loaded_models:
-        _signal_section(report, ratios, frame_errors, predicted_forces, to_unit, unit)
+        _signal_section(report, ratios, frame_errors, predicted_forces, deviations, to_unit,
+                        unit)
 
     report.figures["pca_map"] = plots.png_base64(plots.pca_map(projected, nearest, labels < 0))
     if loaded_models:
@@ -137,19 +145,23 @@ def build_report(models: Sequence[str | os.PathLike], data: str | os.PathLike,
 
 
 def _signal_section(report: Report, ratios: np.ndarray, frame_errors: dict[str, np.ndarray],
-                    predicted_forces: dict[str, np.ndarray], to_unit: float, unit: str) -> None:
+                    predicted_forces: dict[str, np.ndarray], deviations: dict[str, np.ndarray],
+                    to_unit: float, unit: str) -> None:
     """Each monitor signal against each model's per-frame F_mae: the cluster distance/radius,
-    and the naive baseline max |F̂| (the model's largest predicted atomic force)."""
+    the committee's force deviation (committee model files) and the naive baseline max |F̂|
+    (the model's largest predicted atomic force)."""
     section: dict[str, Any] = {"high_error_definition":
                                f"frame F_mae above {HIGH_ERROR_FACTOR:g} × the median"}
     largest = {name: np.linalg.norm(f, axis=-1).max(axis=1) * to_unit
                for name, f in predicted_forces.items()}
     for name, errors in frame_errors.items():
         section[name] = {"exploration_ratio": signal_scores(ratios, errors),
-                         "max_force": signal_scores(largest[name], errors)}
+                         "max_force": signal_scores(largest[name], errors),
+                         "committee_deviation": signal_scores(deviations[name], errors)
+                         if name in deviations else None}
     report.document["signals"] = section
     report.figures["signals"] = plots.png_base64(
-        plots.signals_vs_error(ratios, largest, frame_errors, unit))
+        plots.signals_vs_error(ratios, largest, frame_errors, unit, deviations))
 
 
 def _model_figures(report: Report, errors: dict[str, np.ndarray], unit: str) -> None:

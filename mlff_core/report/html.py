@@ -35,8 +35,9 @@ _CAPTIONS = {
                "descriptor; × marks frames outside every training cluster.",
     "error_histogram": "Distribution of per-component force errors.",
     "signals": "Per-frame F_mae against the monitor signals: the exploration ratio (distance "
-               "to the nearest training cluster / its radius) and the largest predicted force; "
-               "the table gives each signal's ROC AUC for frames above 2 × the median F_mae.",
+               "to the nearest training cluster / its radius), the largest predicted force and, "
+               "for committee model files, the members' force deviation; the table gives each "
+               "signal's ROC AUC for frames above 2 × the median F_mae.",
     "stability": "Frames before collapse per group of runs.",
     "hr": "h(r) of the trajectories (before collapse) against the reference data.",
     "rmsd": "RMSD to the first frame (after superposition).",
@@ -131,10 +132,12 @@ def render_html(report: Report, title: str = "mlff-plugins report") -> str:
         signals = doc.get("signals", {})
         parts.append("<h3>Monitor signals against the force error</h3>")
         header = ["signal"] + [f"{n} {k}" for n in names for k in ("AUC", "Spearman")]
-        rows = [[signal, *[signals[n][key][k] for n in names
+        rows = [[signal, *[(signals[n][key] or {}).get(k) for n in names
                            for k in ("auc_high_error", "spearman")]]
                 for signal, key in (("distance / radius", "exploration_ratio"),
-                                    ("max |F|", "max_force"))]
+                                    ("max |F|", "max_force"),
+                                    ("committee deviation", "committee_deviation"))
+                if any(signals[n][key] for n in names)]
         parts.append(html_table(header, rows))
         parts.append("<div>" + _figure(report, "signals") + "</div>")
     else:

@@ -97,15 +97,22 @@ def error_histograms(errors: dict[str, np.ndarray], unit: str):
 
 
 def signals_vs_error(ratios: np.ndarray, largest: dict[str, np.ndarray],
-                     frame_errors: dict[str, np.ndarray], unit: str):
-    """Per-frame F_mae of each model against two monitor signals: the distance to the nearest
-    training cluster / its radius (left; > 1 is unexplored) and the model's largest predicted
-    atomic force (right, the naive baseline). The dotted line marks 2 × the median F_mae."""
-    figure, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), sharey=True)
+                     frame_errors: dict[str, np.ndarray], unit: str,
+                     deviations: dict[str, np.ndarray] | None = None):
+    """Per-frame F_mae of each model against the monitor signals: the distance to the nearest
+    training cluster / its radius (left; > 1 is unexplored), the model's largest predicted
+    atomic force (the naive baseline) and, for committee model files, the committee's force
+    deviation (right). The dotted line marks 2 × the median F_mae."""
+    deviations = deviations or {}
+    panels = 3 if deviations else 2
+    figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), sharey=True)
     for k, (name, errors) in enumerate(frame_errors.items()):
         colour = COLOURS[k % 10]
         axes[0].scatter(ratios, errors, s=10, color=colour, alpha=0.7, label=name)
         axes[1].scatter(largest[name], errors, s=10, color=colour, alpha=0.7, label=name)
+        if name in deviations:
+            axes[2].scatter(deviations[name], errors, s=10, color=colour, alpha=0.7,
+                            label=name)
         for axis in axes:
             axis.axhline(2.0 * np.median(errors), color=colour, linestyle=":", linewidth=1)
     axes[0].axvline(1.0, color="grey", linewidth=1)
@@ -114,7 +121,10 @@ def signals_vs_error(ratios: np.ndarray, largest: dict[str, np.ndarray],
     axes[0].set_ylabel(f"frame F_mae ({unit})")
     axes[0].set_title("Exploration signal vs force error")
     axes[1].set_title("Max |F| vs force error")
-    axes[1].legend(fontsize=8)
+    if deviations:
+        axes[2].set_xlabel(f"committee force deviation ({unit})")
+        axes[2].set_title("Committee deviation vs force error")
+    axes[-1].legend(fontsize=8)
     return figure
 
 
