@@ -206,6 +206,80 @@ def model_runs(args, molecule: str, seed: int, model: Path, start: Frames) -> di
     return out
 
 
+LOCAL_KINDS = ("stretch", "twist", "proton")
+
+
+def _side(bonds: np.ndarray, n_atoms: int, a: int, b: int) -> list[int]:
+    """Atoms on b's side of bond a-b (connected to b without crossing it); contains a when the
+    bond is in a ring."""
+    neighbours: dict[int, set[int]] = {k: set() for k in range(n_atoms)}
+    for i, j in bonds:
+        if {int(i), int(j)} != {a, b}:
+            neighbours[int(i)].add(int(j))
+            neighbours[int(j)].add(int(i))
+    seen, frontier = {b}, [b]
+    while frontier:
+        frontier = [m for k in frontier for m in neighbours[k] if m not in seen]
+        seen.update(frontier)
+    return sorted(seen)
+
+
+def perturbed(frames: Frames, kind: str, seed: int) -> Frames | None:
+    """Local failures planted in held-out frames, one per frame (None: the molecule has none
+    of this kind): 'stretch' lengthens a random X-H bond by 0.3 Å; 'twist' turns the smaller
+    side of a random acyclic single bond between heavy atoms by 90°; 'proton' moves an H bonded
+    to O or N to 1.0 Å from the nearest other O or N (a proton transfer)."""
+    rng = np.random.default_rng(seed)
+    z = frames.atomic_numbers
+    bonds = covalent_bonds(frames.to_atoms(0))
+    n = len(z)
+    if kind == "stretch":
+        choices = [(int(i), int(j)) if z[i] == 1 else (int(j), int(i))
+                   for i, j in bonds if (z[i] == 1) != (z[j] == 1)]
+    elif kind == "twist":
+        choices = []
+        for i, j in bonds:
+            if z[i] == 1 or z[j] == 1:
+                continue
+            sides = [_side(bonds, n, int(i), int(j)), _side(bonds, n, int(j), int(i))]
+            if int(i) in sides[0]:  # in a ring
+                continue
+            small = min(sides, key=len)
+            if len(small) > 1:
+                pivot = int(j) if small is sides[0] else int(i)
+                anchor = int(i) if pivot == int(j) else int(j)
+                choices.append((anchor, pivot, small))
+    else:
+        choices = [(int(h), int(x), int(y)) for h, x in
+                   [(i, j) if z[i] == 1 else (j, i) for i, j in bonds if 1 in (z[i], z[j])]
+                   if z[x] in (7, 8) for y in range(n) if y != x and z[y] in (7, 8)]
+    if not choices:
+        return None
+    out = frames.positions.copy()
+    for p in out:  # views: changed in place
+        choice = choices[rng.integers(len(choices))]
+        if kind == "stretch":
+            h, x = choice
+            u = p[h] - p[x]
+            p[h] = p[x] + u * (1.0 + 0.3 / np.linalg.norm(u))
+        elif kind == "twist":
+            anchor, pivot, side = choice
+            axis = (p[pivot] - p[anchor]) / np.linalg.norm(p[pivot] - p[anchor])
+            for k in side:
+                v = p[k] - p[pivot]
+                # Rodrigues, 90°: v cos + (axis × v) sin + axis (axis·v)(1 − cos)
+                p[k] = p[pivot] + np.cross(axis, v) + axis * axis.dot(v)
+        else:
+            h, x, _ = choice
+            acceptors = [c for c in choices if c[0] == h and c[1] == x]
+            y = min((c[2] for c in acceptors), key=lambda k: np.linalg.norm(p[k] - p[h]))
+            u = p[h] - p[y]
+            p[h] = p[y] + u / np.linalg.norm(u)
+    moved = Frames(positions=out, atomic_numbers=z)
+    moved.provenance = dict(frames.provenance)
+    return moved
+
+
 class BondRange:
     """The local score: max over bonds of |l − mean_train l| ÷ max over training frames."""
 
@@ -364,8 +438,45 @@ def evaluate_seed(args, molecule: str, seed: int, sets: dict[str, Frames]) -> di
         "unlabelled_frames": int(sum(scored[n]["unlabelled"] for n in scored
                                      if "unlabelled" in scored[n])),
         "cost": signal_costs(files, bond_range, sets["test_500"].positions[0], z),
+        "local": local_failures(args, molecule, seed, files, bond_range, sets, levels,
+                                threshold),
     }
     return result
+
+
+def local_failures(args, molecule: str, seed: int, files: dict, bond_range: BondRange,
+                   sets: dict, levels: dict, threshold: float) -> dict:
+    """Each kind of planted local failure on `--local-frames` held-out 500 K frames: the
+    fraction each signal flags (at the levels above), among all of them and among those whose
+    error is high (F_mae above `threshold`, eV/Å), and the model's error relative to the
+    held-out median."""
+    base = sets["test_500"][list(range(min(args.local_frames, sets["test_500"].n_frames)))]
+    out: dict = {}
+    for kind in LOCAL_KINDS:
+        moved = perturbed(base, kind, 7 * seed + LOCAL_KINDS.index(kind))
+        if moved is None:
+            out[kind] = None
+            continue
+        path = CACHE / molecule / f"seed{seed}" / f"local_{kind}.npz"
+        if path.exists():
+            stored = np.load(path)
+            labelled, ok = moved.with_labels(np.zeros(moved.n_frames), stored["forces"],
+                                             "GFN2-xTB"), stored["ok"]
+        else:
+            labelled, ok = gfn2_labels(moved, f"{molecule} seed {seed}: GFN2-xTB, {kind}")
+            np.savez(path, forces=labelled.forces, ok=ok)
+        frames = labelled[list(np.flatnonzero(ok))]
+        signals = frame_signals(files, bond_range, frames)
+        high = signals["error"] > threshold
+        out[kind] = {
+            "frames": int(frames.n_frames),
+            "error_vs_heldout_median": float(np.median(signals["error"]) / (threshold / 2)),
+            "high_error_frames": int(high.sum()),
+            "flagged": {name: float(np.mean(signals[name] > levels[name])) for name in SIGNALS},
+            "flagged_high_error": {name: float(np.mean(signals[name][high] > levels[name]))
+                                   if high.any() else None for name in SIGNALS},
+        }
+    return out
 
 
 def mean_std(values) -> str:
@@ -404,7 +515,71 @@ def table(molecule: str, results: list[dict]) -> str:
         f"{[r['pre_collapse_frames'] for r in results]}; committee AUC for its own mean's "
         f"error {mean_std([r['auc_committee_own_error'] for r in results])}; one model call "
         f"{mean_std([r['cost']['model_call_ms'] for r in results])} ms")
+    if all("local" in r for r in results):
+        lines += ["", "planted local failures on held-out 500 K frames: % flagged (of the "
+                  "high-error ones)", "",
+                  "| failure | frames | error ÷ 500 K median | "
+                  + " | ".join(names[n] for n in SIGNALS) + " |",
+                  "|---|---|---|" + "---|" * len(SIGNALS)]
+        for kind in LOCAL_KINDS:
+            found = [r["local"][kind] for r in results if r["local"].get(kind)]
+            if not found:
+                lines.append(f"| {kind} | none in this molecule |" + " |" * (len(SIGNALS) + 1))
+                continue
+            cells = []
+            for name in SIGNALS:
+                every = mean_std([100 * f["flagged"][name] for f in found])
+                high = mean_std([100 * f["flagged_high_error"][name] for f in found
+                                 if f["flagged_high_error"][name] is not None])
+                cells.append(f"{every} ({high})")
+            lines.append(f"| {kind} | {found[0]['frames']} | "
+                         f"{mean_std([f['error_vs_heldout_median'] for f in found])} | "
+                         + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+LABELS = {"ratio_max": "ratio (max)", "ratio_calibrated": "ratio (calibrated)",
+          "committee": "committee", "max_force": "max |F|", "bond_range": "bond range"}
+
+
+def plot(report: dict, path: Path) -> None:
+    """Per molecule: flag rate against temperature (held-out runs) per signal, and each
+    signal's AUCs; mean ± std over seeds."""
+    from mlff_core.report.plots import plt
+
+    molecules = list(report["molecules"])
+    figure, axes = plt.subplots(len(molecules), 2, figsize=(10, 3.4 * len(molecules)),
+                                squeeze=False)
+    for row, molecule in enumerate(molecules):
+        results = report["molecules"][molecule]
+        left, right = axes[row]
+        for name in SIGNALS:
+            rates = np.array([[100 * r["flag_rate"][name][f"{t}K"] for t in TEMPERATURES]
+                              for r in results])
+            left.errorbar(TEMPERATURES, rates.mean(axis=0), yerr=rates.std(axis=0),
+                          marker="o", capsize=3, label=LABELS[name])
+        left.set_xlabel("temperature of the held-out GFN2-xTB run (K)")
+        left.set_ylabel("frames flagged (%)")
+        left.set_title(f"{molecule}: flag rate (model trained at 500 K)")
+        left.legend(fontsize=7)
+        width = 0.38
+        for k, key in enumerate(("auc_high_error", "auc_pre_collapse")):
+            values = [[r[key][name] for r in results if r[key][name] is not None]
+                      for name in SIGNALS]
+            means = [np.mean(v) if v else np.nan for v in values]
+            stds = [np.std(v) if v else 0.0 for v in values]
+            right.bar(np.arange(len(SIGNALS)) + (k - 0.5) * width, means, width, yerr=stds,
+                      capsize=3, label="high error" if k == 0 else "pre-collapse")
+        right.axhline(0.5, color="grey", linewidth=1, linestyle=":")
+        right.set_xticks(range(len(SIGNALS)))
+        right.set_xticklabels([LABELS[n] for n in SIGNALS], rotation=20, fontsize=8)
+        right.set_ylim(0, 1)
+        right.set_ylabel("ROC AUC")
+        right.set_title(f"{molecule}: AUC ({len(results)} seeds)")
+        right.legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -424,11 +599,22 @@ def main() -> None:
     parser.add_argument("--collapse-steps", type=int, default=4000)
     parser.add_argument("--pre-collapse", type=int, default=100, help="steps")
     parser.add_argument("--threshold", type=float, default=0.5, help="collapse, Å")
+    parser.add_argument("--local-frames", type=int, default=40,
+                        help="held-out frames given each planted local failure")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "guardrails.json")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="redraw the figure and tables from --json")
     parser.add_argument("--cache", type=Path, default=None,
                         help="stage cache (default benchmarks/.cache/guardrails)")
     args = parser.parse_args()
     CACHE = args.cache = args.cache or CACHE
+    figure = FIGURES / "guardrails.png"
+    if args.plot_only:
+        report = json.loads(args.json.read_text())
+        for molecule, results in report["molecules"].items():
+            print(table(molecule, results))
+        plot(report, figure)
+        return
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     report = {"settings": vars(args) | {"json": str(args.json), "cache": str(args.cache)},
               "molecules": {}}
@@ -444,6 +630,7 @@ def main() -> None:
         report["molecules"][molecule] = results
         print(table(molecule, results), flush=True)
         args.json.write_text(json.dumps(report, indent=1, default=float))
+        plot(report, figure)
     print(f"{time.perf_counter() - started:.0f} s; results in {args.json}")
 
 
