@@ -24,8 +24,8 @@ from mlff_core.errors import MLFFError
 MD_OUTPUTS = ("summary.json", "start.pdb", "start.data", "trajectory.dcd", "trajectory.traj",
               "trajectory.lammpstrj", "state.csv", "md.log", "in.md", "log.lammps",
               "monitor.log", "flagged.xyz", "collapse.log", "collapse.xyz", "collapse.npz",
-              "exploration.log", "unexplored.xyz", "unexplored.npz", "forces.log",
-              "last_good.pdb", "last_good.xyz")
+              "exploration.log", "unexplored.xyz", "unexplored.npz", "deviation.log",
+              "deviation.xyz", "forces.log", "last_good.pdb", "last_good.xyz")
 
 #: What `mlff data split` writes.
 SPLIT_OUTPUTS = ("train.npz", "val.npz", "test.npz")

@@ -239,3 +239,28 @@ def test_exporting_an_unfinished_committee_names_the_member(trained_committee, t
     assert result.returncode != 0
     assert "member-1: committee member 1 has not finished training" in result.stderr
     assert not (tmp_path / "c.pt").exists()
+
+
+def test_an_overwritten_md_run_leaves_no_stale_deviation_files(tmp_path, committee):
+    """deviation.log and deviation.xyz are MD outputs: --overwrite replaces them like the
+    other monitors' files, and a directory holding them is an earlier run's."""
+    path, _ = committee
+    start = tmp_path / "start.xyz"
+    named_molecule("ethanol").atoms.write(start)
+    out = tmp_path / "md"
+    first = run_mlff_here("md", "--engine", "ase", "--model", path, "--structure", start,
+                          "--steps", "20", "--report-interval", "10", "--warn-deviation",
+                          "1e-6", "-o", out)
+    assert first.returncode == 0, first.stderr
+    assert (out / "deviation.log").exists() and (out / "deviation.xyz").exists()
+    (out / "summary.json").unlink()  # leave only the deviation files
+    for name in ("trajectory.traj", "md.log", "collapse.log", "collapse.xyz",
+                 "exploration.log", "unexplored.xyz"):
+        (out / name).unlink(missing_ok=True)
+    refused = run_mlff_here("md", "--engine", "ase", "--model", path, "--structure", start,
+                            "--steps", "20", "--report-interval", "10", "-o", out)
+    assert refused.returncode != 0 and "already holds an earlier MD run" in refused.stderr
+    again = run_mlff_here("md", "--engine", "ase", "--model", path, "--structure", start,
+                          "--steps", "20", "--report-interval", "10", "--overwrite", "-o", out)
+    assert again.returncode == 0, again.stderr
+    assert not (out / "deviation.log").exists() and not (out / "deviation.xyz").exists()
