@@ -146,19 +146,26 @@ def trust_levels(warn: float, stop: float | None = None, name: str = "ratio"
     return level, top
 
 
-class WholeMolecule:
-    """Positions [N, 3] of a molecule in a periodic cell made whole along its bonds (perceived
-    once, from the first frame it is given)."""
+class ModelView:
+    """A frame as a model file sees it: with its cell for a model trained on periodic cells
+    (`"periodic": true`), else as a molecule made whole across the box along its bonds
+    (perceived once, from the first frame given). The engines' calculators follow the same
+    rule, so a detector sees what the model computed."""
 
-    def __init__(self):
+    def __init__(self, model):
+        self.periodic = model.metadata.get("periodic") is True
         self._bonds: np.ndarray | None = None
 
-    def __call__(self, positions: np.ndarray, atomic_numbers: np.ndarray, cell: np.ndarray,
-                 pbc: np.ndarray) -> np.ndarray:
+    def __call__(self, positions: np.ndarray, atomic_numbers: np.ndarray,
+                 cell: np.ndarray | None, pbc: np.ndarray | None) -> tuple[np.ndarray, bool]:
+        """(positions [N, 3] Å, whether the model sees them with the cell)."""
+        in_cell = pbc is not None and bool(np.any(pbc))
+        if not in_cell or self.periodic:
+            return positions, in_cell
         if self._bonds is None:
             self._bonds = covalent_bonds(Atoms(numbers=atomic_numbers, positions=positions,
                                                cell=cell, pbc=pbc))
-        return whole_positions(positions, self._bonds, np.asarray(cell, dtype=float), pbc)
+        return whole_positions(positions, self._bonds, np.asarray(cell, dtype=float), pbc), False
 
 
 def ratio_levels(warn_ratio: float = 1.0, stop_ratio: float | None = None
@@ -200,26 +207,23 @@ class ExplorationDetector:
 
         self.warn_ratio, self.stop_ratio = ratio_levels(warn_ratio, stop_ratio)
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
-        self.periodic = self.model.metadata.get("periodic") is True
-        self._whole = WholeMolecule()
+        self._view = ModelView(self.model)
         self.counts = dict.fromkeys(STATUSES, 0)  # frames checked, by status
 
     def check(self, positions: np.ndarray, atomic_numbers: np.ndarray,
               cell: np.ndarray | None = None, pbc: np.ndarray | None = None) -> ExplorationCheck:
         positions = np.asarray(positions, dtype=float)
         numbers = torch.as_tensor(np.asarray(atomic_numbers, dtype=np.int64))
-        in_cell = pbc is not None and bool(np.any(pbc))
         if not np.isfinite(positions).all():
             return self._counted(ExplorationCheck(NOT_CLASSIFIED, -1, float("nan")))
+        positions, with_cell = self._view(positions, atomic_numbers, cell, pbc)
         with torch.no_grad():
-            if self.periodic and in_cell:
+            if with_cell:
                 result = self.model.module.explore_periodic(
                     torch.as_tensor(positions), numbers,
                     torch.as_tensor(np.asarray(cell, dtype=float)),
                     torch.as_tensor(np.asarray(pbc, dtype=bool)))
             else:
-                if in_cell:
-                    positions = self._whole(positions, atomic_numbers, cell, pbc)
                 result = self.model.module.explore(torch.as_tensor(positions), numbers)
         cluster, ratio = int(result[0]), float(result[1])
         if cluster < 0:
@@ -287,18 +291,14 @@ class DeviationDetector:
         if self.model.committee_size < 2:
             raise MLFFError(f"{self.model.path}: not a committee model file, so it has no force "
                             "deviation to monitor (train one with mlff train --committee M)")
-        self.periodic = self.model.metadata.get("periodic") is True
-        self._whole = WholeMolecule()
+        self._view = ModelView(self.model)
 
     def check(self, positions: np.ndarray, atomic_numbers: np.ndarray,
               cell: np.ndarray | None = None, pbc: np.ndarray | None = None) -> DeviationCheck:
         positions = np.asarray(positions, dtype=float)
         if not np.isfinite(positions).all():
             return DeviationCheck(float("nan"), -1)
-        in_cell = pbc is not None and bool(np.any(pbc))
-        if in_cell and not self.periodic:
-            positions = self._whole(positions, atomic_numbers, cell, pbc)
-        with_cell = in_cell and self.periodic
+        positions, with_cell = self._view(positions, atomic_numbers, cell, pbc)
         as64 = lambda x: torch.as_tensor(np.asarray(x, dtype=float))  # noqa: E731
         forces = self.model.module.committee_forces(
             as64(positions), torch.as_tensor(np.asarray(atomic_numbers, dtype=np.int64)),
@@ -310,4 +310,3 @@ class DeviationDetector:
         atom = int(np.argmax(per_atom))
         value = float(per_atom[atom])
         return DeviationCheck(value, atom, value > self.warn, value > self.stop)
-
