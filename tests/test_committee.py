@@ -264,3 +264,12 @@ def test_an_overwritten_md_run_leaves_no_stale_deviation_files(tmp_path, committ
                           "--steps", "20", "--report-interval", "10", "--overwrite", "-o", out)
     assert again.returncode == 0, again.stderr
     assert not (out / "deviation.log").exists() and not (out / "deviation.xyz").exists()
+
+
+def test_a_committee_on_bad_data_leaves_nothing(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not an npz file")
+    result = run_mlff_here("train", "--data", bad, "--committee", "2", "-o", tmp_path / "run")
+    assert result.returncode != 0 and "bad.npz" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()

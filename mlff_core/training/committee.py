@@ -108,11 +108,10 @@ def train_committee(config: TrainingConfig, run_dir: str | os.PathLike, size: in
         if record is not None or (run_dir / "checkpoint.pt").exists():
             raise TrainingError(f"{run_dir}: already holds a training run; pass --resume to "
                                 "continue it or choose another output directory")
-        run_dir.mkdir(parents=True, exist_ok=True)
+        # recorded once member 0's trainer has checked the data: bad input leaves nothing
         record = {"size": size, "seeds": [config.seed + k for k in range(size)],
                   "data_seed": config.seed, "members": [f"member-{k}" for k in range(size)],
                   "finished": [False] * size}
-        _write_record(run_dir, record)
     trainers: list[Trainer | None] = []
     for k, member in enumerate(member_dirs(run_dir, record)):
         if record["finished"][k]:
@@ -122,6 +121,9 @@ def train_committee(config: TrainingConfig, run_dir: str | os.PathLike, size: in
         trainer = make_trainer(replace(config, seed=int(record["seeds"][k])), member, data,
                                resume=resume and started, data_seed=int(record["data_seed"]),
                                **options)
+        if not (run_dir / COMMITTEE_RECORD).exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_record(run_dir, record)
         fit(trainer, f"member {k + 1}/{size}")
         record["finished"][k] = True
         _write_record(run_dir, record)
