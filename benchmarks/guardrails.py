@@ -18,13 +18,15 @@ Per molecule:
   labelled with GFN2-xTB (frames xTB cannot converge are dropped and counted).
 
 Signals per frame: ratio (max) and ratio (calibrated) = distance to the nearest training cluster
-÷ its radius; committee = force deviation max_i sqrt((1/M) Σ_k |F_i^k − F̄_i|²); max |F̂| of the
-model (the naive baseline); bond range = max over bonds of |l − mean_train l| ÷ the largest
-such deviation over the training frames (a local score: one stretched bond raises it).
+÷ its radius; bond score = the model file's local score (max over bonds of |l − mean_b| / std_b
+÷ 1.25 × the largest training value, `mlff_core.metrics.bond_ranges`); exploration = the larger
+of ratio (max) and bond score, what the monitors flag by default; committee = force deviation
+max_i sqrt((1/M) Σ_k |F_i^k − F̄_i|²); max |F̂| of the model (the naive baseline).
 Measures, per seed, then mean ± std over seeds:
 - flag rate on held-out 500 K frames, on the model's healthy 500 K MD, and per temperature.
-  The ratios flag above 1; the other signals at the level that flags 5 % of the calibration
-  run (the same conformal quantile as `--radius calibrated`), so every signal has one target;
+  The ratios, the bond score and exploration flag above 1 (their rules); the committee and
+  max |F̂| at the level that flags 5 % of the calibration run (the same conformal quantile as
+  `--radius calibrated`);
 - ROC AUC for "frame F_mae above twice the median F_mae of the held-out 500 K frames" over
   every labelled frame (held-out runs, healthy MD, collapse runs before their collapse);
 - ROC AUC for "within the last `--pre-collapse` steps before a collapse" over the collapse
@@ -66,7 +68,6 @@ from mlff_core.monitors import (  # noqa: E402
     CollapseDetector,
     DeviationDetector,
     ExplorationDetector,
-    bond_lengths,
 )
 from mlff_core.progress import progress_bar  # noqa: E402
 
@@ -74,7 +75,9 @@ CACHE = Path(__file__).parent / ".cache" / "guardrails"
 FIGURES = Path(__file__).parent / "figures"
 MLFF = Path(sys.executable).with_name("mlff")
 TEMPERATURES = (300, 500, 800, 1200)
-SIGNALS = ("ratio_max", "ratio_calibrated", "committee", "max_force", "bond_range")
+SIGNALS = ("exploration", "ratio_max", "ratio_calibrated", "bond_score", "committee",
+           "max_force")
+FLAG_ABOVE_ONE = ("exploration", "ratio_max", "ratio_calibrated", "bond_score")
 KCAL = 1.0 / units.KCAL_PER_MOL  # eV/Å → kcal/mol/Å
 
 
@@ -99,6 +102,15 @@ def mlff(*args) -> None:
         sys.exit(f"mlff {' '.join(map(str, args[:2]))} failed")
 
 
+def _has_bond_ranges(model: Path) -> bool:
+    """Whether a cached model file carries the local bond score (files exported before it do
+    not: export them again)."""
+    if not model.exists():
+        return False
+    systems = load_model(model).metadata["exploration"]["systems"]
+    return all(system.get("bond_ranges") for system in systems)
+
+
 def train_models(args, molecule: str, seed: int, data: Path, calibration: Path) -> dict:
     """The committee run of one seed and its three model files (cached)."""
     root = CACHE / molecule / f"seed{seed}"
@@ -111,7 +123,7 @@ def train_models(args, molecule: str, seed: int, data: Path, calibration: Path) 
              "--dtype", "float32", "--committee", args.committee, "--seed", 100 * seed,
              "--max-minutes", args.minutes, "--epochs", 10000, "-o", run,
              *(["--resume"] if record.exists() else []))
-    if not files["committee"].exists():
+    if not files["committee"].exists() or not _has_bond_ranges(files["single"]):
         mlff("export", run / "member-0", "-o", files["single"], "--overwrite")
         mlff("export", run / "member-0", "-o", files["calibrated"], "--radius", "calibrated",
              "--false-flag-rate", args.false_flag_rate, "--calibration-data", calibration,
@@ -280,21 +292,7 @@ def perturbed(frames: Frames, kind: str, seed: int) -> Frames | None:
     return moved
 
 
-class BondRange:
-    """The local score: max over bonds of |l − mean_train l| ÷ max over training frames."""
-
-    def __init__(self, train: Frames):
-        self.bonds = covalent_bonds(train.to_atoms(0))
-        lengths = np.array([bond_lengths(p, self.bonds) for p in train.positions])
-        self.mean = lengths.mean(axis=0)
-        self.scale = np.abs(lengths - self.mean).max(axis=0)
-
-    def __call__(self, positions: np.ndarray) -> float:
-        return float(np.max(np.abs(bond_lengths(positions, self.bonds) - self.mean) /
-                            self.scale))
-
-
-def frame_signals(files: dict, bond_range: BondRange, frames: Frames) -> dict[str, np.ndarray]:
+def frame_signals(files: dict, frames: Frames) -> dict[str, np.ndarray]:
     """Every signal [F] and the model's and the committee's per-frame F_mae [F] (eV/Å)."""
     single, committee = load_model(files["single"]), load_model(files["committee"])
     ratio_max = ExplorationDetector(single)
@@ -305,17 +303,18 @@ def frame_signals(files: dict, bond_range: BondRange, frames: Frames) -> dict[st
     z = frames.atomic_numbers
     out = {name: np.empty(frames.n_frames) for name in SIGNALS}
     for f, positions in enumerate(frames.positions):
-        out["ratio_max"][f] = ratio_max.check(positions, z).ratio
+        check = ratio_max.check(positions, z)
+        out["ratio_max"][f], out["bond_score"][f] = check.ratio, check.bond_score
+        out["exploration"][f] = check.score
         out["ratio_calibrated"][f] = ratio_cal.check(positions, z).ratio
         out["committee"][f] = deviation.check(positions, z).deviation
-        out["bond_range"][f] = bond_range(positions)
     out["max_force"] = np.linalg.norm(predicted, axis=2).max(axis=1)
     out["error"] = frame_force_mae(predicted, frames.forces)
     out["committee_error"] = frame_force_mae(mean_predicted, frames.forces)
     return out
 
 
-def signal_costs(files: dict, bond_range: BondRange, frame: np.ndarray, z: np.ndarray) -> dict:
+def signal_costs(files: dict, frame: np.ndarray, z: np.ndarray) -> dict:
     """Seconds per frame of each signal ÷ one model call (energy + forces of the model)."""
     single = load_model(files["single"])
     detectors = {"ratio_max": ExplorationDetector(single),
@@ -329,14 +328,15 @@ def signal_costs(files: dict, bond_range: BondRange, frame: np.ndarray, z: np.nd
         torch.autograd.grad(single.module(x, numbers, no_cell, no_pbc), x)
 
     call = median_seconds(model_call, 30, 5)
+    explore = median_seconds(lambda: detectors["ratio_max"].check(frame, z), 30, 5) / call
     return {"model_call_ms": 1000 * call,
-            "ratio_max": median_seconds(lambda: detectors["ratio_max"].check(frame, z), 30, 5)
-            / call,
-            "ratio_calibrated": None,  # the same call as ratio_max
+            "exploration": explore,  # one explore() call gives the ratio and the bond score
+            "ratio_max": explore,
+            "ratio_calibrated": None,  # the same call
+            "bond_score": None,  # the same call
             "committee": median_seconds(lambda: detectors["committee"].check(frame, z), 30, 5)
             / call,
-            "max_force": 0.0,  # the forces of the step itself
-            "bond_range": median_seconds(lambda: bond_range(frame), 30, 5) / call}
+            "max_force": 0.0}  # the forces of the step itself
 
 
 def roc_auc(positive: np.ndarray, score: np.ndarray) -> float | None:
@@ -359,23 +359,22 @@ def conformal_level(scores: np.ndarray, rate: float) -> float:
 def evaluate_seed(args, molecule: str, seed: int, sets: dict[str, Frames]) -> dict:
     files = train_models(args, molecule, seed, sets["train_path"], sets["calibration_path"])
     train = sets["train"]
-    bond_range = BondRange(train)
     start = train[[0]]
     runs = model_runs(args, molecule, seed, files["single"], start)
     z = train.atomic_numbers
     scored: dict[str, dict] = {}
     with progress_bar(f"{molecule} seed {seed}: signals", 4 + len(TEMPERATURES)) as advance:
-        scored["calibration"] = frame_signals(files, bond_range, sets["calibration"])
+        scored["calibration"] = frame_signals(files, sets["calibration"])
         advance(1)
         for t in TEMPERATURES:
-            scored[f"heldout_{t}K"] = frame_signals(files, bond_range, sets[f"test_{t}"])
+            scored[f"heldout_{t}K"] = frame_signals(files, sets[f"test_{t}"])
             advance(1)
         for name in ["healthy"] + [f"collapse{r}" for r in range(args.collapse_runs)]:
             ok = runs[f"{name}_labelled"]
             frames = Frames(positions=runs[f"{name}_positions"][ok], atomic_numbers=z,
                             forces=runs[f"{name}_forces"][ok],
                             energies=np.zeros(int(ok.sum())))
-            signals = frame_signals(files, bond_range, frames)
+            signals = frame_signals(files, frames)
             steps = 10 * np.flatnonzero(ok)
             collapse = int(runs[f"{name}_collapse"])
             signals["steps"], signals["collapse"] = steps, collapse
@@ -384,8 +383,8 @@ def evaluate_seed(args, molecule: str, seed: int, sets: dict[str, Frames]) -> di
             advance(1)
         advance(1)
     # the levels: ratios flag above 1, the others at the calibration run's conformal quantile
-    levels = {"ratio_max": 1.0, "ratio_calibrated": 1.0}
-    for name in ("committee", "max_force", "bond_range"):
+    levels = dict.fromkeys(FLAG_ABOVE_ONE, 1.0)
+    for name in ("committee", "max_force"):
         levels[name] = conformal_level(scored["calibration"][name], args.false_flag_rate)
     flag_rates = {name: {f"{t}K": float(np.mean(scored[f"heldout_{t}K"][name] > levels[name]))
                          for t in TEMPERATURES} for name in SIGNALS}
@@ -437,15 +436,14 @@ def evaluate_seed(args, molecule: str, seed: int, sets: dict[str, Frames]) -> di
                              for name in SIGNALS},
         "unlabelled_frames": int(sum(scored[n]["unlabelled"] for n in scored
                                      if "unlabelled" in scored[n])),
-        "cost": signal_costs(files, bond_range, sets["test_500"].positions[0], z),
-        "local": local_failures(args, molecule, seed, files, bond_range, sets, levels,
-                                threshold),
+        "cost": signal_costs(files, sets["test_500"].positions[0], z),
+        "local": local_failures(args, molecule, seed, files, sets, levels, threshold),
     }
     return result
 
 
-def local_failures(args, molecule: str, seed: int, files: dict, bond_range: BondRange,
-                   sets: dict, levels: dict, threshold: float) -> dict:
+def local_failures(args, molecule: str, seed: int, files: dict, sets: dict, levels: dict,
+                   threshold: float) -> dict:
     """Each kind of planted local failure on `--local-frames` held-out 500 K frames: the
     fraction each signal flags (at the levels above), among all of them and among those whose
     error is high (F_mae above `threshold`, eV/Å), and the model's error relative to the
@@ -466,7 +464,7 @@ def local_failures(args, molecule: str, seed: int, files: dict, bond_range: Bond
             labelled, ok = gfn2_labels(moved, f"{molecule} seed {seed}: GFN2-xTB, {kind}")
             np.savez(path, forces=labelled.forces, ok=ok)
         frames = labelled[list(np.flatnonzero(ok))]
-        signals = frame_signals(files, bond_range, frames)
+        signals = frame_signals(files, frames)
         high = signals["error"] > threshold
         out[kind] = {
             "frames": int(frames.n_frames),
@@ -490,7 +488,7 @@ def mean_std(values) -> str:
 def table(molecule: str, results: list[dict]) -> str:
     names = {"ratio_max": "ratio (max radius)", "ratio_calibrated": "ratio (calibrated 5 %)",
              "committee": "committee deviation", "max_force": "largest predicted force",
-             "bond_range": "bond range (local)"}
+             "bond_score": "bond score (local)", "exploration": "exploration (ratio or bond)"}
     lines = [f"{molecule} ({len(results)} seeds, mean ± std)", "",
              "| signal | flagged: held-out 500 K | healthy MD 500 K | 300 K | 800 K | 1200 K "
              "| AUC high error | AUC pre-collapse | cost ÷ model call |",
@@ -539,7 +537,8 @@ def table(molecule: str, results: list[dict]) -> str:
 
 
 LABELS = {"ratio_max": "ratio (max)", "ratio_calibrated": "ratio (calibrated)",
-          "committee": "committee", "max_force": "max |F|", "bond_range": "bond range"}
+          "committee": "committee", "max_force": "max |F|", "bond_score": "bond score",
+          "exploration": "exploration"}
 
 
 def plot(report: dict, path: Path) -> None:

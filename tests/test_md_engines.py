@@ -76,7 +76,7 @@ def test_the_exploration_levels_flag_and_stop_alike_in_every_engine(tmp_path, cl
                   action="flag", warn_ratio=1e-4, stop_ratio=2e-4, **options)
     assert stopped["stopped"] and stopped["steps_run"] == first, stopped
     assert re.fullmatch(r"exploration: (un)?explored: nearest cluster \d+, distance/radius "
-                        r"\d+\.\d{3}", stopped["reason"]), stopped
+                        r"\d+\.\d{3}, bond \d+-\d+ score \d+\.\d{3}", stopped["reason"]), stopped
     assert stopped["exploration"] == ("exploration: 1 frames checked, 1 flagged, first at step "
                                       f"{first} (run stopped)")
     assert stopped["last_good"] is None  # the first check was already flagged

@@ -6,7 +6,9 @@ The trajectory (ethanol in a 30 Å box, a model file with conformation clusters)
 stretches below, just under, just over and far over the 0.5 Å threshold; a reference frame
 with two hydrogens 1.1 Å apart, which only ASE NeighborList's wider r_i + r_j + 0.6 Å rule
 would call a bond (so every later frame would be "collapsed" under it); a frame outside the
-training clusters; and two atoms on top of each other (the model returns NaN forces).
+training clusters; two atoms on top of each other (the model returns NaN forces); and an O-H
+bond stretched by 0.12 Å, inside the clusters but outside the bond's training range (the local
+bond score flags it).
 """
 
 import os
@@ -72,6 +74,8 @@ def _planted_trajectory(frames):
         (centre + 1.12 * (base - centre), "scaled by 1.12 (outside the clusters)"),
         (overlap, "H on top of its carbon"),
         (frames.positions[20] + shift, "MD frame"),  # distance/radius ≈ 0.5: inside
+        # the O-H bond 0.12 Å longer: inside the clusters, outside that bond's training range
+        (_stretch(base, 2, 8, np.linalg.norm(base[8] - base[2]), 0.12), "O-H stretch 0.12"),
     ]
     return np.stack([p for p, _ in planted]), [what for _, what in planted], (a, b)
 
@@ -92,7 +96,7 @@ def _python_monitor(model, positions, numbers, warn_ratio=1.0):
         c = collapse.check(frame, cell, pbc, forces)
         e = exploration.check(frame, numbers, cell, pbc)
         rows.append(("FLAGGED" if c.collapsed else "ok", f"collapse: {_ids(c.describe())}"))
-        rows.append(("FLAGGED" if e.flagged else "ok", f"exploration: {e.describe()}"))
+        rows.append(("FLAGGED" if e.flagged else "ok", f"exploration: {_ids(e.describe())}"))
     return rows
 
 
@@ -137,8 +141,11 @@ def test_python_monitors_and_the_lammps_fix_flag_the_same_frames(tmp_path, plugi
     statuses = [python[2 * k][0] + "/" + python[2 * k + 1][0] for k in range(len(planted))]
     # (the stretched hydrogens also leave the clusters; overlapping atoms cannot be classified)
     assert statuses == ["ok/FLAGGED", "ok/ok", "ok/FLAGGED", "ok/FLAGGED", "FLAGGED/FLAGGED",
-                        "FLAGGED/FLAGGED", "ok/FLAGGED", "FLAGGED/ok", "ok/ok"], \
+                        "FLAGGED/FLAGGED", "ok/FLAGGED", "FLAGGED/ok", "ok/ok", "ok/FLAGGED"], \
         list(zip(planted, python[::2], python[1::2], strict=True))
+    # the last frame is flagged by the local bond score alone (O is atom 3, its H atom 9)
+    assert re.fullmatch(r"exploration: unexplored: nearest cluster \d+, distance/radius "
+                        r"0\.\d+, bond 3-9 score [1-9]\.\d{3}", python[-1][1]), python[-1]
     assert python[14][1] == "collapse: atom 1 has a non-finite force (NaN or inf)"
     assert python[15][1].startswith("exploration: not classified")
 
@@ -148,9 +155,9 @@ def test_python_monitors_and_the_lammps_fix_flag_the_same_frames(tmp_path, plugi
           masses=True, units="metal")
     _write_dump(tmp_path / "frames.dump", positions, [types[z] for z in numbers])
     # A lower warn level (DeePMD's trust_lo) flags the in-cluster MD frames too, alike.
-    md_ratios = [float(python[2 * k + 1][1].rsplit(" ", 1)[1])
+    md_scores = [max(map(float, re.findall(r"(?:radius|score) (\d+\.\d+)", python[2 * k + 1][1])))
                  for k, what in enumerate(planted) if what == "MD frame"]
-    warn = round(0.9 * min(md_ratios), 6)
+    warn = round(0.9 * min(md_scores), 6)
     graded = _python_monitor(model, positions, numbers, warn)
     assert [graded[2 * k + 1][0] for k, what in enumerate(planted) if what == "MD frame"] == \
         ["FLAGGED", "FLAGGED"]
@@ -161,7 +168,7 @@ def test_python_monitors_and_the_lammps_fix_flag_the_same_frames(tmp_path, plugi
         _run_fix(tmp_path, plugin, str(n), n)
         assert _fix_rows(tmp_path / f"monitor.{n}.log") == python, n
         flagged = read(tmp_path / f"flagged.{n}.xyz", index=":")
-        assert [f.info["step"] for f in flagged] == [1, 3, 4, 5, 6, 7, 8]  # dump steps: 1..9
+        assert [f.info["step"] for f in flagged] == [1, 3, 4, 5, 6, 7, 8, 10]  # steps 1..10
         assert not any(f.pbc.any() for f in flagged)  # a molecule, as the suite reads it
         np.testing.assert_allclose(flagged[4].positions, positions[5], atol=1e-9)
 

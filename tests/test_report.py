@@ -129,6 +129,20 @@ def _check_signal_scores(document, models, data_path):
     rank = lambda x: np.argsort(np.argsort(x)).astype(float)  # noqa: E731 (no ties here)
     expected_rho = np.corrcoef(rank(ratios), rank(errors))[0, 1]
     assert scored["exploration_ratio"]["spearman"] == pytest.approx(expected_rho)
+    # the bond score from the file's stored ranges, by the formula, and the larger of the two
+    (system,) = model.metadata["exploration"]["systems"]
+    ranges = system["bond_ranges"]
+    bonds = np.array(ranges["bonds"])
+    lengths = np.linalg.norm(frames.positions[:, bonds[:, 1]] - frames.positions[:, bonds[:, 0]],
+                             axis=-1)
+    bond_scores = (np.abs(lengths - ranges["mean"]) / ranges["std"]).max(axis=1) / ranges["level"]
+    for key, values in (("bond_score", bond_scores),
+                        ("exploration_score", np.maximum(ratios, bond_scores))):
+        assert scored[key]["spearman"] == pytest.approx(
+            np.corrcoef(rank(values), rank(errors))[0, 1]), key
+        if high.any():
+            assert scored[key]["auc_high_error"] == pytest.approx(
+                _mann_whitney_auc(values, high)), key
 
 
 def test_signal_auc_and_rank_correlation_by_hand():

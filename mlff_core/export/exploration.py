@@ -1,9 +1,13 @@
 """The model file's exploration classifier: conformation clusters of each training system in
 TorchScript, so every engine can tell explored from unexplored frames with the file alone.
 
-explore(...) returns [nearest cluster, distance to its centroid / its radius]; a ratio above 1
-means unexplored. A system with no entry (atoms differ from every training system) gives
-[-1, NaN]: "no reference clusters", never a guess.
+explore(...) returns [nearest cluster, distance to its centroid / its radius, bond score,
+atom i, atom j] (float64 [5]): a ratio above 1 means outside the conformation clusters; a bond
+score above 1 means bond i-j is outside its training range (`mlff_core.metrics.bond_ranges`,
+the local score; 0 and atoms −1 where the system has no bond ranges: periodic systems, files
+fitted before them). Readers of the first two elements keep working. A system with no entry
+(atoms differ from every training system) gives [-1, NaN, NaN, -1, -1]: "no reference
+clusters", never a guess.
 """
 
 from __future__ import annotations
@@ -42,6 +46,12 @@ class SystemClusters(nn.Module):
             (torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
         self.register_buffer("block_index", index)
         self.register_buffer("block_keep", keep)
+        bonds = state.get("bond_ranges") or {"bonds": [], "mean": [], "std": [], "level": 1.0}
+        self.register_buffer("bond_pairs",
+                             torch.tensor(bonds["bonds"], dtype=torch.long).reshape(-1, 2))
+        self.register_buffer("bond_mean", as64(bonds["mean"]).reshape(-1))
+        self.register_buffer("bond_std", as64(bonds["std"]).reshape(-1))
+        self.bond_level = float(bonds["level"])
 
     def matches(self, atomic_numbers: Tensor, periodic: bool) -> bool:
         return periodic == self.periodic and atomic_numbers.shape == self.atomic_numbers.shape \
@@ -62,7 +72,18 @@ class SystemClusters(nn.Module):
         distances = torch.linalg.norm(self.centroids - projected, dim=1)
         nearest = int(torch.argmin(distances))
         ratio = distances[nearest] / self.radii[nearest]
-        return torch.stack([torch.tensor(float(nearest), dtype=torch.float64), ratio])
+        local = torch.zeros((), dtype=torch.float64)
+        atom_i, atom_j = -1, -1
+        if self.bond_pairs.shape[0] > 0 and not self.periodic:
+            lengths = torch.linalg.norm(positions[self.bond_pairs[:, 1]]
+                                        - positions[self.bond_pairs[:, 0]], dim=1)
+            z = (lengths - self.bond_mean).abs() / self.bond_std
+            worst = int(torch.argmax(z))
+            local = z[worst] / self.bond_level
+            atom_i, atom_j = int(self.bond_pairs[worst, 0]), int(self.bond_pairs[worst, 1])
+        head = torch.tensor([float(nearest)], dtype=torch.float64)
+        atoms = torch.tensor([float(atom_i), float(atom_j)], dtype=torch.float64)
+        return torch.cat([head, torch.stack([ratio, local]), atoms])
 
 
 class ExplorationModel(nn.Module):
@@ -78,4 +99,4 @@ class ExplorationModel(nn.Module):
         for system in self.systems:
             if system.matches(atomic_numbers, periodic):
                 return system(positions, cell, pbc)
-        return torch.tensor([-1.0, float("nan")], dtype=torch.float64)
+        return torch.tensor([-1.0, float("nan"), float("nan"), -1.0, -1.0], dtype=torch.float64)

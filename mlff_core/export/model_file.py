@@ -4,7 +4,9 @@ Layout (contract in ../shared/DESIGN.md):
 - a scripted `ModelFile` module with methods
     forward(positions [N,3] Å, atomic_numbers [N], cell [3,3] Å, pbc [3]) -> energy [] eV
     forward_graph(positions [M,3], atomic_numbers [M], edge_index [2,E], n_local []) -> [n_local] eV
-    explore(positions [N,3], atomic_numbers [N]) -> [2] (nearest cluster, distance / radius)
+    explore(positions [N,3], atomic_numbers [N]) -> [5] (nearest cluster, distance / radius,
+        bond score, atoms i and j of the bond that sets it; files before the bond score: [2])
+    explore_periodic(positions, atomic_numbers, cell, pbc) -> the same, for periodic models
     committee_forces(positions [N,3], atomic_numbers [N], cell [3,3], pbc [3]) -> [M,N,3] eV/Å
         each committee member's forces (M = 1 for a single model: its forces)
 - an extra file `mlff.json` with the metadata (species, cutoff, num_interactions, units, dtype,

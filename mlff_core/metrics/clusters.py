@@ -30,6 +30,7 @@ import torch
 
 from mlff_core.data.frames import Frames
 from mlff_core.errors import DataError
+from mlff_core.metrics.bond_ranges import BondRanges
 from mlff_core.metrics.descriptors import (
     equivalent_groups,
     inverse_distances,
@@ -93,6 +94,8 @@ class ConformationClusters:
         radii_: [K] the radii frames are classified with: `max_radii_`, or `max_radii_` × the
             calibrated scale after `calibrate()`.
         radius_rule_: {"rule": "max"} or the calibration record (see `calibrate`).
+        bond_ranges_: the molecule's bond ranges (`BondRanges`, the local score), or None
+            (periodic systems).
         labels_: [F] training-frame clusters.
         n_clusters_: K.
         silhouette_scores_: {k: score} when K was chosen automatically.
@@ -114,11 +117,14 @@ class ConformationClusters:
         if frames.n_frames < 2:
             raise DataError("clustering needs at least two frames", frames.source)
         self.equivalent_groups_ = []
-        if self.equivalent_atoms and not frames.is_periodic:
+        self.bond_ranges_ = None
+        if not frames.is_periodic:
             from mlff_core.data.molecules import covalent_bonds
 
-            self.equivalent_groups_ = equivalent_groups(frames.atomic_numbers,
-                                                        covalent_bonds(frames.to_atoms(0)))
+            bonds = covalent_bonds(frames.to_atoms(0))
+            self.bond_ranges_ = BondRanges.fit(frames.positions, bonds)
+            if self.equivalent_atoms:
+                self.equivalent_groups_ = equivalent_groups(frames.atomic_numbers, bonds)
         descriptors = frame_descriptors(frames, groups=self.equivalent_groups_)
         self.descriptor_ = "pair_rdf" if frames.is_periodic else "inverse_distances"
         self.atomic_numbers_ = frames.atomic_numbers.copy()
@@ -214,6 +220,14 @@ class ConformationClusters:
         """Nearest cluster [F] and distance / that cluster's radius [F] (> 1: unexplored)."""
         return self._nearest(frames, self.radii_)
 
+    def bond_scores(self, frames: Frames) -> np.ndarray:
+        """[F] bond scores (`mlff_core.metrics.bond_ranges`; > 1: a bond outside its training
+        range); NaN where the system has no bond ranges (periodic, or fitted before them)."""
+        self._check(frames)
+        if self.bond_ranges_ is None:
+            return np.full(frames.n_frames, np.nan)
+        return self.bond_ranges_.scores(frames.positions)[0]
+
     def predict(self, frames: Frames) -> np.ndarray:
         """Cluster of each frame, −1 where it is unexplored."""
         nearest, ratio = self.classify(frames)
@@ -239,6 +253,7 @@ class ConformationClusters:
             "n_clusters": int(self.n_clusters_),
             "cluster_sizes": np.bincount(self.labels_, minlength=self.n_clusters_).tolist(),
             "silhouette_scores": getattr(self, "silhouette_scores_", None),
+            "bond_ranges": None if self.bond_ranges_ is None else self.bond_ranges_.to_dict(),
         }
 
     @classmethod
@@ -259,6 +274,8 @@ class ConformationClusters:
         clusters.max_radii_ = np.array(state.get("max_radii", state["radii"]))
         clusters.radius_rule_ = dict(state.get("radius_rule", {"rule": "max"}))
         clusters.n_clusters_ = int(state["n_clusters"])
+        # files written before the local score hold none
+        clusters.bond_ranges_ = BondRanges.from_dict(state.get("bond_ranges"))
         clusters.labels_ = np.repeat(np.arange(clusters.n_clusters_),
                                      state.get("cluster_sizes", [0] * clusters.n_clusters_))
         return clusters

@@ -14,10 +14,15 @@ One definition in every engine (the C++ `fix mlff/monitor` implements the same r
   or "no reference clusters" when the file has none for this system. A model trained on
   periodic cells (`"periodic": true`) classifies the frame with its cell
   (`explore_periodic`); any other model sees the atoms as a molecule, made whole across the
-  box first (`explore`). The ratio distance/radius is a graded signal (logged for every
-  checked frame): `warn_ratio` (default 1.0, the cluster radius) flags a frame, and
-  `stop_ratio` (default: `warn_ratio`) is where a monitor's action ('stop', 'raise') applies,
-  as DeePMD-kit's lower and upper trust levels.
+  box first (`explore`). Two scores, each 1 at the edge of the training data: the ratio
+  distance/radius to the nearest cluster (global), and for molecules the bond score (local: the
+  bond furthest outside its training length range, `mlff_core.metrics.bond_ranges`), which sees
+  one stretched bond or a moved proton that the global descriptor of a large molecule misses.
+  A frame is unexplored when either is above 1. Their maximum is a graded signal (both logged
+  for every checked frame): `warn_ratio` (default 1.0) flags a frame, and `stop_ratio`
+  (default: `warn_ratio`) is where a monitor's action ('stop', 'raise') applies, as
+  DeePMD-kit's lower and upper trust levels. Files written before the bond score give the
+  ratio alone.
 - `DeviationDetector` (a committee model file, `mlff train --committee M`): the force deviation
   ε = max_i sqrt((1/M) Σ_k |F_i^k − F̄_i|²) in eV/Å (DeePMD-kit's model deviation) from the file's
   `committee_forces`, graded by `warn_deviation` and `stop_deviation` as the ratio is. It sees
@@ -178,18 +183,28 @@ def ratio_levels(warn_ratio: float = 1.0, stop_ratio: float | None = None
 class ExplorationCheck:
     status: str  # one of STATUSES
     cluster: int  # nearest cluster (−1 without reference clusters)
-    ratio: float  # distance to its centroid / its radius (> 1: unexplored)
-    # Ratio above the warn / the stop level. A frame that cannot be classified is neither:
+    ratio: float  # distance to its centroid / its radius (> 1: outside the clusters)
+    # Score above the warn / the stop level. A frame that cannot be classified is neither:
     # non-finite positions and overlapping atoms are the collapse monitor's to flag.
     flagged: bool = False
     above_stop: bool = False
+    bond_score: float = float("nan")  # > 1: `bond` outside its training range (NaN: none)
+    bond: tuple[int, int] | None = None  # atoms of the bond that sets the bond score
+
+    @property
+    def score(self) -> float:
+        """The graded signal: the larger of the ratio and the bond score (> 1: unexplored)."""
+        return self.ratio if self.bond is None else max(self.ratio, self.bond_score)
 
     def describe(self) -> str:
         if self.status == NO_REFERENCE:
             return "no reference clusters for this system in the model file"
         if self.status == NOT_CLASSIFIED:
             return "not classified: non-finite positions or overlapping atoms"
-        return f"{self.status}: nearest cluster {self.cluster}, distance/radius {self.ratio:.3f}"
+        text = f"{self.status}: nearest cluster {self.cluster}, distance/radius {self.ratio:.3f}"
+        if self.bond is not None:
+            text += f", bond {self.bond[0]}-{self.bond[1]} score {self.bond_score:.3f}"
+        return text
 
 
 class ExplorationDetector:
@@ -197,9 +212,10 @@ class ExplorationDetector:
 
     Args:
         model: model file path or `LoadedModel`.
-        warn_ratio: distance/radius above which a frame is flagged (1.0: outside the clusters).
-        stop_ratio: distance/radius above which a monitor's action applies (default:
-            `warn_ratio`); at least `warn_ratio`.
+        warn_ratio: score (the larger of distance/radius and the bond score) above which a
+            frame is flagged (1.0: outside the training data).
+        stop_ratio: score above which a monitor's action applies (default: `warn_ratio`); at
+            least `warn_ratio`.
     """
 
     def __init__(self, model, warn_ratio: float = 1.0, stop_ratio: float | None = None):
@@ -230,9 +246,13 @@ class ExplorationDetector:
             return self._counted(ExplorationCheck(NO_REFERENCE, -1, float("nan")))
         if not np.isfinite(ratio):  # e.g. two atoms on top of each other: 1/r is infinite
             return self._counted(ExplorationCheck(NOT_CLASSIFIED, -1, float("nan")))
-        return self._counted(ExplorationCheck(UNEXPLORED if ratio > 1.0 else EXPLORED, cluster,
-                                              ratio, ratio > self.warn_ratio,
-                                              ratio > self.stop_ratio))
+        check = ExplorationCheck(EXPLORED, cluster, ratio)
+        if len(result) >= 5 and int(result[3]) >= 0:  # files before the bond score: [2]
+            check.bond_score, check.bond = float(result[2]), (int(result[3]), int(result[4]))
+        score = check.score
+        check.status = UNEXPLORED if score > 1.0 else EXPLORED
+        check.flagged, check.above_stop = score > self.warn_ratio, score > self.stop_ratio
+        return self._counted(check)
 
     def _counted(self, result: ExplorationCheck) -> ExplorationCheck:
         self.counts[result.status] += 1

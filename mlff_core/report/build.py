@@ -132,8 +132,8 @@ def build_report(models: Sequence[str | os.PathLike], data: str | os.PathLike,
             deviations[name] = committee_deviations(loaded, frames) * to_unit
         advance(1)
     if loaded_models:
-        _signal_section(report, ratios, frame_errors, predicted_forces, deviations, to_unit,
-                        unit)
+        _signal_section(report, ratios, clusters.bond_scores(frames), frame_errors,
+                        predicted_forces, deviations, to_unit, unit)
 
     report.figures["pca_map"] = plots.png_base64(plots.pca_map(projected, nearest, labels < 0))
     if loaded_models:
@@ -144,24 +144,31 @@ def build_report(models: Sequence[str | os.PathLike], data: str | os.PathLike,
     return report
 
 
-def _signal_section(report: Report, ratios: np.ndarray, frame_errors: dict[str, np.ndarray],
+def _signal_section(report: Report, ratios: np.ndarray, bond_scores: np.ndarray,
+                    frame_errors: dict[str, np.ndarray],
                     predicted_forces: dict[str, np.ndarray], deviations: dict[str, np.ndarray],
                     to_unit: float, unit: str) -> None:
-    """Each monitor signal against each model's per-frame F_mae: the cluster distance/radius,
-    the committee's force deviation (committee model files) and the naive baseline max |F̂|
-    (the model's largest predicted atomic force)."""
+    """Each monitor signal [F] against each model's per-frame F_mae: the cluster
+    distance/radius, the bond score (molecules; NaN otherwise) and the larger of the two (the
+    exploration monitor's score), the committee's force deviation (committee model files) and
+    the naive baseline max |F̂| (the model's largest predicted atomic force)."""
+    local = bool(np.isfinite(bond_scores).any())
+    scores = np.fmax(ratios, bond_scores)
     section: dict[str, Any] = {"high_error_definition":
                                f"frame F_mae above {HIGH_ERROR_FACTOR:g} × the median"}
     largest = {name: np.linalg.norm(f, axis=-1).max(axis=1) * to_unit
                for name, f in predicted_forces.items()}
     for name, errors in frame_errors.items():
         section[name] = {"exploration_ratio": signal_scores(ratios, errors),
+                         "bond_score": signal_scores(bond_scores, errors) if local else None,
+                         "exploration_score": signal_scores(scores, errors),
                          "max_force": signal_scores(largest[name], errors),
                          "committee_deviation": signal_scores(deviations[name], errors)
                          if name in deviations else None}
     report.document["signals"] = section
     report.figures["signals"] = plots.png_base64(
-        plots.signals_vs_error(ratios, largest, frame_errors, unit, deviations))
+        plots.signals_vs_error(ratios, largest, frame_errors, unit, deviations,
+                               bond_scores if local else None))
 
 
 def _model_figures(report: Report, errors: dict[str, np.ndarray], unit: str) -> None:

@@ -134,10 +134,13 @@ def render_html(report: Report, title: str = "mlff-plugins report") -> str:
         header = ["signal"] + [f"{n} {k}" for n in names for k in ("AUC", "Spearman")]
         rows = [[signal, *[(signals[n][key] or {}).get(k) for n in names
                            for k in ("auc_high_error", "spearman")]]
-                for signal, key in (("distance / radius", "exploration_ratio"),
+                for signal, key in (("exploration score (the larger of the two)",
+                                     "exploration_score"),
+                                    ("distance / radius", "exploration_ratio"),
+                                    ("bond score", "bond_score"),
                                     ("max |F|", "max_force"),
                                     ("committee deviation", "committee_deviation"))
-                if any(signals[n][key] for n in names)]
+                if any(signals[n].get(key) for n in names)]
         parts.append(html_table(header, rows))
         parts.append("<div>" + _figure(report, "signals") + "</div>")
     else:

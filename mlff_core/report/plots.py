@@ -98,32 +98,37 @@ def error_histograms(errors: dict[str, np.ndarray], unit: str):
 
 def signals_vs_error(ratios: np.ndarray, largest: dict[str, np.ndarray],
                      frame_errors: dict[str, np.ndarray], unit: str,
-                     deviations: dict[str, np.ndarray] | None = None):
+                     deviations: dict[str, np.ndarray] | None = None,
+                     bond_scores: np.ndarray | None = None):
     """Per-frame F_mae of each model against the monitor signals: the distance to the nearest
-    training cluster / its radius (left; > 1 is unexplored), the model's largest predicted
-    atomic force (the naive baseline) and, for committee model files, the committee's force
-    deviation (right). The dotted line marks 2 × the median F_mae."""
+    training cluster / its radius (> 1 is outside the clusters), the bond score (molecules;
+    > 1: a bond outside its training range), the model's largest predicted atomic force (the
+    naive baseline) and, for committee model files, the committee's force deviation. The
+    dotted line marks 2 × the median F_mae."""
     deviations = deviations or {}
-    panels = 3 if deviations else 2
-    figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), sharey=True)
+    columns = [("ratio", "distance / cluster radius", "Cluster ratio vs force error")]
+    if bond_scores is not None:
+        columns.append(("bond", "bond score", "Bond score vs force error"))
+    columns.append(("max", f"largest predicted |F| ({unit})", "Max |F| vs force error"))
+    if deviations:
+        columns.append(("committee", f"committee force deviation ({unit})",
+                        "Committee deviation vs force error"))
+    figure, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4),
+                                sharey=True)
     for k, (name, errors) in enumerate(frame_errors.items()):
         colour = COLOURS[k % 10]
-        axes[0].scatter(ratios, errors, s=10, color=colour, alpha=0.7, label=name)
-        axes[1].scatter(largest[name], errors, s=10, color=colour, alpha=0.7, label=name)
-        if name in deviations:
-            axes[2].scatter(deviations[name], errors, s=10, color=colour, alpha=0.7,
-                            label=name)
-        for axis in axes:
+        values = {"ratio": ratios, "bond": bond_scores, "max": largest[name],
+                  "committee": deviations.get(name)}
+        for axis, (key, _, _) in zip(axes, columns, strict=True):
+            if values[key] is not None:
+                axis.scatter(values[key], errors, s=10, color=colour, alpha=0.7, label=name)
             axis.axhline(2.0 * np.median(errors), color=colour, linestyle=":", linewidth=1)
-    axes[0].axvline(1.0, color="grey", linewidth=1)
-    axes[0].set_xlabel("distance / cluster radius")
-    axes[1].set_xlabel(f"largest predicted |F| ({unit})")
+    for axis, (key, label, title) in zip(axes, columns, strict=True):
+        axis.set_xlabel(label)
+        axis.set_title(title)
+        if key in ("ratio", "bond"):
+            axis.axvline(1.0, color="grey", linewidth=1)
     axes[0].set_ylabel(f"frame F_mae ({unit})")
-    axes[0].set_title("Exploration signal vs force error")
-    axes[1].set_title("Max |F| vs force error")
-    if deviations:
-        axes[2].set_xlabel(f"committee force deviation ({unit})")
-        axes[2].set_title("Committee deviation vs force error")
     axes[-1].legend(fontsize=8)
     return figure
 

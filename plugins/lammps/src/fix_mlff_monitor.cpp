@@ -145,7 +145,7 @@ FixMLFFMonitor::FixMLFFMonitor(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, nar
 
   nevery = 1;    // end_of_step every step: finiteness; the full check every check_every_ steps
   vector_flag = 1;
-  size_vector = 7;
+  size_vector = 8;
   global_freq = check_every_;
   extvector = 0;
 
@@ -515,6 +515,7 @@ void FixMLFFMonitor::check(bool first, long bad_atom, int bad_what)
     }
     // exploration (same words as mlff_core.monitors.ExplorationCheck.describe)
     last_ratio_ = std::numeric_limits<double>::quiet_NaN();
+    last_bond_score_ = std::numeric_limits<double>::quiet_NaN();
     bool above_warn = false, above_stop = false;
     std::string exploration;
     if (explore_ && !finite_positions) {
@@ -533,15 +534,25 @@ void FixMLFFMonitor::check(bool first, long bad_atom, int bad_what)
         error->one(FLERR, "Fix mlff/monitor: explore() failed: {}", e.what_without_backtrace());
       }
       const double cluster = result[0].item<double>(), ratio = result[1].item<double>();
+      // files with the bond score: [cluster, ratio, bond score, atom i, atom j]; older: [2]
+      const bool has_bond = result.numel() >= 5 && result[3].item<double>() >= 0.0;
       if (cluster >= 0.0 && !std::isfinite(ratio)) {    // e.g. overlapping atoms: 1/r = inf
         exploration = "not classified: non-finite positions or overlapping atoms";
       } else if (cluster >= 0.0) {
         last_ratio_ = ratio;
-        above_warn = ratio > warn_ratio_;
-        above_stop = ratio > stop_ratio_;
-        exploration = fmt::format("{}: nearest cluster {}, distance/radius {}",
-                                  ratio > 1.0 ? "unexplored" : "explored", (int) cluster,
-                                  fixed3(ratio));
+        double score = ratio;
+        std::string bond;
+        if (has_bond) {
+          last_bond_score_ = result[2].item<double>();
+          if (last_bond_score_ > score) score = last_bond_score_;
+          bond = fmt::format(", bond {}-{} score {}", tags_[(int) result[3].item<double>()],
+                             tags_[(int) result[4].item<double>()], fixed3(last_bond_score_));
+        }
+        above_warn = score > warn_ratio_;
+        above_stop = score > stop_ratio_;
+        exploration = fmt::format("{}: nearest cluster {}, distance/radius {}{}",
+                                  score > 1.0 ? "unexplored" : "explored", (int) cluster,
+                                  fixed3(ratio), bond);
       } else {
         exploration = "no reference clusters for this system in the model file";
       }
@@ -617,6 +628,7 @@ void FixMLFFMonitor::check(bool first, long bad_atom, int bad_what)
   MPI_Bcast(&stop, 1, MPI_INT, 0, world);
   MPI_Bcast(&last_deviation_, 1, MPI_DOUBLE, 0, world);
   MPI_Bcast(&last_ratio_, 1, MPI_DOUBLE, 0, world);
+  MPI_Bcast(&last_bond_score_, 1, MPI_DOUBLE, 0, world);
   MPI_Bcast(&last_force_deviation_, 1, MPI_DOUBLE, 0, world);
   MPI_Bcast(&flagged_, 1, MPI_INT, 0, world);
   if (stop) {
@@ -642,5 +654,6 @@ double FixMLFFMonitor::compute_vector(int n)
   if (n == 3) return (stopped_ || stopped_flag_) ? 1.0 : 0.0;
   if (n == 4) return stopped_flag_ || stopped_ ? (double) stop_step_ : -1.0;
   if (n == 5) return last_force_deviation_;
-  return (double) (stopped_ ? stopped_by_ : stopped_by_last_);
+  if (n == 6) return (double) (stopped_ ? stopped_by_ : stopped_by_last_);
+  return last_bond_score_;
 }

@@ -26,8 +26,10 @@
    - `frames`: flagged frames appended as extended XYZ (one write per frame, flushed), a
      molecule whole and non-periodic unless the model is periodic; `last_good`: on a stop, the
      last checked frame that did not trigger it, in the same format.
-   - The distance/radius ratio is graded (DeePMD-kit's trust levels): above `warn_ratio`
-     (default 1.0, the cluster radius) a frame is flagged; above `stop_ratio` (default:
+   - The exploration score is the larger of the distance/radius ratio and, for molecules, the
+     bond score (the bond furthest outside its training range, explore()'s third element;
+     `..., bond I-J score X` in the log); above 1 a frame is unexplored. It is graded
+     (DeePMD-kit's trust levels): above `warn_ratio` (default 1.0) a frame is flagged; above `stop_ratio` (default:
      warn_ratio, at least warn_ratio) `stop_unexplored yes` acts on it.
    - With `warn_deviation W` (eV/Angstrom; a committee model file, mlff train --committee M)
      the frame is also given to the file's committee_forces() (the same molecule or periodic
@@ -42,7 +44,8 @@
    [4] 1 if the monitor stopped the last run, [5] the step at which it stopped (-1: none),
    [6] the committee force deviation (eV/Angstrom; NaN when not monitored), [7] what stopped
    the last run: 0 nothing, 1 collapse, 2 exploration, 3 deviation (the first of these that
-   acted on the frame, in that order). */
+   acted on the frame, in that order), [8] the bond score (NaN for periodic systems and files
+   written before it). */
 
 #ifdef FIX_CLASS
 // clang-format off
@@ -118,7 +121,7 @@ class FixMLFFMonitor : public Fix {
   std::vector<double> reference_;             // Angstrom
   std::string last_good_;                     // rank 0: text of the last good frame
   FILE *fp_ = nullptr, *frames_ = nullptr;
-  double last_deviation_ = 0.0, last_ratio_ = 0.0;
+  double last_deviation_ = 0.0, last_ratio_ = 0.0, last_bond_score_ = 0.0;
   double last_force_deviation_ = std::numeric_limits<double>::quiet_NaN();
   int stopped_by_ = 0, stopped_by_last_ = 0;    // vector element 7 (this run, the last run)
   int flagged_ = 0;
