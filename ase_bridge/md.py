@@ -41,7 +41,8 @@ def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_di
 
     Args: temperature K, timestep fs, friction 1/ps (0: NVE, velocity Verlet), bond_threshold
     Å; `action` applies to the collapse monitor. The exploration monitor flags frames whose
-    distance/radius exceeds `warn_ratio` and, with `stop_ratio`, stops above it. With
+    score (distance/radius or bond score, the larger) exceeds `warn_ratio` and, with
+    `stop_ratio`, stops above it. With
     `warn_deviation` (eV/Å; a committee model file) the deviation monitor flags frames whose
     committee force deviation exceeds it (deviation.log, deviation.xyz) and, with
     `stop_deviation`, stops above that.

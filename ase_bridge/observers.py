@@ -113,13 +113,15 @@ class _GradedObserver(_Observer):
 
 
 class ExplorationObserver(_GradedObserver):
-    """Flags frames outside every conformation cluster of the model's training data.
+    """Flags frames outside the model's training data: outside every conformation cluster, or
+    (molecules) with a bond outside its training length range.
 
     Args:
         atoms: the atoms being simulated.
         model: model file (path or `LoadedModel`) whose `explore` method classifies frames.
-        warn_ratio: distance/radius above which a frame is flagged (1.0: the cluster radius).
-        stop_ratio: distance/radius above which `action` applies (default: `warn_ratio`).
+        warn_ratio: exploration score (the larger of distance/radius and the bond score)
+            above which a frame is flagged (1.0: the edge of the training data).
+        stop_ratio: score above which `action` applies (default: `warn_ratio`).
         action, dynamics, log, flagged_path, last_good_path: as for `CollapseObserver`.
     """
 

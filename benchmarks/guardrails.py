@@ -6,12 +6,14 @@ against collapse, on frames the model was not trained on.
 
 Per molecule:
 - data (GFN2-xTB Langevin MD, 0.5 fs, a frame every 10 steps): the training run at 500 K
-  (`--train-frames`, 10 % validation split off it), a calibration run at 500 K, and held-out
+  (`--train-frames`, 10 % validation split off it), `--calibration-runs` independent
+  calibration runs at 500 K (pooled), and held-out
   runs at 300, 500, 800 and 1200 K (`--test-frames` each; other seeds: independent runs);
 - per seed s: a committee of `--committee` PaiNN members (`mlff train --committee`, seeds
   100 s + k, `--minutes` each, one split). Its member 0 is "the model": the single-model signals
   watch it, and its error is the error to predict. Exported three ways: member 0 with the
-  paper's radius (max), member 0 calibrated on the calibration run (5 %), and the committee;
+  paper's radius (max), member 0 calibrated on the pooled calibration runs (5 %), and the
+  committee;
 - the model's own MD (ASE, Langevin, 0.5 fs, frames every 10 steps): one healthy run at 500 K
   (`--md-steps`), and `--collapse-runs` runs at `--collapse-temperature` that end at the first
   frame with a bond `--threshold` Å off its start length (or at `--collapse-steps`); every frame
@@ -25,7 +27,7 @@ max_i sqrt((1/M) Σ_k |F_i^k − F̄_i|²); max |F̂| of the model (the naive ba
 Measures, per seed, then mean ± std over seeds:
 - flag rate on held-out 500 K frames, on the model's healthy 500 K MD, and per temperature.
   The ratios, the bond score and exploration flag above 1 (their rules); the committee and
-  max |F̂| at the level that flags 5 % of the calibration run (the same conformal quantile as
+  max |F̂| at the level that flags 5 % of the calibration frames (the same conformal quantile as
   `--radius calibrated`);
 - ROC AUC for "frame F_mae above twice the median F_mae of the held-out 500 K frames" over
   every labelled frame (held-out runs, healthy MD, collapse runs before their collapse);
@@ -111,11 +113,14 @@ def _has_bond_ranges(model: Path) -> bool:
     return all(system.get("bond_ranges") for system in systems)
 
 
-def train_models(args, molecule: str, seed: int, data: Path, calibration: Path) -> dict:
+def train_models(args, molecule: str, seed: int, data: Path, calibration: list[Path]) -> dict:
     """The committee run of one seed and its three model files (cached)."""
     root = CACHE / molecule / f"seed{seed}"
     run = root / "committee"
-    files = {"single": root / "single.pt", "calibrated": root / "single_calibrated.pt",
+    runs = len(calibration)
+    files = {"single": root / "single.pt",
+             "calibrated": root / ("single_calibrated.pt" if runs == 1 else
+                                   f"single_calibrated_{runs}runs.pt"),
              "committee": root / "committee.pt"}
     record = run / "committee.json"
     if not (record.exists() and all(json.loads(record.read_text())["finished"])):
@@ -125,10 +130,11 @@ def train_models(args, molecule: str, seed: int, data: Path, calibration: Path) 
              *(["--resume"] if record.exists() else []))
     if not files["committee"].exists() or not _has_bond_ranges(files["single"]):
         mlff("export", run / "member-0", "-o", files["single"], "--overwrite")
-        mlff("export", run / "member-0", "-o", files["calibrated"], "--radius", "calibrated",
-             "--false-flag-rate", args.false_flag_rate, "--calibration-data", calibration,
-             "--overwrite")
         mlff("export", run, "-o", files["committee"], "--overwrite")
+    if not _has_bond_ranges(files["calibrated"]):
+        pooled = [item for path in calibration for item in ("--calibration-data", path)]
+        mlff("export", run / "member-0", "-o", files["calibrated"], "--radius", "calibrated",
+             "--false-flag-rate", args.false_flag_rate, *pooled, "--overwrite")
     return files
 
 
@@ -363,7 +369,8 @@ def evaluate_seed(args, molecule: str, seed: int, sets: dict[str, Frames]) -> di
     runs = model_runs(args, molecule, seed, files["single"], start)
     z = train.atomic_numbers
     scored: dict[str, dict] = {}
-    with progress_bar(f"{molecule} seed {seed}: signals", 4 + len(TEMPERATURES)) as advance:
+    with progress_bar(f"{molecule} seed {seed}: signals",
+                      3 + len(TEMPERATURES) + args.collapse_runs) as advance:
         scored["calibration"] = frame_signals(files, sets["calibration"])
         advance(1)
         for t in TEMPERATURES:
@@ -592,6 +599,8 @@ def main() -> None:
     parser.add_argument("--train-frames", type=int, default=330)
     parser.add_argument("--test-frames", type=int, default=100)
     parser.add_argument("--false-flag-rate", type=float, default=0.05)
+    parser.add_argument("--calibration-runs", type=int, default=3,
+                        help="independent 500 K GFN2-xTB runs pooled to calibrate on")
     parser.add_argument("--md-steps", type=int, default=2000)
     parser.add_argument("--collapse-runs", type=int, default=3)
     parser.add_argument("--collapse-temperature", type=float, default=1500.0)
@@ -619,10 +628,14 @@ def main() -> None:
               "molecules": {}}
     started = time.perf_counter()
     for molecule in args.molecules:
+        calibration = [gfn2_run(molecule, 500.0, args.test_frames, 1 + k)
+                       for k in range(args.calibration_runs)]
         sets: dict = {"train": gfn2_run(molecule, 500.0, args.train_frames, 0),
-                      "calibration": gfn2_run(molecule, 500.0, args.test_frames, 1)}
+                      "calibration": Frames.concatenate(calibration)}
         sets["train_path"] = CACHE / "data" / f"{molecule}_500K_{args.train_frames}_seed0.npz"
-        sets["calibration_path"] = CACHE / "data" / f"{molecule}_500K_{args.test_frames}_seed1.npz"
+        sets["calibration_path"] = [
+            CACHE / "data" / f"{molecule}_500K_{args.test_frames}_seed{1 + k}.npz"
+            for k in range(args.calibration_runs)]
         for t in TEMPERATURES:
             sets[f"test_{t}"] = gfn2_run(molecule, float(t), args.test_frames, 10 + t)
         results = [evaluate_seed(args, molecule, seed, sets) for seed in args.seeds]

@@ -97,8 +97,9 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
     Args:
         temperature: K; timestep: fs; friction: 1/ps (0: NVE, velocity Verlet); bond_threshold: Å.
         action: what the collapse monitor does ('flag', 'stop', 'raise').
-        warn_ratio, stop_ratio: the exploration monitor flags frames whose distance/radius
-            exceeds warn_ratio and, with stop_ratio, stops the run above it.
+        warn_ratio, stop_ratio: the exploration monitor flags frames whose score (the larger
+            of distance/radius and the bond score) exceeds warn_ratio and, with stop_ratio,
+            stops the run above it.
         warn_deviation, stop_deviation: eV/Å; with a committee model file, the deviation
             monitor (deviation.log, deviation.xyz) flags frames whose committee force
             deviation exceeds warn_deviation and, with stop_deviation, stops above it.

@@ -227,8 +227,9 @@ class ExplorationReporter(_GradedReporter):
         action: 'flag', 'stop' or 'raise'.
         save_frames: extended XYZ collecting flagged frames (ready for relabelling).
         last_good_path: PDB written on stop.
-        warn_ratio: distance/radius above which a frame is flagged (1.0: the cluster radius).
-        stop_ratio: distance/radius above which `action` applies (default: `warn_ratio`).
+        warn_ratio: exploration score (the larger of distance/radius and the bond score)
+            above which a frame is flagged (1.0: the edge of the training data).
+        stop_ratio: score above which `action` applies (default: `warn_ratio`).
     """
 
     kind = "exploration"

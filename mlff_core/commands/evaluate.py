@@ -90,20 +90,30 @@ def exploration_summary(clusters, frames) -> dict:
     """The model file's radius rule and how it classifies `frames`: the fraction flagged
     unexplored and the distance/radius ratios (median, 95th percentile)."""
     ratios = clusters.classify(frames)[1]
+    bond_scores = clusters.bond_scores(frames)
+    local = bool(np.isfinite(bond_scores).all())
     return {"radius_rule": dict(clusters.radius_rule_),
             "flagged_fraction": float(np.mean(ratios > 1.0)),
             "ratio_median": float(np.median(ratios)),
-            "ratio_p95": float(np.percentile(ratios, 95))}
+            "ratio_p95": float(np.percentile(ratios, 95)),
+            # the local half of the exploration monitor (molecules; None otherwise)
+            "bond_flagged_fraction": float(np.mean(bond_scores > 1.0)) if local else None,
+            "monitor_flagged_fraction": float(np.mean(np.fmax(ratios, bond_scores) > 1.0))}
 
 
 def format_exploration(summary: dict) -> str:
     """The line `mlff eval` prints about the model file's exploration reference."""
     from mlff_core.commands.exploration_options import describe_radius_rule
 
-    return (f"unexplored by the model file's clusters: {summary['flagged_fraction']:.1%} of "
+    line = (f"unexplored by the model file's clusters: {summary['flagged_fraction']:.1%} of "
             f"these frames (distance/radius median {summary['ratio_median']:.2f}, 95th "
             f"percentile {summary['ratio_p95']:.2f}); "
             f"{describe_radius_rule(summary['radius_rule'])}")
+    if summary.get("bond_flagged_fraction") is not None:
+        line += (f"\nbond outside its training range: {summary['bond_flagged_fraction']:.1%}; "
+                 f"unexplored by the monitors (either): "
+                 f"{summary['monitor_flagged_fraction']:.1%}")
+    return line
 
 
 def _cluster_labels(frames, model, n_clusters, labels_path):

@@ -31,11 +31,13 @@ from mlff_core.progress import progress_bar
 @click.option("--on-collapse", "action", type=click.Choice(["stop", "flag", "raise"]),
               default="stop", show_default=True)
 @click.option("--warn-ratio", type=float, default=1.0, show_default=True,
-              help="Exploration monitor: flag frames whose distance to the nearest training "
-                   "cluster exceeds this multiple of its radius.")
+              help="Exploration monitor: flag frames whose score exceeds this. The score is "
+                   "the larger of distance/radius to the nearest training cluster and, for "
+                   "molecules, the bond score (a bond outside its training length range); "
+                   "1 is the edge of the training data.")
 @click.option("--stop-ratio", type=float,
               help="Exploration monitor: stop the run cleanly at the first frame whose "
-                   "distance/radius exceeds this (at least --warn-ratio; default: never stop).")
+                   "score exceeds this (at least --warn-ratio; default: never stop).")
 @click.option("--warn-deviation", type=float,
               help="Committee model files: flag frames whose force deviation (eV/Å, "
                    "max over atoms of the members' RMS spread around their mean force) exceeds "

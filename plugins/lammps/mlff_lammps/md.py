@@ -48,8 +48,9 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
     trajectory.lammpstrj (element names, unwrapped coordinates), monitor.log, flagged.xyz,
     last_good.xyz (on stop), summary.json.
     `action` concerns collapse: 'stop' halts on the first collapsed frame, 'flag' only records,
-    'raise' stops and then raises. The exploration monitor flags frames whose distance/radius
-    exceeds `warn_ratio` and, with `stop_ratio`, stops the run above it. With
+    'raise' stops and then raises. The exploration monitor flags frames whose score (the
+    larger of distance/radius and the bond score) exceeds `warn_ratio` and, with
+    `stop_ratio`, stops the run above it. With
     `warn_deviation` (eV/Å; a committee model file) the fix also logs the committee force
     deviation, flags above it and, with `stop_deviation`, stops above that.
     Args: temperature K, timestep fs, friction 1/ps, bond_threshold Å, device 'cpu' or
