@@ -191,6 +191,16 @@ def _check_calibrated_export(run_dir, max_file, data, tmp_path):
     assert "unexplored by the model file's clusters:" in evaluated.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["exploration"]["radius_rule"]["rule"] == "calibrated"
+    # ... and the fraction with a bond outside its training range, here from the stored ranges
+    from mlff_core.data.formats import read_frames
+
+    positions, ranges = read_frames(data).positions, calibrated["bond_ranges"]
+    bonds = np.array(ranges["bonds"])
+    lengths = np.linalg.norm(positions[:, bonds[:, 1]] - positions[:, bonds[:, 0]], axis=-1)
+    bond_scores = (np.abs(lengths - ranges["mean"]) / ranges["std"]).max(axis=1) / ranges["level"]
+    assert metrics["exploration"]["bond_flagged_fraction"] == pytest.approx(
+        np.mean(bond_scores > 1.0))
+    assert "bond outside its training range:" in evaluated.stdout
     # 12 held-out frames cannot calibrate 5 %: one clear error, no file
     refused = run_mlff_here("export", run_dir, "-o", tmp_path / "five.pt", "--radius",
                             "calibrated")
