@@ -180,14 +180,55 @@ def test_element_loss_across_systems_and_sample_weights():
     errors[4, 1] = 0.3   # water frame 1, H
     errors[6, 2] = 0.9   # H2, first H
     prediction = _predictions(batch, errors)
-    # O: frame 0 only holds an error: (1 * 0.2 + 3 * 0) / 4 = 0.05;
-    # H: water frames 0, 0.1/2 (weights 1, 3) and H2 0.3/2 (weight 1): (0 + 3*0.05 + 0.15) / 5
-    expected = (0.05 + (3 * 0.05 + 0.15) / 5) / 2
+    # Sample weights multiply each frame's term and the sum is divided by the number of frames
+    # (ASTEROID eq. 2, Σ w_i ℓ_i over a dataset whose weights the Trainer scales to mean 1),
+    # never by the batch's own Σ w.
+    # O: frames 0 (error 0.6 / 3 atoms... on O alone: 0.2) and 1 (0), weights 1, 3:
+    #    (1 * 0.2 + 3 * 0) / 2 frames = 0.1;
+    # H: water frames 0 (0), 1 (0.1 / 2, weight 3) and H2 (0.3 / 2, weight 1):
+    #    (0 + 3 * 0.05 + 0.15) / 3 frames = 0.1
+    expected = (0.1 + 0.1) / 2
     assert float(ForceMetricLoss("element")(batch, prediction).detach()) == pytest.approx(expected)
-    # weighted global F_mae: frames 0.6/9, 0.3/9, 0.9/6 with weights 1, 3, 1
-    expected_global = (0.6 / 9 + 3 * 0.3 / 9 + 0.9 / 6) / 5
+    # weighted global F_mae: frames 0.6/9, 0.3/9, 0.9/6 with weights 1, 3, 1, over 3 frames
+    expected_global = (0.6 / 9 + 3 * 0.3 / 9 + 0.9 / 6) / 3
     value = float(ForceMetricLoss("global")(batch, prediction).detach())
     assert value == pytest.approx(expected_global)
+
+
+def test_a_batch_of_down_weighted_frames_keeps_its_small_weight():
+    """ASTEROID eq. 2 is Σ_i w_i ℓ_i: a batch made only of high-bias frames (w = 0.1) must
+    count a tenth, not be renormalised by its own Σ w back to full weight."""
+    frames = _frames(2, [8, 1, 1], WATER, 9)
+    batch = _batch(frames, weights=np.array([0.1, 0.1]))
+    errors = np.full((6, 3), 0.3)  # |e| = 0.3 on every component of every atom
+    prediction = _predictions(batch, errors, energy_errors=np.zeros(2))
+    assert float(ForceMetricLoss("global")(batch, prediction).detach()) == pytest.approx(0.03)
+    assert float(ForceMetricLoss("maxerr")(batch, prediction).detach()) == pytest.approx(0.03)
+    assert float(ForceMetricLoss("element")(batch, prediction).detach()) == pytest.approx(0.03)
+    mse = CompositeLoss({"mse": 1.0}, energy_weight=0.0)(batch, prediction)
+    assert float(mse.detach()) == pytest.approx(0.1 * 0.09)
+
+
+def test_trainer_scales_sample_weights_to_a_dataset_mean_of_one(tmp_path):
+    """The Trainer divides the sample weights by their mean over the training frames (one
+    dataset constant), so an epoch's mean batch loss is Σ w_i ℓ_i / Σ w_i (eq. 2 scaled)."""
+    frames = _frames(12, [8, 1, 1], WATER, 10)
+    weights = np.linspace(0.05, 1.0, 12)
+    config = TrainingConfig(architecture="schnet", epochs=1, batch_size=4, dtype="float64",
+                            hyperparameters={"hidden": 8, "num_interactions": 1, "cutoff": 3.0})
+    trainer = Trainer(config, [frames[:8]], [frames[8:]], tmp_path,
+                      sample_weights=[weights[:8]], val_sample_weights=[weights[8:]])
+    stored = np.array([float(g.weight) for g in trainer.train_graphs])
+    np.testing.assert_allclose(stored, weights[:8] / weights[:8].mean(), rtol=1e-12)
+    stored_val = np.array([float(g.weight) for g in trainer.val_graphs])
+    np.testing.assert_allclose(stored_val, weights[8:] / weights[8:].mean(), rtol=1e-12)
+    errors = np.random.default_rng(11).normal(scale=0.1, size=(8, 3, 3))
+    per_frame = np.abs(errors).mean(axis=(1, 2))
+    term = ForceMetricLoss("global")
+    epoch = [float(term(batch, _predictions(batch, errors[batch.frame.numpy()])).detach())
+             for batch in batches(trainer.train_graphs, 4, shuffle=True, seed=2)]
+    w = weights[:8]
+    assert np.mean(epoch) == pytest.approx((w * per_frame).sum() / w.sum(), rel=1e-10)
 
 
 @pytest.mark.parametrize("kind", ["global", "cluster", "element", "fnm", "maxerr", "element-fnm"])

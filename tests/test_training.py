@@ -49,7 +49,8 @@ def test_loss_formula_and_sample_weights(water_frames):
     loss = energy_force_loss(batch, Predictions(energy, forces), energy_weight=0.1)
     per_frame = [0.1 * float((energy - batch.energy)[f]) ** 2
                  + float(((forces - batch.forces)[3 * f:3 * f + 3] ** 2).mean()) for f in range(3)]
-    assert float(loss) == pytest.approx((per_frame[0] + 3 * per_frame[2]) / 4.0, rel=1e-12)
+    # Σ_f w_f ℓ_f over the batch's 3 frames (ASTEROID eq. 2), not renormalised by Σ w = 4
+    assert float(loss) == pytest.approx((per_frame[0] + 3 * per_frame[2]) / 3.0, rel=1e-12)
 
 
 def test_training_cuts_force_error_fivefold_and_exports(aspirin_file, tmp_path):

@@ -125,8 +125,21 @@ def frame_weights(batch: Batch) -> Tensor:
     return batch.weight if importance is None else batch.weight * importance
 
 
-def _weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
-    return (weights * values).sum() / weights.sum().clamp_min(1e-12)
+def _importance(batch: Batch) -> Tensor:
+    """[G] each frame's importance correction (1 when frames are drawn uniformly)."""
+    importance = getattr(batch, "importance", None)
+    return torch.ones_like(batch.weight) if importance is None else importance
+
+
+def _weighted_mean(values: Tensor, batch: Batch) -> Tensor:
+    """Σ_f w_f c_f v_f / Σ_f c_f of per-frame values [G]: the sample weights w multiply each
+    frame's value (the Trainer scales them to mean 1 over the training frames, one dataset
+    constant), and the sum is divided by the batch's frame count, or by the sum of the
+    importance corrections c when frames are drawn non-uniformly. Never by the batch's Σ w:
+    that would give a batch of down-weighted frames its full weight back (ASTEROID's eq. 2 is
+    Σ_i w_i ℓ_i)."""
+    importance = _importance(batch)
+    return (batch.weight * importance * values).sum() / importance.sum().clamp_min(1e-12)
 
 
 def _frame_mean(per_atom: Tensor, batch: Batch) -> Tensor:
@@ -148,12 +161,14 @@ def cluster_balance(clusters: np.ndarray) -> np.ndarray:
     return len(clusters) / (len(counts) * counts[inverse])
 
 
-def _group_mean(values: Tensor, groups: Tensor, weights: Tensor) -> Tensor:
-    """Mean over the distinct `groups` [G] of each group's weighted mean of `values` [G]."""
+def _group_mean(values: Tensor, groups: Tensor, batch: Batch) -> Tensor:
+    """Mean over the distinct `groups` [G] of each group's weighted mean of `values` [G] (as
+    `_weighted_mean` within the group)."""
     _, inverse = torch.unique(groups, return_inverse=True)
     count = int(inverse.max()) + 1
-    sums = scatter_sum(weights * values, inverse, count)
-    totals = scatter_sum(weights, inverse, count).clamp_min(1e-12)
+    importance = _importance(batch)
+    sums = scatter_sum(batch.weight * importance * values, inverse, count)
+    totals = scatter_sum(importance, inverse, count).clamp_min(1e-12)
     return (sums / totals).mean()
 
 
@@ -186,9 +201,8 @@ class ForceMetricLoss:
 
     def __call__(self, batch: Batch, predictions: Predictions) -> Tensor:
         errors = self._component_errors(batch, predictions)
-        weights = frame_weights(batch)
         if self.base == "maxerr":
-            return _weighted_mean(_frame_max(errors.amax(dim=-1), batch), weights)
+            return _weighted_mean(_frame_max(errors.amax(dim=-1), batch), batch)
         if self.base == "element":
             return self._element_mean(errors.mean(dim=-1), batch)
         frame_mae = _frame_mean(errors.mean(dim=-1), batch)
@@ -199,10 +213,9 @@ class ForceMetricLoss:
                                 "training frame")
             balance = getattr(batch, "cluster_balance", None)
             if balance is not None:  # the sample weights alone: no importance correction
-                return (batch.weight * balance * frame_mae).sum() / \
-                    batch.weight.sum().clamp_min(1e-12)
-            return _group_mean(frame_mae, clusters, weights)
-        return _weighted_mean(frame_mae, weights)
+                return (batch.weight * balance * frame_mae).sum() / batch.num_graphs
+            return _group_mean(frame_mae, clusters, batch)
+        return _weighted_mean(frame_mae, batch)
 
     @staticmethod
     def _element_mean(atom_errors: Tensor, batch: Batch) -> Tensor:
@@ -215,10 +228,11 @@ class ForceMetricLoss:
         counts = torch.bincount(slot, minlength=n_frames * n_elements).to(atom_errors.dtype)
         present = counts > 0
         means = sums / counts.clamp_min(1.0)
-        weights = frame_weights(batch).repeat_interleave(n_elements) * \
-            present.to(atom_errors.dtype)
+        holds = present.to(atom_errors.dtype)
+        weights = frame_weights(batch).repeat_interleave(n_elements) * holds
+        frames_holding = _importance(batch).repeat_interleave(n_elements) * holds
         per_element = (weights * means).view(n_frames, n_elements).sum(0) / \
-            weights.view(n_frames, n_elements).sum(0).clamp_min(1e-12)
+            frames_holding.view(n_frames, n_elements).sum(0).clamp_min(1e-12)
         return per_element.mean()
 
 
@@ -248,7 +262,7 @@ class CompositeLoss:
         mse_weight = self.terms.get("mse", 0.0)
         if mse_weight > 0.0:
             per_frame = per_frame + mse_weight * per_frame_errors(batch, predictions)[1]
-        loss = _weighted_mean(per_frame, frame_weights(batch))
+        loss = _weighted_mean(per_frame, batch)
         for weight, term in self.metric_terms:
             loss = loss + weight * term(batch, predictions)
         return loss

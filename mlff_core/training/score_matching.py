@@ -133,5 +133,5 @@ class ScoreMatching:
 
     def __call__(self, potential: Potential, batch: Batch) -> Tensor:
         values = self.per_frame(potential, batch)
-        weights = batch.weight
-        return (weights * values).sum() / weights.sum().clamp_min(1e-12)
+        # weights scaled to mean 1 over the dataset by the Trainer: Σ w ℓ / batch size
+        return (batch.weight * values).sum() / batch.num_graphs

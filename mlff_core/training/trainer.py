@@ -290,12 +290,12 @@ class Trainer:
             val_clusters = self._cluster_ids(val)
 
         cutoff = self.potential.cutoff
-        weights = list(sample_weights) if sample_weights is not None else [None] * len(train)
+        weights = _mean_one(sample_weights) if sample_weights is not None else [None] * len(train)
         self.train_graphs = [g for k, part in enumerate(train)
                              for g in frame_graphs(part, cutoff, config.torch_dtype,
                                                    weights=weights[k], system=k,
                                                    clusters=train_clusters[k])]
-        val_weights = list(val_sample_weights) if val_sample_weights is not None else \
+        val_weights = _mean_one(val_sample_weights) if val_sample_weights is not None else \
             [None] * len(val)
         self.val_graphs = [g for k, part in enumerate(val)
                            for g in frame_graphs(part, cutoff, config.torch_dtype, system=k,
@@ -624,3 +624,12 @@ class Trainer:
         else:
             self.stop_reason = self.stop_reason or "epoch limit reached"
         return record
+
+
+def _mean_one(weights: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per-system sample weights divided by their mean over every frame of every system: one
+    dataset constant, so the losses' Σ w ℓ keeps each frame's relative weight (ASTEROID eq. 2)
+    and the loss keeps the scale of unweighted training."""
+    parts = [np.asarray(w, dtype=float) for w in weights]
+    scale = float(np.concatenate(parts).mean()) if parts else 1.0
+    return [w / scale if scale > 0 else w for w in parts]
