@@ -13,7 +13,8 @@ flag above warn_ratio; stop above stop_ratio, None: never), seed, advance (progr
 plus engine-specific options,
 writes its files to output_dir, and returns a summary dict with at least ensemble
 (`ensemble()`), steps_run, stopped, reason (of the event that stopped the run), last_good (None
-when no good frame was saved), seconds, ns_per_day, collapse and exploration (lines from
+when no good frame was saved), seconds, ns_per_day, report_interval, frame_interval_ps (ps
+between trajectory frames), collapse and exploration (lines from
 `mlff_core.monitors.summary_line`), exploration_counts, trajectory (the
 trajectory file, one frame per report interval) and topology (a structure file that the
 trajectory reader needs for coordinate-only formats, or None).

@@ -47,6 +47,17 @@ def test_hand_computed_case_with_max_error_on_hydrogen():
     assert o["FNM_max_err"] == pytest.approx(0.15 / O_MASS)
     kcal = force_metrics(frames, predicted, unit="kcal/mol/A")["global"]
     assert kcal["F_mae"] == pytest.approx(g["F_mae"] * 23.060548, rel=1e-6)
+    # JCP Table II's integer masses (O 16, H 1): the same errors divided by 16 and 1
+    assert m["fnm_masses"] == "standard"
+    integer = force_metrics(frames, predicted, unit="eV/A", fnm_masses="integer")
+    assert integer["fnm_masses"] == "integer"
+    assert integer["global"]["FNM_mae"] == pytest.approx(
+        ((0.3 / 16 + 0.1 + 0.2) / 9 + 0.5 / 9) / 2)
+    # frame 0: max(0.3 / 16, 0.1, 0.2) = 0.2 (H2); frame 1: 0.5 (H1)
+    assert integer["global"]["FNM_max_err"] == pytest.approx((0.2 + 0.5) / 2)
+    assert integer["global"]["F_mae"] == g["F_mae"]  # only FNM changes
+    with pytest.raises(DataError, match="unknown FNM masses 'isotopic'"):
+        force_metrics(frames, predicted, fnm_masses="isotopic")
 
 
 def _reference_metrics(abs_err, masses, labels):
@@ -123,6 +134,11 @@ def test_eval_cli_with_predictions_file(tmp_path):
                                       "E_rmse", "n_frames"}
     assert set(metrics["per_element"]) == {"H", "O"}
     assert set(metrics["per_cluster"]) == {"0", "1"} and "RBP" in metrics["per_cluster"]["0"]
+    integer = run_mlff("eval", "--data", tmp_path / "test.npz", "--predictions",
+                       tmp_path / "pred.npz", "--fnm-masses", "integer", "-o",
+                       tmp_path / "integer.json")
+    assert integer.returncode == 0, integer.stderr
+    assert json.loads((tmp_path / "integer.json").read_text())["fnm_masses"] == "integer"
     assert "cluster 1" in result.stdout  # the terminal table
 
     np.savez(tmp_path / "bad_pred.npz", forces=predicted[:5])

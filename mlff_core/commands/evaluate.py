@@ -29,12 +29,16 @@ from mlff_core.units import FORCE_UNITS
               help=".npy with one integer cluster per frame (negative: unexplored).")
 @click.option("--unit", type=click.Choice(list(FORCE_UNITS)), default="kcal/mol/A",
               show_default=True, help="Force unit of the report.")
+@click.option("--fnm-masses", type=click.Choice(["standard", "integer"]), default="standard",
+              show_default=True,
+              help="Masses of the FNM metrics: standard relative atomic masses, or integers "
+                   "(H 1, C 12, N 14, O 16) as the JCP paper's Table II implies.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--save-predictions", type=click.Path(dir_okay=False),
               help="Also write the model's predictions (npz, eV and eV/Å).")
 def evaluate(data, model_path, predictions, output, n_clusters, cluster_labels, unit,
-             batch_size, device, save_predictions) -> None:
+             fnm_masses, batch_size, device, save_predictions) -> None:
     """Force metrics: global, per element, per conformation cluster, mass-normalised,
     max error, ratio of bad points (RBP), energy MAE/RMSE.
 
@@ -72,7 +76,7 @@ def evaluate(data, model_path, predictions, output, n_clusters, cluster_labels, 
                             predictions)
 
     labels, source, clusters = _cluster_labels(frames, model, n_clusters, cluster_labels)
-    metrics = force_metrics(frames, forces, energies, labels, unit)
+    metrics = force_metrics(frames, forces, energies, labels, unit, fnm_masses)
     metrics["clusters_from"] = source
     if clusters is not None:
         metrics["exploration"] = exploration_summary(clusters, frames)

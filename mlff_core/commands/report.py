@@ -28,12 +28,16 @@ from mlff_core.units import FORCE_UNITS
               show_default=True, help="Collapse threshold in Å (0.3 as in the JCP paper).")
 @click.option("--unit", type=click.Choice(list(FORCE_UNITS)), default="kcal/mol/A",
               show_default=True)
+@click.option("--fnm-masses", type=click.Choice(["standard", "integer"]), default="standard",
+              show_default=True,
+              help="Masses of the FNM metrics: standard relative atomic masses, or integers "
+                   "(H 1, C 12, N 14, O 16) as the JCP paper's Table II implies.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="HTML report to write.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the report as JSON (default: next to the HTML).")
 def report(models, data, trajectories, topology, type_map, n_clusters, bond_threshold, unit,
-           output, json_path) -> None:
+           fnm_masses, output, json_path) -> None:
     """A self-contained HTML report (and JSON) of force metrics and simulation metrics.
 
     \b
@@ -51,7 +55,7 @@ def report(models, data, trajectories, topology, type_map, n_clusters, bond_thre
     with progress_bar("report", len(models) + len(trajectories)) as advance:
         result = build_report(models, data, trajectories, topology,
                               type_map.split() if type_map else None, unit, n_clusters,
-                              bond_threshold, advance=advance)
+                              bond_threshold, fnm_masses=fnm_masses, advance=advance)
     json_path = Path(json_path) if json_path else Path(output).with_suffix(".json")
     with atomic_output(json_path, "w") as fh:
         json.dump(result.document, fh, indent=2)
@@ -76,7 +80,9 @@ def format_comparison(document: dict) -> str:
                 for k in keys))
     for t in document["trajectories"]:
         explored = t.get("explored_ratio")
+        stable_ps = t.get("stability_ps")
         lines.append(f"trajectory {t['label']} ({t['path']}): {t['frames_before_collapse']}/"
                      f"{t['frames']} frames before collapse"
+                     + ("" if stable_ps is None else f" ({stable_ps:.3g} ps)")
                      + ("" if explored is None else f", explored ratio {explored:.2f}"))
     return "\n".join(lines)

@@ -6,6 +6,10 @@ For frames n = 1..N with per-atom errors e_iα = F̂_iα − F_iα and relative 
     F_mae      = mean_n  mean_{i,α} |e_iα|          F_max_err   = mean_n  max_{i,α} |e_iα|
     FNM_mae    = mean_n  mean_{i,α} |e_iα| / u_i    FNM_max_err = mean_n  max_{i,α} |e_iα| / u_i
 
+u_i is the standard relative atomic mass (H 1.008, C 12.011; `fnm_masses="standard"`, the
+default) or, as the JCP paper's Table II implies, the integer mass (the relative atomic mass
+rounded: H 1, C 12, N 14, O 16; `fnm_masses="integer"`). Documents record which.
+
 Per element S the inner mean/max runs over the atoms of element S only; per cluster k the outer
 mean runs over the frames of cluster k only. RBP(k) is the fraction of frames of cluster k whose
 own F_mae exceeds the global F_mae. Energy MAE and RMSE are reported beside them.
@@ -21,6 +25,9 @@ import numpy as np
 from mlff_core.data.frames import Frames
 from mlff_core.errors import DataError
 from mlff_core.units import energy_conversion, force_conversion
+
+#: The masses u_i of the FNM metrics: standard relative atomic masses, or rounded to integers.
+FNM_MASSES = ("standard", "integer")
 
 #: The energy unit that goes with each force unit in reports.
 ENERGY_UNIT_FOR = {"kcal/mol/A": "kcal/mol", "eV/A": "eV", "meV/A": "meV",
@@ -116,7 +123,7 @@ def _closest_pair(positions: np.ndarray) -> str:
 def force_metrics(reference: Frames, predicted_forces: np.ndarray,
                   predicted_energies: np.ndarray | None = None,
                   cluster_labels: np.ndarray | None = None,
-                  unit: str = "kcal/mol/A") -> dict[str, Any]:
+                  unit: str = "kcal/mol/A", fnm_masses: str = "standard") -> dict[str, Any]:
     """All force metrics as the `metrics.json` document.
 
     Args:
@@ -128,6 +135,7 @@ def force_metrics(reference: Frames, predicted_forces: np.ndarray,
             global and per-element metrics but in no cluster.
         unit: force unit of the report (kcal/mol/A, eV/A, meV/A, ...); FNM metrics are in this
             unit per amu, energies in the matching energy unit.
+        fnm_masses: 'standard' (relative atomic masses) or 'integer' (rounded, as JCP Table II).
 
     Returns:
         {"force_unit", "energy_unit", "global": {...}, "per_element": {symbol: {...}},
@@ -135,6 +143,10 @@ def force_metrics(reference: Frames, predicted_forces: np.ndarray,
         only with labels; unexplored only when some labels are negative).
     """
     errors = frame_errors(reference, predicted_forces, predicted_energies)
+    if fnm_masses not in FNM_MASSES:
+        raise DataError(f"unknown FNM masses {fnm_masses!r}; use one of {', '.join(FNM_MASSES)}")
+    if fnm_masses == "integer":
+        errors.masses = np.round(errors.masses)
     to_force = force_conversion(unit)
     energy_unit = ENERGY_UNIT_FOR.get(unit, "eV")
     to_energy = energy_conversion(energy_unit)
@@ -152,6 +164,7 @@ def force_metrics(reference: Frames, predicted_forces: np.ndarray,
     document: dict[str, Any] = {
         "force_unit": unit,
         "energy_unit": energy_unit,
+        "fnm_masses": fnm_masses,
         "global": scaled(errors._summary(all_frames), all_frames),
         "per_element": {},
     }

@@ -1,16 +1,22 @@
 """Simulation metrics of MD trajectories ("Forces are not enough", MDsim; JCP 159, 035101).
 
-- stability: frames before the first collapsed frame (a bond off its reference length by more
-  than the threshold, 0.5 Å by default);
-- h(r): the distribution of all interatomic distances of each frame (MDsim: 500 bins on
-  [0, 10) Å, density-normalised so that Σ h Δr = 1), averaged over frames, and its MAE to a
-  reference h(r) = mean over bins of |h − h_ref| (1/Å);
-- RDF g_ab(r) per element pair for periodic systems;
+- stability: frames before the first collapsed frame. Molecules: a bond off its reference
+  length by more than the threshold (0.5 Å by default). Periodic liquids and materials, where
+  bonds may break and form: MDsim's RDF criterion, the first window of frames (1 ps) whose
+  element-pair RDFs differ from the reference by more than a threshold (`rdf_stability`);
+- h(r) as MDsim defines it: the distances of every atom pair of every frame pooled into one
+  histogram of 500 bins on (0, 10] Å, density-normalised (∫ h dr = 1), and its MAE to a
+  reference h(r) = r_max · mean over bins |h − h_ref| = ∫ |h − h_ref| dr (0 to 2);
+- RDF g_ab(r) per element pair for periodic systems (MDsim: 500 bins on [0, 6) Å), and the
+  RDF MAE per pair, r_max · mean |g − g_ref|;
+- diffusivity per element from the mean squared displacement of unwrapped coordinates (centre
+  of mass removed): D = slope / 6 of a straight-line fit of MSD(t) over a stated lag window;
 - RMSD (to the first frame, after optimal superposition) and per-atom RMSF, via mdtraj;
-- contact map: fraction of frames in which each atom pair is closer than a cutoff (mdtraj);
+- contact map as the JCP paper draws it: the mean distance of every atom pair, and its MAE to
+  the reference data's; and the fraction of frames in which each pair is closer than a cutoff;
 - per-frame max |F|, potential energy trace, explored ratio and mean |F| in explored vs
   unexplored frames.
-Units: Å, eV, eV/Å.
+Units: Å, ps, eV, eV/Å; diffusivity cm²/s.
 """
 
 from __future__ import annotations
@@ -24,7 +30,11 @@ from mlff_core.data.frames import Frames
 from mlff_core.metrics.descriptors import element_pairs, pair_rdf
 from mlff_core.monitors.detectors import CollapseDetector
 
-HR_BINS, HR_MAX = 500, 10.0
+HR_BINS, HR_MAX = 500, 10.0  # MDsim's h(r)
+RDF_BINS, RDF_MAX = 500, 6.0  # MDsim's RDF
+RDF_WINDOW_PS, RDF_THRESHOLD = 1.0, 3.0  # MDsim's water criterion: 1 ps windows, MAE above 3
+RDF_WINDOW_FRAMES = 10  # when the time between frames is not known (MDsim water: 0.1 ps)
+ANGSTROM2_PER_PS_IN_CM2_PER_S = 1e-4  # 1 Å²/ps = 1e-16 cm² / 1e-12 s
 
 
 def stability(frames: Frames, threshold: float = 0.5, bonds: np.ndarray | None = None,
@@ -65,44 +75,169 @@ def stability(frames: Frames, threshold: float = 0.5, bonds: np.ndarray | None =
 
 def distance_distribution(frames: Frames, bins: int = HR_BINS,
                           r_max: float = HR_MAX) -> tuple[np.ndarray, np.ndarray]:
-    """h(r): bin centres [bins] Å and the frame-averaged density [bins] 1/Å."""
-    n = frames.n_atoms
-    i, j = np.triu_indices(n, k=1)
+    """h(r) as MDsim computes it: bin centres [bins] Å and the density [bins] 1/Å of the
+    distances of every atom pair of every frame, pooled into one histogram on (0, r_max]
+    (distances beyond r_max are left out; ∫ h dr = 1 over the range)."""
+    i, j = np.triu_indices(frames.n_atoms, k=1)
     edges = np.linspace(0.0, r_max, bins + 1)
-    total = np.zeros(bins)
+    counts = np.zeros(bins)
     for f in range(frames.n_frames):
         distances = np.linalg.norm(frames.positions[f, i] - frames.positions[f, j], axis=1)
-        histogram, _ = np.histogram(distances, edges, density=True)
-        total += np.nan_to_num(histogram)
-    return 0.5 * (edges[1:] + edges[:-1]), total / frames.n_frames
+        counts += np.histogram(distances, edges)[0]
+    total = counts.sum()
+    density = counts / (total * (r_max / bins)) if total else counts
+    return 0.5 * (edges[1:] + edges[:-1]), density
 
 
-def hr_mae(h: np.ndarray, h_reference: np.ndarray) -> float:
-    """MAE between two h(r) curves on the same bins (1/Å)."""
-    return float(np.abs(np.asarray(h) - np.asarray(h_reference)).mean())
+def hr_mae(h: np.ndarray, h_reference: np.ndarray, r_max: float = HR_MAX) -> float:
+    """MDsim's h(r) MAE of two curves on the same bins over (0, r_max]: r_max · mean |Δh| =
+    ∫ |Δh| dr, dimensionless, 0 (identical) to 2 (no overlap)."""
+    return float(r_max * np.abs(np.asarray(h) - np.asarray(h_reference)).mean())
 
 
-def radial_distribution(frames: Frames, r_max: float = 6.0,
-                        bins: int = 120) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Frame-averaged g_ab(r) per element pair of a periodic trajectory.
-
-    Returns bin centres [bins] Å and {"O-H": g [bins], ...}.
-    """
+def frame_rdfs(frames: Frames, r_max: float = RDF_MAX, bins: int = RDF_BINS
+               ) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Per-frame g_ab(r) of a periodic trajectory: bin centres [bins] Å, pair names ("H-O"),
+    and g [F, P, bins] (`mlff_core.metrics.descriptors.pair_rdf`: n_ab / (N_a ρ_b 4πr²Δr), the
+    normalisation of MDsim, whose like pairs also divide by N_a²)."""
     from ase.data import chemical_symbols
 
     species = sorted(set(frames.atomic_numbers.tolist()))
+    pairs = element_pairs(species)
     numbers = torch.as_tensor(frames.atomic_numbers)
     pbc = torch.as_tensor(frames.pbc)
-    total = None
-    for f in range(frames.n_frames):
-        g = pair_rdf(torch.as_tensor(frames.positions[f]), numbers,
-                     torch.as_tensor(frames.cell[f]), pbc, species, r_max, bins).numpy()
-        total = g if total is None else total + g
-    total /= frames.n_frames
-    centres = (np.arange(bins) + 0.5) * r_max / bins
-    curves = {f"{chemical_symbols[a]}-{chemical_symbols[b]}": total[k * bins:(k + 1) * bins]
-              for k, (a, b) in enumerate(element_pairs(species))}
-    return centres, curves
+    g = np.stack([pair_rdf(torch.as_tensor(frames.positions[f]), numbers,
+                           torch.as_tensor(frames.cell[f]), pbc, species, r_max, bins)
+                  .numpy().reshape(len(pairs), bins) for f in range(frames.n_frames)])
+    names = [f"{chemical_symbols[a]}-{chemical_symbols[b]}" for a, b in pairs]
+    return (np.arange(bins) + 0.5) * r_max / bins, names, g
+
+
+def radial_distribution(frames: Frames, r_max: float = RDF_MAX,
+                        bins: int = RDF_BINS) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Frame-averaged g_ab(r) per element pair of a periodic trajectory.
+
+    Returns bin centres [bins] Å and {"H-O": g [bins], ...}.
+    """
+    centres, names, g = frame_rdfs(frames, r_max, bins)
+    mean = g.mean(axis=0)
+    return centres, {name: mean[k] for k, name in enumerate(names)}
+
+
+def rdf_mae(curves: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+            r_max: float = RDF_MAX) -> dict[str, float]:
+    """MDsim's RDF MAE per element pair found in both: r_max · mean over bins |g − g_ref|."""
+    return {pair: float(r_max * np.abs(np.asarray(g) - np.asarray(reference[pair])).mean())
+            for pair, g in curves.items() if pair in reference}
+
+
+def rdf_stability(frames: Frames, reference: dict[str, np.ndarray], window: int,
+                  threshold: float = RDF_THRESHOLD, r_max: float = RDF_MAX,
+                  bins: int = RDF_BINS) -> dict[str, Any]:
+    """MDsim's stability criterion for periodic liquids and materials: the run is unstable from
+    the first frame i at which the RDFs of frames i … i + window − 1 differ from `reference`
+    (pair → g [bins]) by an RDF MAE above `threshold` for any pair (MDsim water: 1 ps windows,
+    threshold 3).
+
+    Returns:
+        {"frames_before_collapse", "collapsed", "first_collapse_frame", "n_frames",
+         "window_frames", "threshold", "max_rdf_mae" [windows]}
+    """
+    if window < 1:
+        raise ValueError(f"the RDF window must hold at least one frame, got {window}")
+    _, names, g = frame_rdfs(frames, r_max, bins)
+    keep = [k for k, name in enumerate(names) if name in reference]
+    ref = np.stack([np.asarray(reference[names[k]]) for k in keep])
+    sums = np.concatenate([np.zeros((1, len(keep), bins)), np.cumsum(g[:, keep], axis=0)])
+    starts = np.arange(max(frames.n_frames - window + 1, 0))
+    window_g = (sums[starts + window] - sums[starts]) / window  # [W, P, bins]
+    worst = r_max * np.abs(window_g - ref[None]).mean(axis=2).max(axis=1)  # [W]
+    above = np.flatnonzero(worst > threshold)
+    first = int(above[0]) if len(above) else None
+    return {"frames_before_collapse": frames.n_frames if first is None else first,
+            "collapsed": first is not None, "first_collapse_frame": first,
+            "n_frames": frames.n_frames, "window_frames": int(window),
+            "threshold": float(threshold), "max_rdf_mae": worst.tolist()}
+
+
+def unwrapped_positions(frames: Frames) -> np.ndarray:
+    """[F, N, 3] Å: positions of a periodic trajectory made continuous across the box, each
+    frame's displacement from the previous one taken as its minimum image (right while no atom
+    moves half a box length between frames); molecules are returned as they are."""
+    positions = np.asarray(frames.positions, dtype=float)
+    if not frames.is_periodic:
+        return positions.copy()
+    out = np.empty_like(positions)
+    out[0] = positions[0]
+    pbc = np.asarray(frames.pbc, dtype=bool)
+    for f in range(1, len(positions)):
+        cell = frames.cell[f]
+        step = (positions[f] - positions[f - 1]) @ np.linalg.inv(cell)
+        step -= np.where(pbc, np.round(step), 0.0)
+        out[f] = out[f - 1] + step @ cell
+    return out
+
+
+def mean_squared_displacement(positions: np.ndarray) -> np.ndarray:
+    """MSD [F] (Å²) at lags 0 … F − 1 of positions [F, N, 3], averaged over atoms and over every
+    time origin (the FFT algorithm of nMoldyn: MSD(m) = S1(m) − 2 S2(m), S2 the position
+    autocorrelation)."""
+    x = np.asarray(positions, dtype=float)
+    n_frames = len(x)
+    squared = (x ** 2).sum(axis=2)  # [F, N]
+    spectrum = np.fft.rfft(x, n=2 * n_frames, axis=0)
+    autocorrelation = np.fft.irfft(spectrum * spectrum.conj(), axis=0)[:n_frames].sum(axis=2)
+    counts = n_frames - np.arange(n_frames)
+    s2 = autocorrelation / counts[:, None]
+    padded = np.concatenate([squared, np.zeros((1, x.shape[1]))])
+    running = 2.0 * squared.sum(axis=0)
+    s1 = np.empty((n_frames, x.shape[1]))
+    for m in range(n_frames):
+        running = running - padded[m - 1] - padded[n_frames - m]
+        s1[m] = running / (n_frames - m)
+    return (s1 - 2.0 * s2).mean(axis=1)
+
+
+def diffusivity(frames: Frames, frame_interval_ps: float,
+                fit_window: tuple[float, float] = (0.1, 0.5)) -> dict[str, Any]:
+    """Self-diffusion coefficient per element, D = slope / 6 of MSD(t) (Einstein relation),
+    from unwrapped coordinates with the centre of mass (mass-weighted) removed.
+
+    Args:
+        frame_interval_ps: time between frames, ps.
+        fit_window: the lags fitted, as fractions of the run's length (default 10 % to 50 %:
+            past the ballistic start, before the few-origin tail).
+
+    Returns:
+        {"unit": "cm^2/s", "fit_window_ps": [t0, t1], "per_element": {"O": D, ...}}
+
+    Raises:
+        DataError: fewer than 3 lags in the window.
+    """
+    from ase.data import atomic_masses, chemical_symbols
+
+    from mlff_core.errors import DataError
+
+    positions = unwrapped_positions(frames)
+    masses = atomic_masses[frames.atomic_numbers]
+    centre = (positions * masses[None, :, None]).sum(axis=1) / masses.sum()
+    positions = positions - centre[:, None, :]
+    lags = np.arange(frames.n_frames)
+    first = int(np.ceil(fit_window[0] * (frames.n_frames - 1)))
+    last = int(np.floor(fit_window[1] * (frames.n_frames - 1)))
+    if last - first + 1 < 3:
+        raise DataError(f"{frames.n_frames} frames are too few to fit a diffusivity over "
+                        f"{fit_window[0]:.0%}-{fit_window[1]:.0%} of the run", frames.source)
+    times = lags[first:last + 1] * frame_interval_ps
+    result: dict[str, Any] = {"unit": "cm^2/s", "fit_window_ps": [float(times[0]),
+                                                                  float(times[-1])],
+                              "per_element": {}}
+    for z in sorted(set(frames.atomic_numbers.tolist())):
+        msd = mean_squared_displacement(positions[:, frames.atomic_numbers == z])
+        slope = np.polyfit(times, msd[first:last + 1], 1)[0]  # Å²/ps
+        result["per_element"][chemical_symbols[z]] = float(
+            slope / 6.0 * ANGSTROM2_PER_PS_IN_CM2_PER_S)
+    return result
 
 
 def _mdtraj(frames: Frames):
@@ -140,6 +275,22 @@ def contact_map(frames: Frames, cutoff: float = 3.0) -> np.ndarray:
     result = np.eye(n)
     result[i, j] = result[j, i] = fraction
     return result
+
+
+def distance_map(frames: Frames) -> np.ndarray:
+    """[N, N] mean over frames of each pairwise distance r_ij (Å): the contact map as the JCP
+    paper (159, 035101) draws it."""
+    positions = np.asarray(frames.positions, dtype=float)
+    total = np.zeros((frames.n_atoms, frames.n_atoms))
+    for frame in positions:
+        total += np.linalg.norm(frame[:, None] - frame[None], axis=-1)
+    return total / max(frames.n_frames, 1)
+
+
+def distance_map_mae(distances: np.ndarray, reference: np.ndarray) -> float:
+    """Mean over atom pairs i < j of |r̄_ij − r̄_ij,ref| (Å) of two distance maps."""
+    i, j = np.triu_indices(len(distances), k=1)
+    return float(np.abs(distances[i, j] - reference[i, j]).mean())
 
 
 def force_statistics(forces: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@ metrics of their MD trajectories, as a JSON document plus figures (for the HTML 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,9 +28,6 @@ from mlff_core.metrics.signals import (
 from mlff_core.progress import Advance, no_progress
 from mlff_core.report import plots
 from mlff_core.units import force_conversion
-
-#: Distance below which two atoms are in contact in the contact maps, Å.
-CONTACT_CUTOFF = 3.0
 
 
 @dataclass
@@ -75,7 +73,8 @@ def build_report(models: Sequence[str | os.PathLike], data: str | os.PathLike,
                  trajectories: Sequence[str] = (), topology: str | os.PathLike | None = None,
                  type_map: Sequence[str] | None = None, unit: str = "kcal/mol/A",
                  n_clusters: int | None = None, bond_threshold: float = 0.5,
-                 batch_size: int = 64, advance: Advance = no_progress) -> Report:
+                 batch_size: int = 64, fnm_masses: str = "standard",
+                 advance: Advance = no_progress) -> Report:
     """Evaluate models and trajectories against reference data.
 
     Args:
@@ -121,7 +120,7 @@ def build_report(models: Sequence[str | os.PathLike], data: str | os.PathLike,
     for loaded in loaded_models:
         energies, forces = predict_with_model(loaded, frames, batch_size)
         name = _model_name(loaded.path, names)
-        metrics = force_metrics(frames, forces, energies, labels, unit)
+        metrics = force_metrics(frames, forces, energies, labels, unit, fnm_masses)
         report.document["models"].append({"name": name, "path": str(loaded.path),
                                           "architecture": loaded.metadata["architecture"],
                                           "metrics": metrics})
@@ -196,6 +195,24 @@ def _model_figures(report: Report, errors: dict[str, np.ndarray], unit: str) -> 
     report.figures["error_histogram"] = plots.png_base64(plots.error_histograms(errors, unit))
 
 
+def run_record(path: Path, run: Frames) -> dict[str, float | None]:
+    """Time between frames (ps) and speed (ns/day) of a trajectory: from the summary.json that
+    `mlff md` writes beside it, else the frame times a DCD/XTC file stores; None if unknown."""
+    interval, speed = None, None
+    summary = path.parent / "summary.json"
+    if summary.is_file():
+        try:
+            recorded = json.loads(summary.read_text())
+        except (OSError, ValueError):
+            recorded = {}
+        if Path(str(recorded.get("trajectory", ""))).name == path.name:
+            interval, speed = recorded.get("frame_interval_ps"), recorded.get("ns_per_day")
+    times = np.asarray(run.provenance.get("time_ps") or [], dtype=float)
+    if interval is None and len(times) > 1 and np.all(np.diff(times) > 0):
+        interval = float(np.median(np.diff(times)))
+    return {"frame_interval_ps": interval, "ns_per_day": speed}
+
+
 def _trajectory_section(report: Report, reference: Frames, trajectories: Sequence[str],
                         topology, type_map, clusters: ConformationClusters,
                         bond_threshold: float, loaded_models: list, advance: Advance) -> None:
@@ -205,9 +222,12 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
     h_curves, rmsd_curves, rmsf_curves, rdf_curves, energy_curves = {}, {}, {}, {}, {}
     force_curves, contacts = {}, {}
     if not reference.is_periodic:
-        contacts["reference data"] = simulation.contact_map(reference, CONTACT_CUTOFF)
+        contacts["reference data"] = simulation.distance_map(reference)
     centres, h_reference = (None, None) if reference.is_periodic else \
         simulation.distance_distribution(reference)
+    reference_rdfs: dict[str, Any] = {}
+    if reference.is_periodic:
+        reference_rdfs["curves"] = simulation.radial_distribution(reference)[1]
     for argument in trajectories:
         label, path = parse_trajectory_argument(argument)
         run = read_trajectory(path, topology, type_map)
@@ -218,11 +238,30 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
             raise DataError(f"trajectory has {run.n_atoms} atoms ({run.formula}) but the "
                             f"reference data and models are for {reference.n_atoms} atoms "
                             f"({reference.formula}) in another order or composition", path)
-        stable = simulation.stability(run, bond_threshold, reference=reference)
+        recorded = run_record(path, run)
+        interval = recorded["frame_interval_ps"]
+        rdf_reference = reference_rdfs.get("curves") if run.is_periodic else None
+        if rdf_reference is not None:  # a liquid or material: bonds may break and form
+            window = max(1, round(simulation.RDF_WINDOW_PS / interval)) if interval else \
+                simulation.RDF_WINDOW_FRAMES
+            stable = simulation.rdf_stability(run, rdf_reference, window)
+            criterion = {"kind": "rdf", "window_frames": window,
+                         "threshold": simulation.RDF_THRESHOLD,
+                         "rule": "MDsim: the first window whose RDF MAE (r_max · mean |Δg|) "
+                                 "exceeds the threshold for any element pair"}
+        else:
+            stable = simulation.stability(run, bond_threshold, reference=reference)
+            criterion = {"kind": "bonds", "threshold": bond_threshold,
+                         "rule": "a bond off its mean length in the reference data by more "
+                                 "than the threshold (Å)"}
         entry: dict[str, Any] = {
             "label": label, "path": str(path), "frames": run.n_frames,
             "frames_before_collapse": stable["frames_before_collapse"],
             "collapsed": stable["collapsed"], "bond_threshold": bond_threshold,
+            "stability_criterion": criterion,
+            "frame_interval_ps": interval,
+            "stability_ps": stable["frames_before_collapse"] * interval if interval else None,
+            "ns_per_day": recorded["ns_per_day"],
         }
         groups.setdefault(label, []).append(stable["frames_before_collapse"])
         key = f"{label}: {path.name}"
@@ -231,6 +270,13 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
             r, curves = simulation.radial_distribution(usable)
             for pair, g in curves.items():
                 rdf_curves[f"{key} {pair}"] = (r, g)
+            if rdf_reference is not None:
+                entry["rdf_mae"] = simulation.rdf_mae(curves, rdf_reference)
+            if interval:
+                try:
+                    entry["diffusivity"] = simulation.diffusivity(usable, interval)
+                except DataError:  # too short a stable part to fit
+                    entry["diffusivity"] = None
         else:
             _, h = simulation.distance_distribution(usable)
             entry["hr_mae"] = simulation.hr_mae(h, h_reference)
@@ -239,8 +285,11 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
             entry["rmsd_final_A"] = float(rmsd[-1])
             entry["rmsf_mean_A"] = float(rmsf.mean())
             rmsd_curves[key], rmsf_curves[key] = rmsd, rmsf
+            distances = simulation.distance_map(usable)
+            entry["distance_map_mae_A"] = simulation.distance_map_mae(
+                distances, contacts["reference data"])
             if len(contacts) < 3:
-                contacts[key] = simulation.contact_map(usable, CONTACT_CUTOFF)
+                contacts[key] = distances
         forces, energies, source = run.forces, run.energies, "trajectory"
         if forces is None and loaded_models:
             energies, forces = predict_with_model(loaded_models[0], run)
@@ -274,8 +323,7 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
             {k: v[0] for k, v in rdf_curves.items()}, {k: v[1] for k, v in rdf_curves.items()},
             "Radial distribution functions", "r (Å)", "g(r)"))
     if len(contacts) > 1:
-        report.figures["contacts"] = plots.png_base64(plots.contact_maps(contacts,
-                                                                         CONTACT_CUTOFF))
+        report.figures["contacts"] = plots.png_base64(plots.distance_maps(contacts))
     if force_curves:
         report.figures["max_force"] = plots.png_base64(plots.curves(
             {k: np.arange(len(v)) for k, v in force_curves.items()}, force_curves,

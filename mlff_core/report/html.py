@@ -148,20 +148,46 @@ def render_html(report: Report, title: str = "mlff-plugins report") -> str:
 
     if doc["trajectories"]:
         parts.append("<h2>Simulations</h2>")
-        keys = ["label", "file", "frames", "frames_before_collapse", "collapsed", "hr_mae",
-                "rmsd_final_A", "explored_ratio", "mean_force_explored",
-                "mean_force_unexplored", "max_force_eV_per_A"]
-        rows = [[t.get(k) if k != "file" else t["path"].rsplit("/", 1)[-1] for k in keys]
-                for t in doc["trajectories"]]
+        keys = ["label", "file", "frames", "frames_before_collapse", "stability_ps",
+                "collapsed", "ns_per_day", "hr_mae", "rdf_mae", "diffusivity",
+                "distance_map_mae_A", "rmsd_final_A",
+                "explored_ratio", "mean_force_explored", "mean_force_unexplored",
+                "max_force_eV_per_A"]
+        keys = [k for k in keys if k in ("label", "file")
+                or any(t.get(k) is not None for t in doc["trajectories"])]
+        rows = [[_cell(t, k) for k in keys] for t in doc["trajectories"]]
         parts.append(html_table(keys, rows))
-        parts.append('<p class="note">Collapse: a bond deviating from its mean length in the '
-                     f'reference data by more than {doc["trajectories"][0]["bond_threshold"]} Å. '
-                     "h(r) MAE: mean over 500 bins on [0, 10) Å of |h − h_ref| (1/Å); forces in "
-                     "eV/Å.</p>")
+        criteria = {t["stability_criterion"]["kind"]: t["stability_criterion"]
+                    for t in doc["trajectories"] if t.get("stability_criterion")}
+        notes = []
+        if "bonds" in criteria:
+            notes.append("Collapse (molecules): a bond deviating from its mean length in the "
+                         f"reference data by more than {criteria['bonds']['threshold']} Å.")
+        if "rdf" in criteria:
+            notes.append("Collapse (periodic): the first window of "
+                         f"{criteria['rdf']['window_frames']} frames whose RDF MAE exceeds "
+                         f"{criteria['rdf']['threshold']:g} for any element pair (MDsim).")
+        notes.append("h(r) MAE (MDsim): ∫ |h − h_ref| dr over 500 bins on (0, 10] Å, 0 to 2; "
+                     "RDF MAE (MDsim): 6 Å × mean |g − g_ref| over 500 bins on [0, 6) Å, per "
+                     "pair; diffusivity in cm²/s per element (fit window in the JSON); forces "
+                     "in eV/Å.")
+        parts.append('<p class="note">' + " ".join(notes) + "</p>")
         parts.append("<div>" + "".join(_figure(report, n) for n in (
             "stability", "hr", "rmsd", "rmsf", "contacts", "rdf", "max_force", "energy"))
             + "</div>")
     return html_page(title, parts)
+
+
+def _cell(trajectory: dict, key: str):
+    """One cell of the simulations table: maps (per pair, per element) as 'k v' lists."""
+    if key == "file":
+        return trajectory["path"].rsplit("/", 1)[-1]
+    value = trajectory.get(key)
+    if key == "diffusivity" and value:
+        value = value["per_element"]
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v:.3g}" for k, v in value.items())
+    return value
 
 
 def html_page(title: str, parts: list[str]) -> str:

@@ -171,15 +171,16 @@ def curves(x: np.ndarray | dict[str, np.ndarray], series: dict[str, np.ndarray],
     return figure
 
 
-def contact_maps(maps: dict[str, np.ndarray], cutoff: float):
-    """Side-by-side contact-frequency maps (fraction of frames with r_ij < cutoff)."""
+def distance_maps(maps: dict[str, np.ndarray]):
+    """Side-by-side maps of the mean distance of every atom pair (Å), the JCP paper's contact
+    maps, on one colour scale."""
     figure, axes = plt.subplots(1, len(maps), figsize=(3.6 * len(maps) + 0.8, 3.4),
                                 squeeze=False)
+    top = max(float(np.max(values)) for values in maps.values())
     for axis, (name, values) in zip(axes[0], maps.items(), strict=True):
-        image = axis.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis")
+        image = axis.imshow(values, vmin=0.0, vmax=top, cmap="viridis_r")
         axis.set_title(name, fontsize=9)
         axis.set_xlabel("atom")
         axis.set_ylabel("atom")
-    figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8,
-                    label=f"fraction of frames with r < {cutoff:g} Å")
+    figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="mean distance r_ij (Å)")
     return figure
