@@ -246,3 +246,42 @@ def test_a_periodic_liquid_gets_the_mdsim_rdf_metrics_and_stability(tmp_path):
     assert 0 < max(calm["rdf_mae"].values()) < calm["stability_criterion"]["threshold"]
     assert set(calm["diffusivity"]["per_element"]) == {"H", "O"}
     assert "(3 ps)" in result.stdout
+
+
+def test_relabel_gives_the_force_error_before_a_collapse(inputs, tmp_path):
+    """JCP Fig. 7: `--relabel mmff94` labels the frames before the broken run's collapse (at
+    frame 20); each model's error along them is recomputed here from MMFF94 labels and the
+    model's own predictions."""
+    from mlff_core.data.formats import read_frames
+    from mlff_core.export import load_model
+    from mlff_core.metrics.predict import predict_with_model
+    from mlff_core.units import force_conversion
+
+    root, models, runs = inputs
+    result = run_mlff("report", "--model", models[0], "--data", root / "test.npz",
+                      "--trajectory", f"broken={runs[2]}", "--relabel", "mmff94",
+                      "--relabel-frames", "4", "-o", tmp_path / "r.html")
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads((tmp_path / "r.json").read_text())["trajectories"]
+    curve = entry["pre_collapse_errors"]
+    assert curve["frames"] == [16, 17, 18, 19] and curve["frames_to_collapse"] == [4, 3, 2, 1]
+    assert curve["level"] == "MMFF94" and curve["labelled"] == 4
+    window = read_frames(runs[2])[16:20]
+    data = read_frames(root / "test.npz")
+    level = get_level("mmff94")
+    calculator = level.calculator(smiles=data.provenance["system"]["smiles"])
+    reference = []
+    for f in range(4):
+        atoms = window.to_atoms(f)
+        atoms.calc = calculator
+        reference.append(atoms.get_forces())
+    _, predicted = predict_with_model(load_model(models[0]), window)
+    expected = np.abs(predicted - np.array(reference)).mean(axis=(1, 2)) * \
+        force_conversion("kcal/mol/A")
+    np.testing.assert_allclose(curve["F_mae"]["schnet"], expected, rtol=1e-8)
+    assert 'id="fig-pre_collapse"' in (tmp_path / "r.html").read_text()
+    # without a model there is nothing to compare: one clear error
+    refused = run_mlff("report", "--data", root / "test.npz", "--trajectory", str(runs[2]),
+                       "--relabel", "mmff94", "-o", tmp_path / "none.html")
+    assert_clean_error(refused, "--relabel compares models with reference labels")
+    assert not (tmp_path / "none.html").exists()

@@ -32,12 +32,17 @@ from mlff_core.units import FORCE_UNITS
               show_default=True,
               help="Masses of the FNM metrics: standard relative atomic masses, or integers "
                    "(H 1, C 12, N 14, O 16) as the JCP paper's Table II implies.")
+@click.option("--relabel", "relabel_level",
+              help="Label the last frames before each collapse with this level of theory "
+                   "(e.g. gfn2) and plot each model's force error along them (JCP Fig. 7).")
+@click.option("--relabel-frames", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many frames before a collapse --relabel labels.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="HTML report to write.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the report as JSON (default: next to the HTML).")
 def report(models, data, trajectories, topology, type_map, n_clusters, bond_threshold, unit,
-           fnm_masses, output, json_path) -> None:
+           fnm_masses, relabel_level, relabel_frames, output, json_path) -> None:
     """A self-contained HTML report (and JSON) of force metrics and simulation metrics.
 
     \b
@@ -55,7 +60,9 @@ def report(models, data, trajectories, topology, type_map, n_clusters, bond_thre
     with progress_bar("report", len(models) + len(trajectories)) as advance:
         result = build_report(models, data, trajectories, topology,
                               type_map.split() if type_map else None, unit, n_clusters,
-                              bond_threshold, fnm_masses=fnm_masses, advance=advance)
+                              bond_threshold, fnm_masses=fnm_masses,
+                              relabel=(relabel_level, relabel_frames) if relabel_level else None,
+                              advance=advance)
     json_path = Path(json_path) if json_path else Path(output).with_suffix(".json")
     with atomic_output(json_path, "w") as fh:
         json.dump(result.document, fh, indent=2)

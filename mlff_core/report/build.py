@@ -16,6 +16,7 @@ from mlff_core.data.formats import read_frames
 from mlff_core.data.frames import Frames
 from mlff_core.data.trajectories import read_trajectory
 from mlff_core.errors import DataError
+from mlff_core.labels import get_level
 from mlff_core.metrics import simulation
 from mlff_core.metrics.clusters import ConformationClusters
 from mlff_core.metrics.force import force_metrics
@@ -74,6 +75,7 @@ def build_report(models: Sequence[str | os.PathLike], data: str | os.PathLike,
                  type_map: Sequence[str] | None = None, unit: str = "kcal/mol/A",
                  n_clusters: int | None = None, bond_threshold: float = 0.5,
                  batch_size: int = 64, fnm_masses: str = "standard",
+                 relabel: tuple[str, int] | None = None,
                  advance: Advance = no_progress) -> Report:
     """Evaluate models and trajectories against reference data.
 
@@ -138,8 +140,12 @@ def build_report(models: Sequence[str | os.PathLike], data: str | os.PathLike,
     if loaded_models:
         _model_figures(report, errors, unit)
     if trajectories:
+        if relabel is not None and not loaded_models:
+            raise DataError("--relabel compares models with reference labels: give --model")
+        level = None if relabel is None else get_level(relabel[0])
         _trajectory_section(report, frames, trajectories, topology, type_map, clusters,
-                            bond_threshold, loaded_models, advance)
+                            bond_threshold, loaded_models, advance,
+                            None if level is None else (level, relabel[1]), unit)
     return report
 
 
@@ -213,10 +219,48 @@ def run_record(path: Path, run: Frames) -> dict[str, float | None]:
     return {"frame_interval_ps": interval, "ns_per_day": speed}
 
 
+def pre_collapse_errors(run: Frames, first_collapse: int, reference: Frames, level,
+                        n_frames: int, loaded_models: list, names: list[str],
+                        to_unit: float) -> dict[str, Any]:
+    """JCP Fig. 7: the last `n_frames` frames before a collapse labelled by `level`, and each
+    model's per-frame F_mae against those labels (in the report's unit; NaN where the level
+    could not label a frame)."""
+    from mlff_core.errors import LevelOfTheoryError
+    from mlff_core.metrics.predict import predict_with_model
+
+    start = max(0, first_collapse - n_frames)
+    window = run[start:first_collapse]
+    system = reference.provenance.get("system", {})  # the bond graph MMFF94 needs
+    calculator = level.calculator(smiles=system.get("smiles"),
+                                  charge=int(system.get("charge", 0)))
+    forces = np.full_like(window.positions, np.nan)
+    for f in range(window.n_frames):
+        atoms = window.to_atoms(f)
+        atoms.calc = calculator
+        try:
+            forces[f] = atoms.get_forces()
+        except (LevelOfTheoryError, Exception):  # e.g. an SCF that fails near a collapse
+            pass
+    labelled = np.isfinite(forces).all(axis=(1, 2))
+    errors = {}
+    for name, model in zip(names, loaded_models, strict=True):
+        _, predicted = predict_with_model(model, window)
+        per_frame = np.full(window.n_frames, np.nan)
+        per_frame[labelled] = frame_force_mae(predicted[labelled], forces[labelled]) * to_unit
+        errors[name] = per_frame.tolist()
+    return {"level": level.tag, "frames": list(range(start, first_collapse)),
+            "frames_to_collapse": list(range(first_collapse - start, 0, -1)),
+            "labelled": int(labelled.sum()), "F_mae": errors}
+
+
 def _trajectory_section(report: Report, reference: Frames, trajectories: Sequence[str],
                         topology, type_map, clusters: ConformationClusters,
-                        bond_threshold: float, loaded_models: list, advance: Advance) -> None:
+                        bond_threshold: float, loaded_models: list, advance: Advance,
+                        relabel: tuple | None = None, unit: str = "kcal/mol/A") -> None:
     from mlff_core.metrics.predict import predict_with_model
+
+    names = [m["name"] for m in report.document["models"]]
+    pre_collapse_curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     groups: dict[str, list[float]] = {}
     h_curves, rmsd_curves, rmsf_curves, rdf_curves, energy_curves = {}, {}, {}, {}, {}
@@ -263,6 +307,14 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
             "stability_ps": stable["frames_before_collapse"] * interval if interval else None,
             "ns_per_day": recorded["ns_per_day"],
         }
+        if relabel is not None and stable["collapsed"] and stable["first_collapse_frame"]:
+            entry["pre_collapse_errors"] = pre_collapse_errors(
+                run, stable["first_collapse_frame"], reference, relabel[0], relabel[1],
+                loaded_models, names, force_conversion(unit))
+            curve = entry["pre_collapse_errors"]
+            for name, values in curve["F_mae"].items():
+                pre_collapse_curves[f"{label}: {path.name} ({name})"] = (
+                    -np.asarray(curve["frames_to_collapse"]), np.asarray(values))
         groups.setdefault(label, []).append(stable["frames_before_collapse"])
         key = f"{label}: {path.name}"
         usable = run[: max(1, stable["frames_before_collapse"])]  # structure metrics pre-collapse
@@ -308,6 +360,12 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
         advance(1)
 
     report.figures["stability"] = plots.png_base64(plots.stability_violins(groups))
+    if pre_collapse_curves:
+        report.figures["pre_collapse"] = plots.png_base64(plots.curves(
+            {k: v[0] for k, v in pre_collapse_curves.items()},
+            {k: v[1] for k, v in pre_collapse_curves.items()},
+            f"Force error before collapse against {relabel[0].tag} (JCP Fig. 7)",
+            "frames before the collapse", f"frame F_mae ({unit})"))
     if h_curves:
         report.figures["hr"] = plots.png_base64(plots.curves(
             centres, h_curves, "Interatomic distance distribution h(r)", "r (Å)", "h(r) (1/Å)",

@@ -45,8 +45,10 @@ _CAPTIONS = {
     "rdf": "Element-pair radial distribution functions.",
     "energy": "Potential energy along the trajectories.",
     "max_force": "Largest atomic force per frame: spikes precede collapse.",
-    "contacts": "Contact maps (fraction of frames with r_ij < 3 Å): reference data and the "
-                "first trajectories.",
+    "contacts": "Contact maps as the JCP paper draws them (mean distance of every atom pair, "
+                "Å): reference data and the first trajectories.",
+    "pre_collapse": "Each model's force error against reference labels along the last frames "
+                    "before a collapse (mlff report --relabel LEVEL; JCP Fig. 7).",
 }
 
 
@@ -173,7 +175,8 @@ def render_html(report: Report, title: str = "mlff-plugins report") -> str:
                      "in eV/Å.")
         parts.append('<p class="note">' + " ".join(notes) + "</p>")
         parts.append("<div>" + "".join(_figure(report, n) for n in (
-            "stability", "hr", "rmsd", "rmsf", "contacts", "rdf", "max_force", "energy"))
+            "stability", "pre_collapse", "hr", "rmsd", "rmsf", "contacts", "rdf", "max_force",
+            "energy"))
             + "</div>")
     return html_page(title, parts)
 
