@@ -104,3 +104,29 @@ def test_a_file_without_bond_ranges_is_classified_by_the_ratio_alone():
     unknown = scripted(torch.zeros(3, 3, dtype=torch.float64), torch.tensor([1, 1, 1]),
                        torch.zeros(3, 3), torch.zeros(3, dtype=torch.bool))
     assert int(unknown[0]) == -1 and int(unknown[3]) == -1 and unknown.shape == (5,)
+
+
+def test_calibration_scales_the_radius_and_the_bond_level_by_one_factor():
+    # H2 at 0.9, 1.0, 1.0, 1.1 Å: one cluster on the 1-D descriptor 1/r (centroid at the mean of
+    # 1/r, radius the farthest member), bond mean 1.0 Å, std sqrt(0.005), level 1.25 √2.
+    train = np.array([0.9, 1.0, 1.0, 1.1])
+    clusters = ConformationClusters(n_clusters=1).fit(_diatomic(train))
+    held_out = 1.0 + 0.012 * np.arange(1, 20) * np.where(np.arange(19) % 2, 1.0, -1.0)
+    inverse = 1.0 / train
+    radius = np.abs(inverse - inverse.mean()).max()
+    ratio = np.abs(1.0 / held_out - inverse.mean()) / radius
+    bond = np.abs(held_out - 1.0) / np.sqrt(0.005) / (BOND_MARGIN * np.sqrt(2.0))
+    scores = np.maximum(ratio, bond)
+    assert (bond > ratio).any() and (ratio > bond).any()  # both halves matter here
+    scale = np.sort(scores)[17]  # α = 0.1, n = 19: the ⌈20 × 0.9⌉ = 18th smallest
+    clusters.calibrate(_diatomic(held_out), 0.1)
+    rule = clusters.radius_rule_
+    assert rule["scale"] == pytest.approx(scale, rel=1e-6)
+    assert clusters.radii_[0] == pytest.approx(radius * scale, rel=1e-6)
+    assert clusters.bond_ranges_.level == pytest.approx(BOND_MARGIN * np.sqrt(2.0) * scale)
+    assert clusters.bond_ranges_.max_level == pytest.approx(BOND_MARGIN * np.sqrt(2.0))
+    assert rule["flagged_rate"] == pytest.approx(1 / 19)  # only the largest score is above
+    assert rule["flagged_rate_max_radius"] == pytest.approx(np.mean(scores > 1.0))
+    # calibrating again starts from the training level, not from the calibrated one
+    clusters.calibrate(_diatomic(held_out), 0.1)
+    assert clusters.bond_ranges_.level == pytest.approx(BOND_MARGIN * np.sqrt(2.0) * scale)

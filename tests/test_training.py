@@ -178,10 +178,21 @@ def _check_calibrated_export(run_dir, max_file, data, tmp_path):
     (val,) = training_frames(run["data"], "val")
     (by_max,) = load_model(max_file).metadata["exploration"]["systems"]
     (calibrated,) = load_model(tmp_path / "cal.pt").metadata["exploration"]["systems"]
-    scores = ConformationClusters.from_dict(by_max).classify(val)[1]
+    # the score calibrated is the larger of distance/radius and the bond score, here computed
+    # from the max-radius file's stored bond ranges by the formula
+    ratios = ConformationClusters.from_dict(by_max).classify(val)[1]
+    ranges = by_max["bond_ranges"]
+    pairs = np.array(ranges["bonds"])
+    lengths = np.linalg.norm(val.positions[:, pairs[:, 1]] - val.positions[:, pairs[:, 0]],
+                             axis=-1)
+    bond = (np.abs(lengths - ranges["mean"]) / ranges["std"]).max(axis=1) / ranges["level"]
+    scores = np.maximum(ratios, bond)
     assert calibrated["radius_rule"]["scale"] == pytest.approx(scores.max(), rel=1e-12)
     np.testing.assert_allclose(calibrated["radii"], np.array(by_max["radii"]) * scores.max(),
                                rtol=1e-12)
+    assert calibrated["bond_ranges"]["level"] == pytest.approx(ranges["level"] * scores.max(),
+                                                               rel=1e-12)
+    assert calibrated["bond_ranges"]["max_level"] == pytest.approx(ranges["level"])
     assert calibrated["radius_rule"]["flagged_rate"] == 0.0
     assert calibrated["radius_rule"]["flagged_rate_max_radius"] == pytest.approx(
         np.mean(scores > 1.0))

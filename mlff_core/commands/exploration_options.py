@@ -64,5 +64,6 @@ def describe_radius_rule(rule: dict | None) -> str:
         return "radius: farthest training member"
     return (f"radius: calibrated to flag {rule['false_flag_rate']:.1%} of "
             f"{rule['calibration_frames']} held-out frames (flags {rule['flagged_rate']:.1%}; "
-            f"the farthest-member radius flags {rule['flagged_rate_max_radius']:.1%}), "
+            f"the farthest-member radius flags {rule['flagged_rate_max_radius']:.1%}; "
+            f"score: {rule.get('scores', 'distance/radius')}), "
             f"scale {rule['scale']:.3f}")

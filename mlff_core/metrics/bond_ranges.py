@@ -48,7 +48,10 @@ class BondRanges:
         mean: [B] mean length over the training frames, Å.
         std: [B] standard deviation over the training frames (at least MIN_BOND_STD), Å.
         level: the z-score (in standard deviations) at which the bond score is 1.
-        margin: the level ÷ the largest training z-score.
+        margin: `max_level` ÷ the largest training z-score.
+        max_level: the level of the training data alone (margin × the largest training z);
+            `level` differs from it after a calibration (`ConformationClusters.calibrate`
+            scales both halves of "unexplored" by one factor).
     """
 
     bonds: np.ndarray
@@ -56,6 +59,11 @@ class BondRanges:
     std: np.ndarray
     level: float
     margin: float = BOND_MARGIN
+    max_level: float | None = None
+
+    def __post_init__(self):
+        if self.max_level is None:
+            self.max_level = self.level
 
     @classmethod
     def fit(cls, positions: np.ndarray, bonds: np.ndarray,
@@ -71,18 +79,21 @@ class BondRanges:
         # at least one standard deviation, so identical training frames still give a level
         return cls(bonds, mean, std, margin * max(largest, 1.0), margin)
 
-    def scores(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Bond score [F] and the index of the bond that sets it [F], for positions [F, N, 3]."""
+    def scores(self, positions: np.ndarray, level: float | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Bond score [F] (at `level`, default the current one) and the index of the bond that
+        sets it [F], for positions [F, N, 3]."""
         z = np.abs(molecule_bond_lengths(np.asarray(positions, dtype=float), self.bonds)
                    - self.mean) / self.std
         worst = z.argmax(axis=-1)
-        return np.take_along_axis(z, worst[..., None], axis=-1)[..., 0] / self.level, worst
+        level = self.level if level is None else level
+        return np.take_along_axis(z, worst[..., None], axis=-1)[..., 0] / level, worst
 
     def to_dict(self) -> dict[str, Any]:
         return {"rule": "max_b |l_b - mean_b| / std_b / level; level = margin x the largest "
                         "training z", "bonds": self.bonds.tolist(), "mean": self.mean.tolist(),
                 "std": self.std.tolist(), "level": float(self.level),
-                "margin": float(self.margin)}
+                "max_level": float(self.max_level), "margin": float(self.margin)}
 
     @classmethod
     def from_dict(cls, state: dict[str, Any] | None) -> BondRanges | None:
@@ -90,4 +101,5 @@ class BondRanges:
             return None
         return cls(np.asarray(state["bonds"], dtype=np.int64).reshape(-1, 2),
                    np.asarray(state["mean"], dtype=float), np.asarray(state["std"], dtype=float),
-                   float(state["level"]), float(state.get("margin", BOND_MARGIN)))
+                   float(state["level"]), float(state.get("margin", BOND_MARGIN)),
+                   float(state.get("max_level", state["level"])))

@@ -10,8 +10,10 @@ belongs to that cluster.
 
 `calibrate()` sets the radii instead so that a chosen fraction of held-out in-distribution frames
 (a validation split) is flagged (`radius_rule = "calibrated"`). The score of a held-out frame is
-its distance to the nearest centroid divided by that cluster's max radius; every radius is the max
-radius times one scale q, the ⌈(n + 1)(1 − α)⌉-th smallest of the n scores (split conformal
+its distance to the nearest centroid divided by that cluster's max radius, or, for molecules, its
+bond score if larger (`mlff_core.metrics.bond_ranges`: a frame is unexplored when either is
+above 1); every radius is the max radius, and the bond level its training value, times one
+scale q, the ⌈(n + 1)(1 − α)⌉-th smallest of the n scores (split conformal
 prediction: on frames exchangeable with the held-out ones the flagged fraction is at most α, and
 at least α − 1/(n + 1)). One scale for all clusters keeps their relative sizes from the training
 members; a quantile per cluster would rest on a few held-out frames each.
@@ -156,25 +158,37 @@ class ConformationClusters:
 
     def calibrate(self, frames: Frames, false_flag_rate: float = 0.05) -> ConformationClusters:
         """Set the radii so that `false_flag_rate` of frames like `frames` (held out from
-        training, same distribution) are flagged unexplored; see the module docstring.
+        training, same distribution) are flagged unexplored; see the module docstring. A frame
+        is unexplored when its ratio or its bond score (molecules) is above 1, so the score
+        calibrated is the larger of the two, and one scale sets both the radii and the bond
+        level.
 
         Records in `radius_rule_`: the target, the number of held-out frames, the scale, and
-        the fraction of the held-out frames flagged with the calibrated and with the max radii.
+        the fraction of the held-out frames flagged with the calibrated and with the max radii
+        (and bond level).
 
         Raises:
             DataError: a rate outside (0, 1), or too few frames for it (n < 1/α − 1).
         """
         self._check(frames)
+        bonds = self.bond_ranges_
         scores = self._nearest(frames, self.max_radii_)[1]
+        if bonds is not None:
+            scores = np.fmax(scores, bonds.scores(frames.positions, bonds.max_level)[0])
         scale = conformal_scale(scores, false_flag_rate, frames.source)
         self.radii_ = self.max_radii_ * scale
+        if bonds is not None:
+            bonds.level = bonds.max_level * scale
+        calibrated = np.fmax(self.classify(frames)[1], self.bond_scores(frames))
         self.radius_rule_ = {
             "rule": "calibrated",
             "false_flag_rate": float(false_flag_rate),
             "calibration_frames": int(len(scores)),
             "scale": float(scale),
-            "flagged_rate": float(np.mean(self.classify(frames)[1] > 1.0)),
+            "flagged_rate": float(np.mean(calibrated > 1.0)),
             "flagged_rate_max_radius": float(np.mean(scores > 1.0)),
+            "scores": "the larger of distance/radius and the bond score" if bonds is not None
+            else "distance/radius",
         }
         return self
 

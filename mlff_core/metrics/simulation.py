@@ -76,7 +76,7 @@ def stability(frames: Frames, threshold: float = 0.5, bonds: np.ndarray | None =
 def distance_distribution(frames: Frames, bins: int = HR_BINS,
                           r_max: float = HR_MAX) -> tuple[np.ndarray, np.ndarray]:
     """h(r) as MDsim computes it: bin centres [bins] Å and the density [bins] 1/Å of the
-    distances of every atom pair of every frame, pooled into one histogram on (0, r_max]
+    distances of every atom pair of every frame, pooled into one histogram on [0, r_max]
     (distances beyond r_max are left out; ∫ h dr = 1 over the range)."""
     i, j = np.triu_indices(frames.n_atoms, k=1)
     edges = np.linspace(0.0, r_max, bins + 1)
@@ -137,7 +137,8 @@ def rdf_stability(frames: Frames, reference: dict[str, np.ndarray], window: int,
     """MDsim's stability criterion for periodic liquids and materials: the run is unstable from
     the first frame i at which the RDFs of frames i … i + window − 1 differ from `reference`
     (pair → g [bins]) by an RDF MAE above `threshold` for any pair (MDsim water: 1 ps windows,
-    threshold 3).
+    threshold 3). Windows overlap, so a sudden failure is found up to window − 1 frames before
+    the frame where it happens, as in MDsim; a run shorter than a window is one window.
 
     Returns:
         {"frames_before_collapse", "collapsed", "first_collapse_frame", "n_frames",
@@ -147,9 +148,15 @@ def rdf_stability(frames: Frames, reference: dict[str, np.ndarray], window: int,
         raise ValueError(f"the RDF window must hold at least one frame, got {window}")
     _, names, g = frame_rdfs(frames, r_max, bins)
     keep = [k for k, name in enumerate(names) if name in reference]
+    if not keep:
+        from mlff_core.errors import DataError
+
+        raise DataError(f"no element pair of the trajectory ({', '.join(names)}) is in the "
+                        "reference RDFs", frames.source)
     ref = np.stack([np.asarray(reference[names[k]]) for k in keep])
+    window = min(window, frames.n_frames)  # a run shorter than a window is one window
     sums = np.concatenate([np.zeros((1, len(keep), bins)), np.cumsum(g[:, keep], axis=0)])
-    starts = np.arange(max(frames.n_frames - window + 1, 0))
+    starts = np.arange(frames.n_frames - window + 1)
     window_g = (sums[starts + window] - sums[starts]) / window  # [W, P, bins]
     worst = r_max * np.abs(window_g - ref[None]).mean(axis=2).max(axis=1)  # [W]
     above = np.flatnonzero(worst > threshold)
@@ -172,7 +179,8 @@ def unwrapped_positions(frames: Frames) -> np.ndarray:
     pbc = np.asarray(frames.pbc, dtype=bool)
     for f in range(1, len(positions)):
         cell = frames.cell[f]
-        step = (positions[f] - positions[f - 1]) @ np.linalg.inv(cell)
+        # pinv: a non-periodic axis may have a zero cell vector
+        step = (positions[f] - positions[f - 1]) @ np.linalg.pinv(cell)
         step -= np.where(pbc, np.round(step), 0.0)
         out[f] = out[f - 1] + step @ cell
     return out

@@ -346,8 +346,9 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
         if forces is None and loaded_models:
             energies, forces = predict_with_model(loaded_models[0], run)
             source = loaded_models[0].path.name
-        _, ratios = clusters.classify(run)
-        entry.update(simulation.exploration_statistics(ratios, forces))
+        # unexplored as the monitors decide it: the ratio or the bond score above 1
+        scores = np.fmax(clusters.classify(run)[1], clusters.bond_scores(run))
+        entry.update(simulation.exploration_statistics(scores, forces))
         if forces is not None:
             max_force = simulation.force_statistics(forces)
             entry["forces_from"] = source
