@@ -19,10 +19,12 @@ Per molecule:
   frame with a bond `--threshold` Å off its start length (or at `--collapse-steps`); every frame
   labelled with GFN2-xTB (frames xTB cannot converge are dropped and counted).
 
-Signals per frame: ratio (max) and ratio (calibrated) = distance to the nearest training cluster
-÷ its radius; bond score = the model file's local score (max over bonds of |l − mean_b| / std_b
-÷ 1.25 × the largest training value, `mlff_core.metrics.bond_ranges`); exploration = the larger
-of ratio (max) and bond score, what the monitors flag by default; committee = force deviation
+Signals per frame: ratio (max) = distance to the nearest training cluster ÷ its radius;
+exploration (calibrated) = the monitor score of the file exported with `--radius calibrated`
+(radii and bond level scaled by one conformal factor); bond score = the model file's local
+score (max over bonds of |l − mean_b| / std_b ÷ 1.25 × the largest training value,
+`mlff_core.metrics.bond_ranges`); exploration = the larger of ratio (max) and bond score,
+what the monitors flag by default; committee = force deviation
 max_i sqrt((1/M) Σ_k |F_i^k − F̄_i|²); max |F̂| of the model (the naive baseline).
 Measures, per seed, then mean ± std over seeds:
 - flag rate on held-out 500 K frames, on the model's healthy 500 K MD, and per temperature.
@@ -34,7 +36,7 @@ Measures, per seed, then mean ± std over seeds:
 - ROC AUC for "within the last `--pre-collapse` steps before a collapse" over the collapse
   runs' frames before their collapse and the healthy MD frames;
 - cost per frame ÷ one model call (energy + forces of member 0), medians of timed calls.
-The calibrated ratio is the max ratio divided by one number, so its AUCs equal the max ratio's.
+
 
 Stages are cached under `--cache` (data by their settings, each seed's models and runs in their
 own directory); a killed run continues where it stopped.
@@ -110,7 +112,8 @@ def _has_bond_ranges(model: Path) -> bool:
     if not model.exists():
         return False
     systems = load_model(model).metadata["exploration"]["systems"]
-    return all(system.get("bond_ranges") for system in systems)
+    # max_level: written since calibration scales the bond level too
+    return all("max_level" in (system.get("bond_ranges") or {}) for system in systems)
 
 
 def train_models(args, molecule: str, seed: int, data: Path, calibration: list[Path]) -> dict:
@@ -312,7 +315,8 @@ def frame_signals(files: dict, frames: Frames) -> dict[str, np.ndarray]:
         check = ratio_max.check(positions, z)
         out["ratio_max"][f], out["bond_score"][f] = check.ratio, check.bond_score
         out["exploration"][f] = check.score
-        out["ratio_calibrated"][f] = ratio_cal.check(positions, z).ratio
+        # the calibrated file's monitor score: radii and bond level scaled by one factor
+        out["ratio_calibrated"][f] = ratio_cal.check(positions, z).score
         out["committee"][f] = deviation.check(positions, z).deviation
     out["max_force"] = np.linalg.norm(predicted, axis=2).max(axis=1)
     out["error"] = frame_force_mae(predicted, frames.forces)
@@ -493,7 +497,8 @@ def mean_std(values) -> str:
 
 
 def table(molecule: str, results: list[dict]) -> str:
-    names = {"ratio_max": "ratio (max radius)", "ratio_calibrated": "ratio (calibrated 5 %)",
+    names = {"ratio_max": "ratio (max radius)",
+             "ratio_calibrated": "exploration (calibrated 5 %)",
              "committee": "committee deviation", "max_force": "largest predicted force",
              "bond_score": "bond score (local)", "exploration": "exploration (ratio or bond)"}
     lines = [f"{molecule} ({len(results)} seeds, mean ± std)", "",
@@ -543,7 +548,7 @@ def table(molecule: str, results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-LABELS = {"ratio_max": "ratio (max)", "ratio_calibrated": "ratio (calibrated)",
+LABELS = {"ratio_max": "ratio (max)", "ratio_calibrated": "exploration (calibrated)",
           "committee": "committee", "max_force": "max |F|", "bond_score": "bond score",
           "exploration": "exploration"}
 
