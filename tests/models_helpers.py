@@ -85,3 +85,12 @@ def with_edited_metadata(model, out, **changes):
     metadata = {**json.loads(extra["mlff.json"]), **changes}
     torch.jit.save(module, str(out), _extra_files={"mlff.json": json.dumps(metadata)})
     return out
+
+
+def bond_scores_by_formula(positions: np.ndarray, ranges: dict) -> np.ndarray:
+    """[F] bond scores of positions [F, N, 3] from a model file's stored `bond_ranges`, written
+    out from the formula (max_b |l_b − mean_b| / std_b ÷ level) independently of the code."""
+    bonds = np.array(ranges["bonds"])
+    lengths = np.linalg.norm(positions[:, bonds[:, 1]] - positions[:, bonds[:, 0]], axis=-1)
+    z = np.abs(lengths - np.array(ranges["mean"])) / np.array(ranges["std"])
+    return z.max(axis=1) / ranges["level"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from browser import CHROMIUM, inspect_page
 from conftest import assert_clean_error, run_mlff
-from models_helpers import random_potential
+from models_helpers import bond_scores_by_formula, random_potential
 
 from mlff_core.data.formats import write_frames
 from mlff_core.data.generate import LangevinSampling, generate_frames
@@ -131,11 +131,7 @@ def _check_signal_scores(document, models, data_path):
     assert scored["exploration_ratio"]["spearman"] == pytest.approx(expected_rho)
     # the bond score from the file's stored ranges, by the formula, and the larger of the two
     (system,) = model.metadata["exploration"]["systems"]
-    ranges = system["bond_ranges"]
-    bonds = np.array(ranges["bonds"])
-    lengths = np.linalg.norm(frames.positions[:, bonds[:, 1]] - frames.positions[:, bonds[:, 0]],
-                             axis=-1)
-    bond_scores = (np.abs(lengths - ranges["mean"]) / ranges["std"]).max(axis=1) / ranges["level"]
+    bond_scores = bond_scores_by_formula(frames.positions, system["bond_ranges"])
     for key, values in (("bond_score", bond_scores),
                         ("exploration_score", np.maximum(ratios, bond_scores))):
         assert scored[key]["spearman"] == pytest.approx(

@@ -166,6 +166,7 @@ def _check_calibrated_export(run_dir, max_file, data, tmp_path):
     import json
 
     from conftest import assert_clean_error, run_mlff_here
+    from models_helpers import bond_scores_by_formula
 
     from mlff_core.metrics.clusters import ConformationClusters
     from mlff_core.training.run import training_frames
@@ -182,11 +183,7 @@ def _check_calibrated_export(run_dir, max_file, data, tmp_path):
     # from the max-radius file's stored bond ranges by the formula
     ratios = ConformationClusters.from_dict(by_max).classify(val)[1]
     ranges = by_max["bond_ranges"]
-    pairs = np.array(ranges["bonds"])
-    lengths = np.linalg.norm(val.positions[:, pairs[:, 1]] - val.positions[:, pairs[:, 0]],
-                             axis=-1)
-    bond = (np.abs(lengths - ranges["mean"]) / ranges["std"]).max(axis=1) / ranges["level"]
-    scores = np.maximum(ratios, bond)
+    scores = np.maximum(ratios, bond_scores_by_formula(val.positions, ranges))
     assert calibrated["radius_rule"]["scale"] == pytest.approx(scores.max(), rel=1e-12)
     np.testing.assert_allclose(calibrated["radii"], np.array(by_max["radii"]) * scores.max(),
                                rtol=1e-12)
@@ -206,10 +203,8 @@ def _check_calibrated_export(run_dir, max_file, data, tmp_path):
     # ... and the fraction with a bond outside its training range, here from the stored ranges
     from mlff_core.data.formats import read_frames
 
-    positions, ranges = read_frames(data).positions, calibrated["bond_ranges"]
-    bonds = np.array(ranges["bonds"])
-    lengths = np.linalg.norm(positions[:, bonds[:, 1]] - positions[:, bonds[:, 0]], axis=-1)
-    bond_scores = (np.abs(lengths - ranges["mean"]) / ranges["std"]).max(axis=1) / ranges["level"]
+    bond_scores = bond_scores_by_formula(read_frames(data).positions,
+                                         calibrated["bond_ranges"])
     assert metrics["exploration"]["bond_flagged_fraction"] == pytest.approx(
         np.mean(bond_scores > 1.0))
     assert "bond outside its training range:" in evaluated.stdout

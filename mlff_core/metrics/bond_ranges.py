@@ -26,17 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from mlff_core.monitors.detectors import bond_lengths
+
 #: The level is this times the largest training excursion (in standard deviations).
 BOND_MARGIN = 1.25
 #: Floor of a bond's standard deviation (Å): training frames with a rigid bond would otherwise
 #: flag any rounding of its length.
 MIN_BOND_STD = 1e-3
-
-
-def molecule_bond_lengths(positions: np.ndarray, bonds: np.ndarray) -> np.ndarray:
-    """[..., B] lengths (Å) of bonds [B, 2] in positions [..., N, 3] (no periodic images)."""
-    return np.linalg.norm(positions[..., bonds[:, 1], :] - positions[..., bonds[:, 0], :],
-                          axis=-1)
 
 
 @dataclass
@@ -72,7 +68,7 @@ class BondRanges:
         bonds = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
         if len(bonds) == 0:
             return None
-        lengths = molecule_bond_lengths(np.asarray(positions, dtype=float), bonds)
+        lengths = bond_lengths(np.asarray(positions, dtype=float), bonds)
         mean = lengths.mean(axis=0)
         std = np.maximum(lengths.std(axis=0), MIN_BOND_STD)
         largest = float((np.abs(lengths - mean) / std).max())
@@ -83,7 +79,7 @@ class BondRanges:
                ) -> tuple[np.ndarray, np.ndarray]:
         """Bond score [F] (at `level`, default the current one) and the index of the bond that
         sets it [F], for positions [F, N, 3]."""
-        z = np.abs(molecule_bond_lengths(np.asarray(positions, dtype=float), self.bonds)
+        z = np.abs(bond_lengths(np.asarray(positions, dtype=float), self.bonds)
                    - self.mean) / self.std
         worst = z.argmax(axis=-1)
         level = self.level if level is None else level

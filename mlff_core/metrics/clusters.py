@@ -179,7 +179,7 @@ class ConformationClusters:
         self.radii_ = self.max_radii_ * scale
         if bonds is not None:
             bonds.level = bonds.max_level * scale
-        calibrated = np.fmax(self.classify(frames)[1], self.bond_scores(frames))
+        calibrated = self.monitor_scores(frames)
         self.radius_rule_ = {
             "rule": "calibrated",
             "false_flag_rate": float(false_flag_rate),
@@ -241,6 +241,11 @@ class ConformationClusters:
         if self.bond_ranges_ is None:
             return np.full(frames.n_frames, np.nan)
         return self.bond_ranges_.scores(frames.positions)[0]
+
+    def monitor_scores(self, frames: Frames) -> np.ndarray:
+        """[F] what the exploration monitors grade: the larger of distance/radius and the bond
+        score (> 1: unexplored)."""
+        return np.fmax(self.classify(frames)[1], self.bond_scores(frames))
 
     def predict(self, frames: Frames) -> np.ndarray:
         """Cluster of each frame, −1 where it is unexplored."""

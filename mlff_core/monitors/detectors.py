@@ -82,13 +82,14 @@ def first_non_finite(positions: np.ndarray, forces: np.ndarray | None = None
 
 def bond_lengths(positions: np.ndarray, bonds: np.ndarray, cell: np.ndarray | None = None,
                  pbc: np.ndarray | None = None) -> np.ndarray:
-    """Lengths [B] (Å) of bonds [B, 2]; minimum image along periodic directions."""
-    vectors = positions[bonds[:, 1]] - positions[bonds[:, 0]]
+    """Lengths [..., B] (Å) of bonds [B, 2] in positions [..., N, 3] (one frame or a stack);
+    minimum image along periodic directions."""
+    vectors = positions[..., bonds[:, 1], :] - positions[..., bonds[:, 0], :]
     if cell is not None and pbc is not None and np.any(pbc):
         fractional = vectors @ np.linalg.inv(cell)
         fractional -= np.where(pbc, np.round(fractional), 0.0)
         vectors = fractional @ cell
-    return np.linalg.norm(vectors, axis=1)
+    return np.linalg.norm(vectors, axis=-1)
 
 
 class CollapseDetector:

@@ -225,7 +225,6 @@ def pre_collapse_errors(run: Frames, first_collapse: int, reference: Frames, lev
     """JCP Fig. 7: the last `n_frames` frames before a collapse labelled by `level`, and each
     model's per-frame F_mae against those labels (in the report's unit; NaN where the level
     could not label a frame)."""
-    from mlff_core.errors import LevelOfTheoryError
     from mlff_core.metrics.predict import predict_with_model
 
     start = max(0, first_collapse - n_frames)
@@ -239,7 +238,7 @@ def pre_collapse_errors(run: Frames, first_collapse: int, reference: Frames, lev
         atoms.calc = calculator
         try:
             forces[f] = atoms.get_forces()
-        except (LevelOfTheoryError, Exception):  # e.g. an SCF that fails near a collapse
+        except Exception:  # any failure of the level (an SCF near a collapse): left unlabelled
             pass
     labelled = np.isfinite(forces).all(axis=(1, 2))
     errors = {}
@@ -269,9 +268,8 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
         contacts["reference data"] = simulation.distance_map(reference)
     centres, h_reference = (None, None) if reference.is_periodic else \
         simulation.distance_distribution(reference)
-    reference_rdfs: dict[str, Any] = {}
-    if reference.is_periodic:
-        reference_rdfs["curves"] = simulation.radial_distribution(reference)[1]
+    reference_rdfs = simulation.radial_distribution(reference)[1] if reference.is_periodic \
+        else None
     for argument in trajectories:
         label, path = parse_trajectory_argument(argument)
         run = read_trajectory(path, topology, type_map)
@@ -284,7 +282,7 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
                             f"({reference.formula}) in another order or composition", path)
         recorded = run_record(path, run)
         interval = recorded["frame_interval_ps"]
-        rdf_reference = reference_rdfs.get("curves") if run.is_periodic else None
+        rdf_reference = reference_rdfs if run.is_periodic else None
         if rdf_reference is not None:  # a liquid or material: bonds may break and form
             window = max(1, round(simulation.RDF_WINDOW_PS / interval)) if interval else \
                 simulation.RDF_WINDOW_FRAMES
@@ -347,8 +345,7 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
             energies, forces = predict_with_model(loaded_models[0], run)
             source = loaded_models[0].path.name
         # unexplored as the monitors decide it: the ratio or the bond score above 1
-        scores = np.fmax(clusters.classify(run)[1], clusters.bond_scores(run))
-        entry.update(simulation.exploration_statistics(scores, forces))
+        entry.update(simulation.exploration_statistics(clusters.monitor_scores(run), forces))
         if forces is not None:
             max_force = simulation.force_statistics(forces)
             entry["forces_from"] = source
