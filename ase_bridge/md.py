@@ -84,7 +84,9 @@ def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_di
     started = time.perf_counter()
     with Trajectory(str(out / "trajectory.traj"), "w", atoms) as trajectory, \
             MDLogger(dynamics, atoms, str(out / "md.log"), peratom=False) as logger:
-        dynamics.attach(trajectory.write, interval=report_interval)
+        # a non-finite frame is the collapse monitor's to report; the file keeps readable frames
+        dynamics.attach(lambda: np.isfinite(atoms.positions).all() and trajectory.write(),
+                        interval=report_interval)
         dynamics.attach(logger, interval=report_interval)
         for monitor in monitors:
             dynamics.attach(monitor, interval=report_interval)

@@ -15,12 +15,14 @@ from mlff_core.data.frames import Frames
 from mlff_core.data.generate import LangevinSampling, generate_frames
 from mlff_core.data.molecules import covalent_bonds, named_molecule
 from mlff_core.data.trajectories import read_trajectory
+from mlff_core.errors import DataError
 from mlff_core.export import export_run, load_model
 from mlff_core.labels import get_level
 from mlff_core.metrics.simulation import stability
 from mlff_core.monitors.detectors import ExplorationDetector
 from mlff_core.report.build import build_report
 from mlff_core.training import TrainingConfig, make_trainer
+from mlff_core.training.active import ActiveLearningSettings, run_stability, starts_of_passes
 
 
 @pytest.fixture(scope="module")
@@ -121,19 +123,48 @@ def test_refuses_mixed_levels_and_existing_output(weak_model, tmp_path):
     assert not (tmp_path / "al").exists()
 
 
+def test_new_starts_every_pass():
+    """Disjoint blocks of one seeded permutation, one per round and one for the final pass;
+    too few structures for them is one error naming the file."""
+    settings = ActiveLearningSettings(rounds=2, starts_per_round=3, seed=4)
+    blocks = starts_of_passes(10, settings, "starts.xyz")
+    order = np.random.default_rng(4).permutation(10)
+    assert [b.tolist() for b in blocks] == [sorted(order[k * 3:(k + 1) * 3]) for k in range(3)]
+    assert len(set(np.concatenate(blocks).tolist())) == 9
+    assert all(b.tolist() == list(range(4)) for b in starts_of_passes(4, ActiveLearningSettings(
+        rounds=2)))
+    with pytest.raises(DataError, match=r"starts\.xyz.*3 MD passes of 4 new starts each need "
+                                        r"12"):
+        starts_of_passes(10, ActiveLearningSettings(rounds=2, starts_per_round=4), "starts.xyz")
+
+
+def test_too_few_structures_for_new_starts_is_one_error(weak_model, tmp_path):
+    _, model, starts = weak_model
+    result = run_mlff(*_al_command(model, starts, tmp_path / "al", "--starts-per-round", "2"))
+    assert_clean_error(result, "2 structures", "2 MD passes of 2 new starts each need 4")
+    assert not (tmp_path / "al").exists()
+
+
 @pytest.mark.parametrize("engine", ["openmm", "lammps"])
 def test_round_with_other_engines(weak_model, tmp_path, engine):
     """The trajectory each engine writes (DCD + PDB, LAMMPS dump with a box around the
     molecule) is read back as the molecule and analysed like ASE's."""
     data, model, starts = weak_model
-    command = _al_command(model, starts, tmp_path / "al", "--no-final-md")
+    command = _al_command(model, starts, tmp_path / "al", "--no-final-md",
+                          "--starts-per-round", "1")
     command[command.index("ase")] = engine
     result = run_mlff(*command)
     assert result.returncode == 0, result.stderr
     (round_,) = json.loads((tmp_path / "al" / "summary.json").read_text())["rounds"]
-    start = read_frames(starts)[[0]]
-    row = round_["runs"][0]
+    # one start of the two, the one the seeded draw gives, and the run began there
+    (index,) = round_["starts"]
+    assert [index] == starts_of_passes(2, ActiveLearningSettings(
+        rounds=1, starts_per_round=1, final_md=False, seed=0))[0].tolist()
+    start = read_frames(starts)[[index]]
+    (row,) = round_["runs"]
     run_dir = tmp_path / "al" / "round_1" / "md" / row["run"]
+    np.testing.assert_allclose(read_frames(tmp_path / "al" / "round_1" / "md" /
+                                           "start_0.xyz").positions, start.positions, atol=1e-6)
     md = json.loads((run_dir / "summary.json").read_text())
     trajectory = read_trajectory(md["trajectory"], topology=md["topology"])
     positions = trajectory.positions[: row["frames_before_collapse"]]
@@ -148,3 +179,18 @@ def test_round_with_other_engines(weak_model, tmp_path, engine):
     assert entry["frames"] == trajectory.n_frames and "hr_mae" in entry
     assert round_["new_frames"] == read_frames(tmp_path / "al" / "round_1" /
                                                "new_frames.npz").n_frames
+
+
+def test_a_run_that_blew_up_collapsed_after_its_last_stored_frame():
+    """No engine stores a frame with non-finite positions, so the stored frames of a run that
+    blew up look stable; the engine's stop reason says otherwise."""
+    water = Frames(positions=np.tile([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]],
+                                     (3, 1, 1)), atomic_numbers=np.array([8, 1, 1]))
+    reason = {"reason": "collapse: atom 0 has a non-finite position (NaN or inf)"}
+    blew_up = run_stability(reason, water, water[[0]], 0.5)
+    assert blew_up["collapsed"] and blew_up["frames_before_collapse"] == 3
+    calm = run_stability({"reason": None}, water, water[[0]], 0.5)
+    assert not calm["collapsed"] and calm["frames_before_collapse"] == 3
+    stretched = water[[0, 1, 2]]
+    stretched.positions[2, 1, 0] += 0.6  # a real collapse in the stored frames comes first
+    assert run_stability(reason, stretched, water[[0]], 0.5)["frames_before_collapse"] == 2

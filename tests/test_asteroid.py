@@ -76,10 +76,13 @@ def test_stage_wiring(ethanol_sets, tmp_path):
     config = TrainingConfig(architecture="schnet", hyperparameters=TINY, epochs=3, batch_size=8,
                             learning_rate=2e-3, dtype="float64", seed=3)
     settings = AsteroidSettings(config=config, finetune_epochs=1, finetune_learning_rate=0.0,
-                                gammas=(0.5,), cost_ratio=10.0, n_val=4)
+                                gammas=(0.5,), cost_ratio=10.0, n_val=4, bias_epochs=5)
     summary = asteroid([ethanol_sets["accurate"]], tmp_path / "a", settings,
                        cheap=[ethanol_sets["cheap"]])
     run = tmp_path / "a"
+    # stage 1 has its own epoch count; stage 2 keeps the configuration's
+    assert summary["stages"]["stage1"]["epochs"] == 5
+    assert summary["stages"]["stage2_gamma0.5"]["epochs"] == 3
     # the weights of stage 2 are exp(−B/(γ·median B)) with B from the stage-1 model file
     cheap = read_frames(ethanol_sets["cheap"])
     bias_file = np.load(run / "stage1_bias" / "bias.npz")

@@ -136,3 +136,25 @@ def test_dft_matches_pyscf_and_finite_differences():
     assert atoms.get_potential_energy() == pytest.approx(mf.kernel() * HARTREE_EV, abs=1e-6)
     numeric = calculate_numerical_forces(atoms, eps=1e-4, iatoms=[0])
     np.testing.assert_allclose(atoms.get_forces()[[0]], numeric, atol=5e-4)
+
+
+@pytest.mark.skipif(not pyscf_available(), reason="PySCF (the [dft] extra) is not installed")
+def test_hartree_fock_level_skips_the_grid_and_matches_pyscf():
+    """`dft:HF/BASIS` is Hartree–Fock without an XC grid: PySCF's RKS with xc='HF' (which builds
+    one it does not need) gives the same energy, and the forces match finite differences."""
+    from pyscf import dft, gto
+
+    atoms = Atoms("OH2", positions=[[0, 0, 0.1], [0.95, 0.1, 0], [-0.3, 0.9, 0]])
+    calculator = get_level("dft:HF/sto-3g").calculator()
+    atoms.calc = calculator
+    energy = atoms.get_potential_energy()
+    mol = gto.M(atom=[(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(),
+                                                    atoms.positions, strict=True)],
+                basis="sto-3g", unit="Angstrom", verbose=0)
+    mf = dft.RKS(mol).density_fit()
+    mf.xc = "HF"
+    mf.conv_tol = 1e-10
+    assert energy == pytest.approx(mf.kernel() * HARTREE_EV, abs=1e-6)
+    assert calculator.grid_points == 0
+    numeric = calculate_numerical_forces(atoms, eps=1e-4, iatoms=[1])
+    np.testing.assert_allclose(atoms.get_forces()[[1]], numeric, atol=5e-4)

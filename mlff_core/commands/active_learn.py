@@ -32,6 +32,11 @@ _DEFAULTS = ActiveLearningSettings()
 @click.option("--runs", "runs_per_structure", type=click.IntRange(min=1),
               default=_DEFAULTS.runs_per_structure, show_default=True,
               help="MD runs per starting structure and round (different seeds).")
+@click.option("--starts-per-round", type=click.IntRange(min=1), default=None,
+              help="Each MD pass (every round, then the final one) starts from this many "
+                   "structures of --structures not used before (seeded random draw), so no "
+                   "model is measured on the starts it was trained from. Default: all, every "
+                   "pass.")
 @click.option("--steps", type=click.IntRange(min=1), default=_DEFAULTS.steps, show_default=True,
               help="Steps per MD run.")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
@@ -60,7 +65,8 @@ _DEFAULTS = ActiveLearningSettings()
 @click.option("--no-final-md", is_flag=True, help="Skip the MD pass with the last model.")
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True)
 @click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False))
-def active_learn(model_path, structures, engine, level, rounds, data, runs_per_structure, steps,
+def active_learn(model_path, structures, engine, level, rounds, data, runs_per_structure,
+                 starts_per_round, steps,
                  temperature, timestep, report_interval, bond_threshold, pre_collapse_frames,
                  max_new_frames, epochs, learning_rate, batch_size, losses, max_minutes,
                  platform, no_final_md, seed, output_dir) -> None:
@@ -76,6 +82,7 @@ def active_learn(model_path, structures, engine, level, rounds, data, runs_per_s
     """
     settings = ActiveLearningSettings(
         engine=engine, level=level, rounds=rounds, runs_per_structure=runs_per_structure,
+        starts_per_round=starts_per_round,
         temperature=temperature, timestep=timestep, steps=steps,
         report_interval=report_interval, bond_threshold=bond_threshold,
         pre_collapse_frames=pre_collapse_frames, max_new_frames=max_new_frames, epochs=epochs,

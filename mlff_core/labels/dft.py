@@ -25,7 +25,8 @@ class PySCFCalculator(Calculator):
     """DFT energies and analytic forces (eV, eV/Å) from PySCF, for molecules.
 
     Parameters:
-        xc: exchange-correlation functional (PySCF/libxc name), default PBE.
+        xc: exchange-correlation functional (PySCF/libxc name), default PBE; ``HF`` is
+            Hartree–Fock, run without an integration grid.
         basis: Gaussian basis set, default def2-SVP.
         charge, multiplicity: total charge and spin multiplicity 2S+1 (UKS when open shell).
         density_fit: resolution-of-identity for the Coulomb term (much faster, ~1e-5 Ha error).
@@ -53,11 +54,12 @@ class PySCFCalculator(Calculator):
                 f"DFT needs PySCF, an optional extra: {PYSCF_INSTALL}"
             )
         super().__init__(**kwargs)
+        self.grid_points = 0  # XC integration points of the last calculation (0: none)
         self._density = None
         self._numbers = None
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        from pyscf import dft, gto
+        from pyscf import dft, gto, scf
         from pyscf.data.nist import BOHR as PYSCF_BOHR
 
         super().calculate(atoms, properties, system_changes)
@@ -78,9 +80,12 @@ class PySCFCalculator(Calculator):
             )
         except (RuntimeError, KeyError, ValueError) as exc:
             raise LevelOfTheoryError(f"PySCF cannot build the molecule ({exc})") from None
-        mf = dft.RKS(mol) if p.multiplicity == 1 else dft.UKS(mol)
-        mf.xc = p.xc
-        mf.grids.level = p.grid_level
+        if p.xc.upper() == "HF":  # exact exchange only: no XC grid to build
+            mf = scf.RHF(mol) if p.multiplicity == 1 else scf.UHF(mol)
+        else:
+            mf = dft.RKS(mol) if p.multiplicity == 1 else dft.UKS(mol)
+            mf.xc = p.xc
+            mf.grids.level = p.grid_level
         mf.conv_tol = p.conv_tol
         if p.density_fit:
             mf = mf.density_fit()
@@ -90,6 +95,8 @@ class PySCFCalculator(Calculator):
         if not mf.converged:
             raise LevelOfTheoryError(f"DFT ({p.xc}/{p.basis}) SCF did not converge")
         gradient = mf.nuc_grad_method().kernel()
+        grids = getattr(mf, "grids", None)
+        self.grid_points = 0 if grids is None else int(np.size(grids.weights))
         self._density = mf.make_rdm1()
         self._numbers = atoms.numbers.copy()
         energy = float(energy_ha) * units.HARTREE

@@ -3,7 +3,10 @@
 
 Round r (r = 1..R) with model M_{r-1} (M_0 is the given model file):
   1. MD: from every starting structure, `runs_per_structure` Langevin runs with different seeds
-     in the chosen engine, collapse monitor on (a run stops at its first collapsed frame).
+     in the chosen engine, collapse monitor on (a run stops at its first collapsed frame). With
+     `starts_per_round` N, each pass (every round and the final one) takes N structures of the
+     file not used by an earlier pass (a seeded random draw), so a model is never measured on
+     the starts whose frames it was trained on.
   2. Analysis of each trajectory, engine-independent: frames before collapse (bond criterion of
      `metrics.simulation.stability`), each frame before the collapse classified by M_{r-1}'s
      exploration model (explored / unexplored).
@@ -60,6 +63,7 @@ class ActiveLearningSettings:
 
     MD: engine, temperature, timestep, steps per run, report_interval (steps between the frames
     analysed), friction (1/ps), bond_threshold (collapse, Å), runs_per_structure.
+    Starts: starts_per_round (None: every structure of the file in every pass).
     Selection: pre_collapse_frames, max_new_frames per round. Labels: level.
     Training per round: epochs, learning_rate, batch_size, energy_weight, loss, max_minutes.
     """
@@ -68,6 +72,7 @@ class ActiveLearningSettings:
     level: str = "gfn2"
     rounds: int = 3
     runs_per_structure: int = 2
+    starts_per_round: int | None = None
     temperature: float = 500.0
     timestep: float = 0.5
     steps: int = 2000
@@ -94,6 +99,13 @@ class ActiveLearningSettings:
             raise MLFFError("the report interval must be between 1 and the number of steps")
         if self.max_new_frames < 1 or self.pre_collapse_frames < 0:
             raise MLFFError("max_new_frames must be >= 1 and pre_collapse_frames >= 0")
+        if self.starts_per_round is not None and self.starts_per_round < 1:
+            raise MLFFError("starts_per_round must be at least 1")
+
+    @property
+    def passes(self) -> int:
+        """MD passes: one per round, plus the final one."""
+        return self.rounds + int(self.final_md)
 
 
 @dataclass
@@ -141,8 +153,7 @@ def analyse_run(name: str, summary: dict[str, Any], start: Frames, detector: Exp
                         summary["trajectory"])
     if frames.is_periodic and not start.is_periodic:  # a molecule in an engine's box
         frames = frames.without_cell()
-    bonds = covalent_bonds(start.to_atoms(0))
-    stable = stability(frames, settings.bond_threshold, bonds=bonds, reference=start)
+    stable = run_stability(summary, frames, start, settings.bond_threshold)
     before = stable["frames_before_collapse"]
     unexplored = np.zeros(frames.n_frames, dtype=bool)
     for f in range(before):
@@ -154,6 +165,21 @@ def analyse_run(name: str, summary: dict[str, Any], start: Frames, detector: Exp
         chosen |= set(range(max(0, before - settings.pre_collapse_frames), before))
     return RunAnalysis(name, summary, frames, before, bool(stable["collapsed"]), unexplored,
                        np.array(sorted(chosen), dtype=np.int64))
+
+
+def run_stability(summary: dict[str, Any], frames: Frames, start: Frames,
+                  threshold: float) -> dict[str, Any]:
+    """`metrics.simulation.stability` of one engine run's frames against its start, with the
+    start's covalent bonds. A run the engine stopped for non-finite positions collapsed at the
+    frame after its last stored one: no engine stores that frame, so the stored frames alone
+    would read as a stable run."""
+    stable = stability(frames, threshold, bonds=covalent_bonds(start.to_atoms(0)),
+                       reference=start)
+    blew_up = "non-finite" in str(summary.get("reason") or "")
+    if blew_up and not stable["collapsed"]:
+        stable.update(collapsed=True, first_collapse_frame=frames.n_frames,
+                      frames_before_collapse=frames.n_frames)
+    return stable
 
 
 def select_candidates(runs: Sequence[RunAnalysis], limit: int) -> Frames | None:
@@ -171,6 +197,37 @@ def _starts(structures: str | os.PathLike) -> list[Frames]:
     """Starting structures: every frame of the file (xyz/extxyz, npz, traj, PDB)."""
     frames = read_frames(structures)
     return [frames[[f]] for f in range(frames.n_frames)]
+
+
+def starts_of_passes(n_structures: int, settings: ActiveLearningSettings,
+                     structures: str | os.PathLike = "the structures file") -> list[np.ndarray]:
+    """[passes] indices of the starting structures of each MD pass (rounds, then the final
+    pass): all of them every time, or with `starts_per_round` N disjoint blocks of N from one
+    seeded permutation."""
+    every = np.arange(n_structures)
+    n = settings.starts_per_round
+    if n is None:
+        return [every] * settings.passes
+    needed = n * settings.passes
+    if n_structures < needed:
+        raise DataError(f"{n_structures} structures, but {settings.passes} MD passes of "
+                        f"{n} new starts each need {needed}", structures)
+    order = np.random.default_rng(settings.seed).permutation(n_structures)
+    return [np.sort(order[k * n:(k + 1) * n]) for k in range(settings.passes)]
+
+
+def round_training_config(model: LoadedModel, settings: ActiveLearningSettings,
+                          round_: int) -> TrainingConfig:
+    """The training configuration of round `round_`, continuing `model` (its architecture,
+    size and precision) with the settings' epochs, learning rate and loss."""
+    return TrainingConfig(
+        architecture=model.metadata["architecture"],
+        hyperparameters=model.metadata["hyperparameters"], epochs=settings.epochs,
+        batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+        energy_weight=settings.energy_weight, loss=settings.loss,
+        early_stopping_patience=max(10, settings.epochs // 3),
+        lr_patience=max(3, settings.epochs // 10), seed=settings.seed + round_,
+        max_minutes=settings.max_minutes, dtype=model.metadata["dtype"])
 
 
 def _original_data(model: LoadedModel, data: Sequence[str | os.PathLike],
@@ -268,6 +325,7 @@ def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
     model_path = Path(model_path)
     model = load_model(model_path)
     starts = _starts(structures)
+    passes = starts_of_passes(len(starts), settings, structures)
     for start in starts:
         model.check_species(start.atomic_numbers)
     train, val = _original_data(model, data, settings.n_val, settings.seed)
@@ -281,9 +339,11 @@ def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
     current, loaded = model_path, model  # the model file of this round, and it loaded
     for r in range(1, settings.rounds + 1):
         round_dir = out / f"round_{r}"
-        runs = _run_md_pass(current, loaded, starts, round_dir / "md", settings,
-                            settings.seed + 100_000 * r, progress)
-        record = {"round": r, "model": str(current), **_pass_statistics(runs)}
+        runs = _run_md_pass(current, loaded, [starts[i] for i in passes[r - 1]],
+                            round_dir / "md", settings, settings.seed + 100_000 * r, progress)
+        record_starts = passes[r - 1].tolist()
+        record = {"round": r, "model": str(current), "starts": record_starts,
+                  **_pass_statistics(runs)}
         selected = select_candidates(runs, settings.max_new_frames)
         record["new_frames"] = 0 if selected is None else selected.n_frames
         if selected is not None:
@@ -298,15 +358,8 @@ def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
             write_frames(labelled, round_dir / "new_frames.npz")
             record["new_frames_F_mae_before"] = _force_mae(loaded, [labelled])
             train = _add_frames(train, labelled)
-            config = TrainingConfig(
-                architecture=loaded.metadata["architecture"],
-                hyperparameters=loaded.metadata["hyperparameters"], epochs=settings.epochs,
-                batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-                energy_weight=settings.energy_weight, loss=settings.loss,
-                early_stopping_patience=max(10, settings.epochs // 3),
-                lr_patience=max(3, settings.epochs // 10), seed=settings.seed + r,
-                max_minutes=settings.max_minutes, dtype=loaded.metadata["dtype"])
-            trainer = Trainer(config, train, val, round_dir / "train",
+            trainer = Trainer(round_training_config(loaded, settings, r), train, val,
+                              round_dir / "train",
                               init_potential=loaded.to_potential(),
                               provenance={"continued_learning_round": r,
                                           "init_model": str(current),
@@ -327,9 +380,11 @@ def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
 
     final = None
     if settings.final_md:
-        runs = _run_md_pass(current, loaded, starts, out / "final" / "md", settings,
+        runs = _run_md_pass(current, loaded, [starts[i] for i in passes[-1]],
+                            out / "final" / "md", settings,
                             settings.seed + 100_000 * (settings.rounds + 1), progress)
-        final = {"model": str(current), **_pass_statistics(runs)}
+        final = {"model": str(current), "starts": passes[-1].tolist(),
+                 **_pass_statistics(runs)}
     summary = _write_summary(out, model_path, structures, settings, rounds, final)
     write_active_learning_report(summary, out / "report.html")
     return summary

@@ -88,7 +88,9 @@ class AsteroidSettings:
     """Settings of an ASTEROID run.
 
     `config` sets the architecture, optimiser, epochs and time budget of stages 1 and 2;
-    stage 3 uses it with `finetune_epochs`, `finetune_learning_rate`, `finetune_minutes`.
+    `bias_epochs` (default: `config.epochs`) sets stage 1's epochs alone, as the accurate set is
+    usually much smaller than the cheap one; stage 3 uses `config` with `finetune_epochs`,
+    `finetune_learning_rate`, `finetune_minutes`.
     `gammas`: the grid (γ in units of the median bias; one value = fixed). `bias_weights`
     False trains stage 2 with uniform weights and `finetune` False keeps stage 2 as the final
     model (after refitting the reference energies): the paper's ablations. Score matching:
@@ -101,6 +103,7 @@ class AsteroidSettings:
     finetune_epochs: int = 100
     finetune_learning_rate: float = 2e-4
     finetune_minutes: float | None = None
+    bias_epochs: int | None = None
     gammas: tuple[float, ...] = GAMMA_GRID
     bias_weights: bool = True
     finetune: bool = True
@@ -120,6 +123,8 @@ class AsteroidSettings:
             raise MLFFError(f"the cost ratio must be positive, got {self.cost_ratio}")
         if self.finetune_epochs < 1:
             raise MLFFError("fine-tuning needs at least one epoch")
+        if self.bias_epochs is not None and self.bias_epochs < 1:
+            raise MLFFError("stage 1 (bias identification) needs at least one epoch")
 
 
 # ------------------------------------------------------------------------------ bias weights
@@ -256,6 +261,13 @@ def _run_stage(name: str, make_trainer: Callable[[], Trainer], run_dir: Path,
 
 
 # ---------------------------------------------------------------------------- stage records
+def _bias_config(settings: AsteroidSettings) -> TrainingConfig:
+    """Stage 1's configuration: `config`, with `bias_epochs` when given."""
+    if settings.bias_epochs is None:
+        return settings.config
+    return replace(settings.config, epochs=settings.bias_epochs)
+
+
 def _finetune_config(settings: AsteroidSettings) -> TrainingConfig:
     config = replace(settings.config, epochs=settings.finetune_epochs,
                      learning_rate=settings.finetune_learning_rate,
@@ -277,7 +289,8 @@ def _stage_records(sets: _Sets, settings: AsteroidSettings, labelled: bool
     records: dict[str, dict[str, Any]] = {}
     stage2: dict[str, dict[str, Any]] = {}
     if labelled:
-        stage1 = {"stage": "bias identification", "config": config, "data": accurate}
+        stage1 = {"stage": "bias identification",
+                  "config": config_settings(_bias_config(settings)), "data": accurate}
         records["stage1_bias"] = stage1
         cheap = {"cheap_train": content_digest(sets.extra_train),
                  "cheap_val": content_digest(sets.extra_val)}
@@ -372,7 +385,8 @@ def _bias_aware_stages(sets: _Sets, cheap: Sequence[str | os.PathLike], run_dir:
     stage1_dir = run_dir / "stage1_bias"
     torch.manual_seed(config.seed)
     stage1 = _run_stage("stage 1 · bias identification (accurate labels)",
-                        partial(Trainer, config, sets.acc_train, sets.acc_val, stage1_dir,
+                        partial(Trainer, _bias_config(settings), sets.acc_train, sets.acc_val,
+                                stage1_dir,
                                 provenance=sets.acc_provenance),
                         stage1_dir, progress, records["stage1_bias"], claim)
     model_path = stage1_dir / "model.pt"
