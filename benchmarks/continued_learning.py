@@ -13,12 +13,21 @@ frames at 500 K (`benchmarks/guardrails.py`, its cache must exist). Two arms:
     control     the same rounds of training (same configuration, epochs, learning rate and
                 seed, `round_training_config`) on the original frames only → C1, C2
 
+RBP fine-tuning judged as in the paper's Fig. 8: M0 fine-tuned with RBP reweighting (`finetune`,
+`reweight="rbp"`) and, as its control, with uniform weights (`reweight="none"`), each with
+round 1's configuration, on the original frames → RBP, uniform; judged like every model below,
+plus the test F_mae per conformation cluster (4 clusters fitted on the training frames, each
+test frame in its nearest; the same for every model).
+
 Every model is then judged on `--eval-starts` start structures drawn from another held-out
 trajectory, used by no round: ASE Langevin at `--temperature`, `--steps` steps of 0.5 fs, a
 frame every 20 steps, stopped at a 0.5 Å bond deviation. Frames before collapse are counted
 with the 0.5 Å criterion and with the paper's 0.3 Å (from the same trajectories: a 0.3 Å
 deviation comes first). The same start structures and MD seeds for every model of a seed.
-Each model's force error is measured too, on the guardrails benchmark's two held-out 500 K runs
+JCP Fig. 7: M0's evaluation runs that collapsed get their last 10 frames before the collapse
+labelled with GFN2-xTB (`mlff_core.report.build.pre_collapse_errors`, as `mlff report
+--relabel`), and M0's F_mae along them is set beside its test F_mae. Each model's force error
+is measured too, on the guardrails benchmark's two held-out 500 K runs
 (200 GFN2-xTB frames), to set it beside the stability ("Forces are not enough").
 
     python benchmarks/continued_learning.py [--seeds 0,1,2] [--json out.json]
@@ -42,8 +51,11 @@ from mlff_core.data.frames import Frames
 from mlff_core.data.trajectories import read_trajectory
 from mlff_core.engines import get_engine
 from mlff_core.export import export_run, load_model
+from mlff_core.labels import get_level
+from mlff_core.metrics.clusters import ConformationClusters
 from mlff_core.metrics.predict import predict_with_model
 from mlff_core.progress import progress_bar
+from mlff_core.report.build import pre_collapse_errors
 from mlff_core.report.plots import plt, stability_violins
 from mlff_core.stage_cache import claim_stage, config_settings, content_digest, model_digest
 from mlff_core.training import Trainer
@@ -54,6 +66,7 @@ from mlff_core.training.active import (
     round_training_config,
     run_stability,
 )
+from mlff_core.training.finetune import finetune
 
 GUARDRAILS = Path(__file__).parent / ".cache" / "guardrails"
 CACHE = Path(__file__).parent / ".cache" / "continued_learning"
@@ -64,6 +77,7 @@ EVAL_STARTS = GUARDRAILS / "data" / "aspirin_500K_100_seed3.npz"
 TEST = [GUARDRAILS / "data" / "aspirin_500K_100_seed1.npz",
         GUARDRAILS / "data" / "aspirin_500K_100_seed510.npz"]
 KCAL = 1.0 / units.KCAL_PER_MOL
+PRE_COLLAPSE = 10  # frames before a collapse labelled for JCP Fig. 7
 THRESHOLDS = (0.5, 0.3)
 
 
@@ -114,13 +128,35 @@ def control_arm(m0: Path, seed: int, args) -> list[Path]:
     return models
 
 
+def finetuned_arm(m0: Path, seed: int, args) -> dict[str, Path]:
+    """M0 fine-tuned with RBP weights and with uniform weights (round 1's configuration)."""
+    settings = settings_of(args, seed)
+    config = round_training_config(load_model(m0), settings, 1)
+    models = {}
+    for name, reweight in (("RBP", "rbp"), ("uniform", "none")):
+        stage = CACHE / f"seed{seed}" / f"finetune_{reweight}"
+        record = {"config": config_settings(config), "start": model_digest(m0),
+                  "data": content_digest(read_frames(DATA)), "reweight": reweight}
+        path = stage / "run" / "model.pt"
+        if not claim_stage(stage, record, redo=True) or not path.exists():
+            shutil.rmtree(stage / "run", ignore_errors=True)
+            with progress_bar(f"seed {seed} · fine-tuning ({name})", config.epochs) as advance:
+                finetune(m0, [DATA], stage / "run", config, n_val=settings.n_val,
+                         reweight=reweight, on_epoch=lambda _record: advance(1))
+        models[name] = path
+    return models
+
+
 def evaluate(name: str, model: Path, seed: int, args) -> dict:
-    """Frames before collapse (0.5 and 0.3 Å) of the evaluation runs of one model."""
+    """Frames before collapse (0.5 and 0.3 Å) of the evaluation runs of one model; for M0, the
+    force error along the last frames before each collapse ("pre_collapse")."""
     pool = read_frames(EVAL_STARTS)
     picked = np.sort(np.random.default_rng(10_000 + seed).choice(pool.n_frames, args.eval_starts,
                                                                 replace=False))
     runner = get_engine("ase")
-    result = {f"{t:g}": [] for t in THRESHOLDS}
+    result: dict = {f"{t:g}": [] for t in THRESHOLDS}
+    if name == "M0":
+        result["pre_collapse"] = []
     for k, index in enumerate(picked):
         start = pool[[int(index)]]
         stage = CACHE / f"seed{seed}" / "eval" / f"{name}_{k}"
@@ -139,13 +175,23 @@ def evaluate(name: str, model: Path, seed: int, args) -> dict:
         for threshold in THRESHOLDS:
             stable = run_stability(summary, trajectory, start, threshold)
             result[f"{threshold:g}"].append(int(stable["frames_before_collapse"]))
+        stable = run_stability(summary, trajectory, start, 0.5)
+        if name == "M0" and stable["collapsed"] and stable["frames_before_collapse"] > 0:
+            curve = pre_collapse_errors(trajectory, stable["frames_before_collapse"], start,
+                                        get_level("gfn2"), PRE_COLLAPSE, [load_model(model)],
+                                        [name], KCAL)
+            result["pre_collapse"].append({"frames_to_collapse": curve["frames_to_collapse"],
+                                           "F_mae": curve["F_mae"][name]})
     return result
 
 
-def test_f_mae(model: Path, test: Frames) -> float:
-    """Force MAE (kcal/mol/Å) on the held-out frames."""
+def test_errors(model: Path, test: Frames, clusters: np.ndarray) -> dict:
+    """Force MAE (kcal/mol/Å) on the held-out frames, overall and per cluster."""
     _, forces = predict_with_model(load_model(model), test)
-    return float(np.abs(forces - test.forces).mean()) * KCAL
+    frame_mae = np.abs(forces - test.forces).mean(axis=(1, 2)) * KCAL
+    return {"all": float(frame_mae.mean()),
+            "clusters": [float(frame_mae[clusters == k].mean())
+                         for k in range(int(clusters.max()) + 1)]}
 
 
 def main() -> None:
@@ -168,19 +214,25 @@ def main() -> None:
             raise SystemExit(f"error: {path} is missing; run benchmarks/guardrails.py first")
     frames_per_run = args.steps // 20 + 1
     test = Frames.concatenate([read_frames(p) for p in TEST])
+    test_clusters = ConformationClusters(n_clusters=4, random_state=0).fit(
+        read_frames(DATA)).classify(test)[0]  # nearest cluster, explored or not
     results = {"settings": {k: str(v) if isinstance(v, Path) else v
                             for k, v in vars(args).items()},
-               "frames_per_run": frames_per_run, "seeds": {}}
+               "frames_per_run": frames_per_run, "seeds": {},
+               "test_cluster_sizes": np.bincount(test_clusters, minlength=4).tolist()}
     for seed in [int(s) for s in args.seeds.split(",")]:
         m0 = GUARDRAILS / "aspirin" / f"seed{seed}" / "single.pt"
         continued, summary = continued_arm(m0, seed, args)
         control = control_arm(m0, seed, args)
         models = {"M0": m0, **{f"M{r + 1}": p for r, p in enumerate(continued)},
-                  **{f"C{r + 1}": p for r, p in enumerate(control)}}
+                  **{f"C{r + 1}": p for r, p in enumerate(control)},
+                  **finetuned_arm(m0, seed, args)}
         runs = {name: evaluate(name, path, seed, args) for name, path in models.items()}
+        errors = {name: test_errors(path, test, test_clusters) for name, path in models.items()}
         results["seeds"][seed] = {
             "runs": runs,
-            "test_f_mae": {name: test_f_mae(path, test) for name, path in models.items()},
+            "test_f_mae": {name: e["all"] for name, e in errors.items()},
+            "test_cluster_f_mae": {name: e["clusters"] for name, e in errors.items()},
             "new_frames": [r["new_frames"] for r in summary["rounds"]],
             "round_starts": [r["starts"] for r in summary["rounds"]],
             "round_frames_before_collapse": [r["frames_before_collapse"]
@@ -201,6 +253,32 @@ def main() -> None:
         errors = [s["test_f_mae"][name] for s in results["seeds"].values()]
         cells.append(f"{np.mean(errors):.3f} ± {np.std(errors, ddof=1):.3f}")
         table.append(f"| {name} | {' | '.join(cells)} |")
+    rows = ["| model | test F_mae per cluster 0 / 1 / 2 / 3 (mean over seeds) | worst cluster "
+            "(mean ± std) |", "|---|---|---|"]
+    for name in names:
+        per = np.array([r["test_cluster_f_mae"][name] for r in results["seeds"].values()])
+        worst = per.max(axis=1)
+        rows.append(f"| {name} | {' / '.join(f'{v:.3f}' for v in per.mean(axis=0))} | "
+                    f"{worst.mean():.3f} ± {worst.std(ddof=1):.3f} |")
+    table += ["", *rows]
+    # JCP Fig. 7: M0's error along the frames before its collapses, against its test error
+    by_distance: dict[int, list[float]] = {}
+    for r in results["seeds"].values():
+        for curve in r["runs"]["M0"]["pre_collapse"]:
+            for k, value in zip(curve["frames_to_collapse"], curve["F_mae"], strict=True):
+                if value == value:  # NaN where GFN2-xTB could not label the frame
+                    by_distance.setdefault(k, []).append(value)
+    results["pre_collapse_M0"] = {k: {"mean": float(np.mean(v)), "n": len(v)}
+                                  for k, v in sorted(by_distance.items(), reverse=True)}
+    test_m0 = np.mean([r["test_f_mae"]["M0"] for r in results["seeds"].values()])
+    table += ["", "| frames before the collapse | " + " | ".join(
+        str(k) for k in results["pre_collapse_M0"]) + " | test |",
+              "|---|" + "---|" * (len(results["pre_collapse_M0"]) + 1),
+              "| M0 F_mae (kcal/mol/Å) | " + " | ".join(
+                  f"{v['mean']:.2f}" for v in results["pre_collapse_M0"].values()) +
+              f" | {test_m0:.2f} |",
+              "| runs | " + " | ".join(str(v["n"]) for v in results["pre_collapse_M0"].values())
+              + " | |"]
     # "Forces are not enough": does a lower force error go with a more stable model?
     errors = [r["test_f_mae"][name] for r in results["seeds"].values() for name in names]
     stable = [float(np.median(r["runs"][name]["0.5"])) for r in results["seeds"].values()

@@ -121,15 +121,22 @@ def test_require_names_the_missing_extra(monkeypatch):
         get_level("dft").require()
 
 
+def _pyscf_molecule(atoms: Atoms):
+    """The reference PySCF molecule of `atoms` in STO-3G, built in the test."""
+    from pyscf import gto
+
+    return gto.M(atom=[(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(),
+                                                     atoms.positions, strict=True)],
+                 basis="sto-3g", unit="Angstrom", verbose=0)
+
+
 @pytest.mark.skipif(not pyscf_available(), reason="PySCF (the [dft] extra) is not installed")
 def test_dft_matches_pyscf_and_finite_differences():
-    from pyscf import dft, gto
+    from pyscf import dft
 
     atoms = Atoms("OH2", positions=[[0, 0, 0.1], [0.95, 0.1, 0], [-0.3, 0.9, 0]])
     atoms.calc = get_level("dft:PBE/sto-3g").calculator()
-    mol = gto.M(atom=[(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(),
-                                                    atoms.positions, strict=True)],
-                basis="sto-3g", unit="Angstrom", verbose=0)
+    mol = _pyscf_molecule(atoms)
     mf = dft.RKS(mol).density_fit()
     mf.xc = "PBE"
     mf.conv_tol = 1e-10
@@ -142,15 +149,13 @@ def test_dft_matches_pyscf_and_finite_differences():
 def test_hartree_fock_level_skips_the_grid_and_matches_pyscf():
     """`dft:HF/BASIS` is Hartree–Fock without an XC grid: PySCF's RKS with xc='HF' (which builds
     one it does not need) gives the same energy, and the forces match finite differences."""
-    from pyscf import dft, gto
+    from pyscf import dft
 
     atoms = Atoms("OH2", positions=[[0, 0, 0.1], [0.95, 0.1, 0], [-0.3, 0.9, 0]])
     calculator = get_level("dft:HF/sto-3g").calculator()
     atoms.calc = calculator
     energy = atoms.get_potential_energy()
-    mol = gto.M(atom=[(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(),
-                                                    atoms.positions, strict=True)],
-                basis="sto-3g", unit="Angstrom", verbose=0)
+    mol = _pyscf_molecule(atoms)
     mf = dft.RKS(mol).density_fit()
     mf.xc = "HF"
     mf.conv_tol = 1e-10

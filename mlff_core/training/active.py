@@ -341,8 +341,7 @@ def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
         round_dir = out / f"round_{r}"
         runs = _run_md_pass(current, loaded, [starts[i] for i in passes[r - 1]],
                             round_dir / "md", settings, settings.seed + 100_000 * r, progress)
-        record_starts = passes[r - 1].tolist()
-        record = {"round": r, "model": str(current), "starts": record_starts,
+        record = {"round": r, "model": str(current), "starts": passes[r - 1].tolist(),
                   **_pass_statistics(runs)}
         selected = select_candidates(runs, settings.max_new_frames)
         record["new_frames"] = 0 if selected is None else selected.n_frames
