@@ -320,9 +320,10 @@ def report(args) -> None:
     axis.set_ylabel("test F_mae (kcal/mol/Å)")
     axis.set_title("ethanol, 200 test frames, mean ± std over seeds")
     FIGURES.mkdir(exist_ok=True)
-    figure.savefig(FIGURES / "asteroid_fair_ethanol.png", dpi=110, bbox_inches="tight")
+    path = FIGURES / f"{CACHE.name}_ethanol.png"  # one figure per cache (budget)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
-    print(f"results: {out}; figure: {FIGURES / 'asteroid_fair_ethanol.png'}")
+    print(f"results: {out}; figure: {path}")
 
 
 def main() -> None:
