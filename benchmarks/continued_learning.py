@@ -61,8 +61,8 @@ from mlff_core.stage_cache import claim_stage, config_settings, content_digest, 
 from mlff_core.training import Trainer
 from mlff_core.training.active import (
     ActiveLearningSettings,
-    _original_data,
     active_learn,
+    original_data,
     round_training_config,
     run_stability,
 )
@@ -108,7 +108,7 @@ def control_arm(m0: Path, seed: int, args) -> list[Path]:
     """C1..CR: the rounds' training without new frames (cached per round)."""
     settings = settings_of(args, seed)
     m0_loaded = load_model(m0)
-    train, val = _original_data(m0_loaded, [DATA], settings.n_val, settings.seed)
+    train, val = original_data(m0_loaded, [DATA], settings.n_val, settings.seed)
     models, current = [], m0
     for r in range(1, settings.rounds + 1):
         stage = CACHE / f"seed{seed}" / f"control_round{r}"
@@ -172,10 +172,11 @@ def evaluate(name: str, model: Path, seed: int, args) -> dict:
                        action="stop", seed=100 + k, advance=advance)
         summary = json.loads((out / "summary.json").read_text())
         trajectory = read_trajectory(summary["trajectory"])
-        for threshold in THRESHOLDS:
-            stable = run_stability(summary, trajectory, start, threshold)
+        stables = {threshold: run_stability(summary, trajectory, start, threshold)
+                   for threshold in THRESHOLDS}
+        for threshold, stable in stables.items():
             result[f"{threshold:g}"].append(int(stable["frames_before_collapse"]))
-        stable = run_stability(summary, trajectory, start, 0.5)
+        stable = stables[0.5]
         if name == "M0" and stable["collapsed"] and stable["frames_before_collapse"] > 0:
             curve = pre_collapse_errors(trajectory, stable["frames_before_collapse"], start,
                                         get_level("gfn2"), PRE_COLLAPSE, [load_model(model)],

@@ -47,6 +47,11 @@ NOT_CLASSIFIED = "not classified"  # non-finite positions or overlapping atoms (
 STATUSES = (EXPLORED, UNEXPLORED, NO_REFERENCE, NOT_CLASSIFIED)
 
 
+#: The words a collapse check's description uses for NaN or inf positions or forces (stop
+#: reasons are matched on them: no engine stores such a frame).
+NON_FINITE = "non-finite"
+
+
 @dataclass
 class CollapseCheck:
     """Outcome of one collapse check: the bond that moved most from its reference length, or
@@ -61,7 +66,7 @@ class CollapseCheck:
 
     def describe(self) -> str:
         if self.non_finite is not None:
-            return f"atom {self.bond[0]} has a non-finite {self.non_finite} (NaN or inf)"
+            return f"atom {self.bond[0]} has a {NON_FINITE} {self.non_finite} (NaN or inf)"
         i, j = self.bond
         return (f"bond {i}-{j} is {self.length:.3f} Å (reference {self.reference:.3f} Å, "
                 f"deviation {self.max_deviation:.3f} Å)")

@@ -51,7 +51,7 @@ from mlff_core.fileio import atomic_output
 from mlff_core.labels import get_level
 from mlff_core.metrics.predict import predict_with_model
 from mlff_core.metrics.simulation import stability
-from mlff_core.monitors.detectors import ExplorationDetector
+from mlff_core.monitors.detectors import NON_FINITE, ExplorationDetector
 from mlff_core.progress import ProgressFactory, silent_progress
 from mlff_core.training.run import prepare_data, training_frames
 from mlff_core.training.trainer import Trainer, TrainingConfig
@@ -175,7 +175,7 @@ def run_stability(summary: dict[str, Any], frames: Frames, start: Frames,
     would read as a stable run."""
     stable = stability(frames, threshold, bonds=covalent_bonds(start.to_atoms(0)),
                        reference=start)
-    blew_up = "non-finite" in str(summary.get("reason") or "")
+    blew_up = NON_FINITE in str(summary.get("reason") or "")
     if blew_up and not stable["collapsed"]:
         stable.update(collapsed=True, first_collapse_frame=frames.n_frames,
                       frames_before_collapse=frames.n_frames)
@@ -230,7 +230,7 @@ def round_training_config(model: LoadedModel, settings: ActiveLearningSettings,
         max_minutes=settings.max_minutes, dtype=model.metadata["dtype"])
 
 
-def _original_data(model: LoadedModel, data: Sequence[str | os.PathLike],
+def original_data(model: LoadedModel, data: Sequence[str | os.PathLike],
                    n_val: float | int, seed: int) -> tuple[list[Frames], list[Frames]]:
     """Training and validation frames: from `data` (split with the seed), or the ones the model
     file's provenance records."""
@@ -328,7 +328,7 @@ def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
     passes = starts_of_passes(len(starts), settings, structures)
     for start in starts:
         model.check_species(start.atomic_numbers)
-    train, val = _original_data(model, data, settings.n_val, settings.seed)
+    train, val = original_data(model, data, settings.n_val, settings.seed)
     data_levels = sorted({lv for part in train for lv in part.levels.tolist()})
     if data_levels != [level.tag]:
         raise MLFFError(f"the training data are labelled with {', '.join(data_levels)} but "
