@@ -15,9 +15,10 @@ frames at 500 K (`benchmarks/guardrails.py`, its cache must exist). Two arms:
 
 RBP fine-tuning judged as in the paper's Fig. 8: M0 fine-tuned with RBP reweighting (`finetune`,
 `reweight="rbp"`) and, as its control, with uniform weights (`reweight="none"`), each with
-round 1's configuration, on the original frames → RBP, uniform; judged like every model below,
-plus the test F_mae per conformation cluster (4 clusters fitted on the training frames, each
-test frame in its nearest; the same for every model).
+round 1's configuration but `--finetune-epochs` epochs and no early stop, on the original
+frames → RBP, uniform; judged like every model below (from `--finetune-eval-starts` start
+structures), plus the test F_mae per conformation cluster (4 clusters fitted on the training
+frames, each test frame in its nearest; the same for every model).
 
 Every model is then judged on `--eval-starts` start structures drawn from another held-out
 trajectory, used by no round: ASE Langevin at `--temperature`, `--steps` steps of 0.5 fs, a
@@ -39,7 +40,7 @@ import argparse
 import json
 import shutil
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -129,9 +130,13 @@ def control_arm(m0: Path, seed: int, args) -> list[Path]:
 
 
 def finetuned_arm(m0: Path, seed: int, args) -> dict[str, Path]:
-    """M0 fine-tuned with RBP weights and with uniform weights (round 1's configuration)."""
+    """M0 fine-tuned with RBP weights and with uniform weights: round 1's configuration, with
+    `--finetune-epochs` epochs and no early stop (the epoch kept is the best on each arm's own
+    validation loss, RBP-weighted for RBP)."""
     settings = settings_of(args, seed)
-    config = round_training_config(load_model(m0), settings, 1)
+    config = replace(round_training_config(load_model(m0), settings, 1),
+                     epochs=args.finetune_epochs,
+                     early_stopping_patience=args.finetune_epochs)
     models = {}
     for name, reweight in (("RBP", "rbp"), ("uniform", "none")):
         stage = CACHE / f"seed{seed}" / f"finetune_{reweight}"
@@ -147,11 +152,12 @@ def finetuned_arm(m0: Path, seed: int, args) -> dict[str, Path]:
     return models
 
 
-def evaluate(name: str, model: Path, seed: int, args) -> dict:
-    """Frames before collapse (0.5 and 0.3 Å) of the evaluation runs of one model; for M0, the
-    force error along the last frames before each collapse ("pre_collapse")."""
+def evaluate(name: str, model: Path, seed: int, args, starts: int) -> dict:
+    """Frames before collapse (0.5 and 0.3 Å) of the evaluation runs of one model, from `starts`
+    start structures; for M0, the force error along the last frames before each collapse
+    ("pre_collapse")."""
     pool = read_frames(EVAL_STARTS)
-    picked = np.sort(np.random.default_rng(10_000 + seed).choice(pool.n_frames, args.eval_starts,
+    picked = np.sort(np.random.default_rng(10_000 + seed).choice(pool.n_frames, starts,
                                                                 replace=False))
     runner = get_engine("ase")
     result: dict = {f"{t:g}": [] for t in THRESHOLDS}
@@ -186,6 +192,15 @@ def evaluate(name: str, model: Path, seed: int, args) -> dict:
     return result
 
 
+def finetune_summary(model: Path) -> dict:
+    """Epochs run, the epoch kept, and the RBP per training cluster before and after (Fig. 8)."""
+    summary = json.loads((model.parent / "finetune.json").read_text())
+    (system,) = summary["systems"]
+    rbp = {when: [row["RBP"] for _, row in sorted(system[when]["per_cluster"].items())]
+           for when in ("before", "after")}
+    return {"epochs": summary["epochs"], "best_epoch": summary["best_epoch"], "rbp": rbp}
+
+
 def test_errors(model: Path, test: Frames, clusters: np.ndarray) -> dict:
     """Force MAE (kcal/mol/Å) on the held-out frames, overall and per cluster."""
     _, forces = predict_with_model(load_model(model), test)
@@ -202,6 +217,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--starts", type=int, default=8, help="new start structures per round")
     parser.add_argument("--eval-starts", type=int, default=8)
+    parser.add_argument("--finetune-epochs", type=int, default=60,
+                        help="RBP and uniform fine-tuning (Fig. 8), no early stop")
+    parser.add_argument("--finetune-eval-starts", type=int, default=16,
+                        help="evaluation runs of each fine-tuned model (Fig. 8)")
     parser.add_argument("--temperature", type=float, default=1200.0)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=30, help="training per round")
@@ -228,12 +247,16 @@ def main() -> None:
         models = {"M0": m0, **{f"M{r + 1}": p for r, p in enumerate(continued)},
                   **{f"C{r + 1}": p for r, p in enumerate(control)},
                   **finetuned_arm(m0, seed, args)}
-        runs = {name: evaluate(name, path, seed, args) for name, path in models.items()}
+        finetuned = ("RBP", "uniform")
+        runs = {name: evaluate(name, path, seed, args, args.finetune_eval_starts
+                               if name in finetuned else args.eval_starts)
+                for name, path in models.items()}
         errors = {name: test_errors(path, test, test_clusters) for name, path in models.items()}
         results["seeds"][seed] = {
             "runs": runs,
             "test_f_mae": {name: e["all"] for name, e in errors.items()},
             "test_cluster_f_mae": {name: e["clusters"] for name, e in errors.items()},
+            "finetune": {name: finetune_summary(models[name]) for name in finetuned},
             "new_frames": [r["new_frames"] for r in summary["rounds"]],
             "round_starts": [r["starts"] for r in summary["rounds"]],
             "round_frames_before_collapse": [r["frames_before_collapse"]
@@ -261,6 +284,15 @@ def main() -> None:
         worst = per.max(axis=1)
         rows.append(f"| {name} | {' / '.join(f'{v:.3f}' for v in per.mean(axis=0))} | "
                     f"{worst.mean():.3f} ± {worst.std(ddof=1):.3f} |")
+    table += ["", *rows]
+    rows = ["| fine-tuning | epochs run / kept (per seed) | training RBP spread, before → after "
+            "(mean over seeds) |", "|---|---|---|"]
+    for name in ("RBP", "uniform"):
+        tuned = [r["finetune"][name] for r in results["seeds"].values()]
+        spread = {when: np.mean([np.ptp(t["rbp"][when]) for t in tuned])
+                  for when in ("before", "after")}
+        kept = ", ".join(f"{t['epochs']} / {t['best_epoch']}" for t in tuned)
+        rows.append(f"| {name} | {kept} | {spread['before']:.3f} → {spread['after']:.3f} |")
     table += ["", *rows]
     # JCP Fig. 7: M0's error along the frames before its collapses, against its test error
     by_distance: dict[int, list[float]] = {}

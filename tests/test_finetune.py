@@ -13,6 +13,7 @@ from mlff_core.data.generate import LangevinSampling, generate_frames
 from mlff_core.data.molecules import named_molecule
 from mlff_core.errors import MLFFError
 from mlff_core.export import export_run, load_model
+from mlff_core.fileio import load_weights
 from mlff_core.labels import get_level
 from mlff_core.metrics.force import force_metrics
 from mlff_core.metrics.predict import predict_with_model
@@ -104,6 +105,22 @@ def test_finetune_command_reweights_by_rbp_and_keeps_clusters(trained_model, tmp
     after = force_metrics(train, forces, energies, cluster_labels=labels, unit="eV/A")
     assert system["after"]["global"]["F_mae"] == pytest.approx(after["global"]["F_mae"], rel=1e-6)
     assert tuned.metadata["training"]["init_model"]["path"] == str(model)
+
+    # The kept epoch is chosen on the loss being minimised: the validation frames carry their
+    # cluster's RBP weight too (a plain validation loss keeps the epoch closest to the original
+    # model, so RBP fine-tuning would never move it). Recomputed from the loss formula.
+    val = read_frames(data)[np.array(run["data"]["systems"][0]["val_indices"])]
+    val_labels, _ = original.clusters_for(val.atomic_numbers, False).classify(val)
+    weights = np.array([expected.cluster_weight.get(int(k), 1.0) for k in val_labels])
+    weights /= weights.mean()
+    assert np.ptp(weights) > 0.1  # the check below tells the two validation losses apart
+    energies, forces = predict_with_model(tuned, val)
+    per_frame = (run["config"]["energy_weight"] * (energies - val.energies) ** 2
+                 + ((forces - val.forces) ** 2).mean(axis=(1, 2)))
+    best = load_weights(tmp_path / "ft" / "best.pt")
+    assert best["val_metrics"]["loss"] == pytest.approx(float((weights * per_frame).mean()),
+                                                        rel=1e-4)
+    assert best["val_metrics"]["loss"] != pytest.approx(float(per_frame.mean()), rel=1e-3)
 
 
 def test_finetune_rejects_unknown_elements(trained_model, tmp_path, water_frames):

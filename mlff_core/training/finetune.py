@@ -4,7 +4,9 @@
 Steps: split the data (seeded), assign every training frame to a conformation cluster (the
 model file's training clusters for that system, else clusters fitted on the frames), measure the
 model's per-frame force error, weight the frames by their cluster's RBP
-(`mlff_core.training.reweight`), train from the model's weights, export `model.pt` with the same
+(`mlff_core.training.reweight`; validation frames get the weight of their nearest training
+cluster, so the kept epoch is the best one for the reweighted loss), train from the model's
+weights, export `model.pt` with the same
 clusters, and measure per-cluster F_mae and RBP again. `finetune.json` holds both tables.
 """
 
@@ -44,6 +46,19 @@ def system_clusters(model: LoadedModel, frames: Frames, n_clusters: int | None =
         return stored, "model file"
     fitted = ConformationClusters(n_clusters=n_clusters, random_state=seed).fit(frames)
     return fitted, "fitted on the training frames"
+
+
+def validation_weights(clusters: ConformationClusters, frames: Frames,
+                       table: list[dict]) -> np.ndarray:
+    """[F] weights of validation frames: the RBP weight of each frame's nearest training cluster
+    (`table`, the reweighting rows; 1 for a cluster with no row, or with no reweighting). The
+    kept epoch is then the one with the lowest validation value of the loss being minimised;
+    with plain validation weights it would be the epoch closest to the original model."""
+    weight = {row["cluster"]: row["weight"] for row in table}
+    if not weight or frames.n_frames == 0:
+        return np.ones(frames.n_frames)
+    nearest, _ = clusters.classify(frames)
+    return np.array([weight.get(int(k), 1.0) for k in nearest])
 
 
 def cluster_metrics(model: LoadedModel, frames: Frames, labels: np.ndarray
@@ -107,11 +122,18 @@ def finetune(model_path: str | os.PathLike, data: Sequence[str | os.PathLike],
         labels.append(nearest)
         before.append({"clusters_from": source, "metrics": metrics})
 
+    val_weights = []
+    for part in val:  # --val-data may hold its systems in another order, or other systems
+        same = [k for k, t in enumerate(train) if np.array_equal(t.atomic_numbers,
+                                                                 part.atomic_numbers)]
+        val_weights.append(validation_weights(clusters[same[0]], part, tables[same[0]])
+                           if same else np.ones(part.n_frames))
     provenance["init_model"] = {"path": str(model_path),
                                 "training": model.metadata.get("training", {})}
     provenance["reweighting"] = {"rule": reweight, "strength": strength, "clusters": tables}
     trainer = Trainer(config, train, val, run_dir, init_potential=model.to_potential(),
-                      sample_weights=weights, clusters=clusters, provenance=provenance)
+                      sample_weights=weights, val_sample_weights=val_weights,
+                      clusters=clusters, provenance=provenance)
     if resume:
         trainer.resume()
     trainer.fit(on_epoch)
