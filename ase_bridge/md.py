@@ -102,6 +102,7 @@ def run_ase_md(model: str | os.PathLike, structure: str | os.PathLike, output_di
         "ensemble": ensemble(friction, temperature),
         "temperature_K": temperature, "timestep_fs": timestep, "steps_requested": steps,
         "report_interval": report_interval, "frame_interval_ps": timestep * report_interval / 1e3,
+        "first_frame_ps": 0.0,  # the start is frame 0
         "steps_run": dynamics.nsteps, **stop_outcome(*(m.monitor for m in monitors)),
         "seconds": seconds,
         "ns_per_day": dynamics.nsteps * timestep * 1e-6 / (seconds / 86400.0) if seconds else None,

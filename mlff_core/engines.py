@@ -14,7 +14,8 @@ plus engine-specific options,
 writes its files to output_dir, and returns a summary dict with at least ensemble
 (`ensemble()`), steps_run, stopped, reason (of the event that stopped the run), last_good (None
 when no good frame was saved), seconds, ns_per_day, report_interval, frame_interval_ps (ps
-between trajectory frames), collapse and exploration (lines from
+between trajectory frames), first_frame_ps (time of the trajectory's first frame: 0 when it is
+the start structure), collapse and exploration (lines from
 `mlff_core.monitors.summary_line`), exploration_counts, trajectory (the
 trajectory file, one frame per report interval) and topology (a structure file that the
 trajectory reader needs for coordinate-only formats, or None).

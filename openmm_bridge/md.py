@@ -172,6 +172,7 @@ def run_openmm_md(model: str | os.PathLike, structure: str | os.PathLike, output
         "trajectory": str(out / "trajectory.dcd"), "topology": str(out / "start.pdb"),
         "atoms": topology.getNumAtoms(), "temperature_K": temperature, "timestep_fs": timestep,
         "report_interval": report_interval, "frame_interval_ps": timestep * report_interval / 1e3,
+        "first_frame_ps": timestep * report_interval / 1e3,  # reporters skip step 0
         "ensemble": ensemble(friction, temperature),
         "steps_requested": steps, **outcome, "seconds": seconds,
         "ns_per_day": outcome["steps_run"] * timestep * 1e-6 / (seconds / 86400.0)

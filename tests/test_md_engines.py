@@ -3,13 +3,15 @@
 
 import re
 
+import numpy as np
 import pytest
 from conftest import run_mlff
 from models_helpers import save_random_model
 
-from mlff_core.data.formats import write_frames
+from mlff_core.data.formats import read_frames, write_frames
 from mlff_core.data.frames import Frames
 from mlff_core.data.molecules import named_molecule
+from mlff_core.data.trajectories import read_trajectory
 from mlff_core.engines import get_engine
 
 
@@ -28,6 +30,15 @@ def test_friction_zero_runs_nve(tmp_path, inputs, engine):
     summary = get_engine(engine)(model, start, tmp_path / engine, steps=20, report_interval=10,
                                  friction=0.0, action="flag", **options)
     assert summary["ensemble"] == "NVE" and summary["steps_run"] == 20
+    # The summary says when the trajectory's first frame was taken, so times (stability_ps) are
+    # the same in every engine: the last frame is the last step, frame 0 at 0 ps is the start
+    # (up to the shift LAMMPS applies to put a molecule in its box).
+    frames = read_trajectory(summary["trajectory"], summary["topology"])
+    last_ps = summary["first_frame_ps"] + (frames.n_frames - 1) * summary["frame_interval_ps"]
+    assert last_ps == pytest.approx(20 * summary["timestep_fs"] / 1000)
+    first, initial = frames.positions[0], read_frames(start).positions[0]
+    starts_at_zero = np.allclose(first - first.mean(0), initial - initial.mean(0), atol=1e-3)
+    assert starts_at_zero == (summary["first_frame_ps"] == 0)
     langevin = get_engine(engine)(model, start, tmp_path / "nvt", steps=10, report_interval=10,
                                   friction=2.0, action="flag", **options)
     assert langevin["ensemble"] == "NVT (Langevin, 300 K, 2/ps)"

@@ -222,7 +222,9 @@ def test_a_periodic_liquid_gets_the_mdsim_rdf_metrics_and_stability(tmp_path):
         write_frames(run, tmp_path / name / "trajectory.traj")
         (tmp_path / name / "summary.json").write_text(json.dumps(
             {"trajectory": str(tmp_path / name / "trajectory.traj"),
-             "frame_interval_ps": 0.1, "ns_per_day": 12.5}))
+             "frame_interval_ps": 0.1, "ns_per_day": 12.5,
+             # "broken" as OpenMM writes it: no frame at step 0, the first one 0.1 ps in
+             **({"first_frame_ps": 0.1} if name == "broken" else {})}))
     result = run_mlff("report", "--data", tmp_path / "reference.npz",
                       "--trajectory", f"calm={tmp_path / 'calm' / 'trajectory.traj'}",
                       "--trajectory", f"broken={tmp_path / 'broken' / 'trajectory.traj'}",
@@ -233,15 +235,17 @@ def test_a_periodic_liquid_gets_the_mdsim_rdf_metrics_and_stability(tmp_path):
         assert entry["stability_criterion"]["kind"] == "rdf"
         assert entry["stability_criterion"]["window_frames"] == 10  # 1 ps of 0.1 ps frames
         assert entry["ns_per_day"] == 12.5 and entry["frame_interval_ps"] == 0.1
-    assert not calm["collapsed"] and calm["stability_ps"] == pytest.approx(3.0)
+    # stability in ps: the time of the last frame (frames 0 … 29 at 0 … 2.9 ps), or of the first
+    # collapsed frame (frame k at 0.1 + 0.1 k ps when the first frame is 0.1 ps in)
+    assert not calm["collapsed"] and calm["stability_ps"] == pytest.approx(2.9)
     # windows of 10 frames reach the scattered frames from window 3 on
     assert broken["collapsed"] and 3 <= broken["frames_before_collapse"] <= 12
-    assert broken["stability_ps"] == pytest.approx(0.1 * broken["frames_before_collapse"])
+    assert broken["stability_ps"] == pytest.approx(0.1 + 0.1 * broken["frames_before_collapse"])
     # the RDF MAE of the stable part: below the criterion's threshold, as every window was
     assert set(calm["rdf_mae"]) == {"H-H", "H-O", "O-O"}
     assert 0 < max(calm["rdf_mae"].values()) < calm["stability_criterion"]["threshold"]
     assert set(calm["diffusivity"]["per_element"]) == {"H", "O"}
-    assert "(3 ps)" in result.stdout
+    assert "(2.9 ps)" in result.stdout
 
 
 def test_relabel_gives_the_force_error_before_a_collapse(inputs, tmp_path):

@@ -202,9 +202,10 @@ def _model_figures(report: Report, errors: dict[str, np.ndarray], unit: str) -> 
 
 
 def run_record(path: Path, run: Frames) -> dict[str, float | None]:
-    """Time between frames (ps) and speed (ns/day) of a trajectory: from the summary.json that
-    `mlff md` writes beside it, else the frame times a DCD/XTC file stores; None if unknown."""
-    interval, speed = None, None
+    """Time between frames (ps), time of the first frame (ps from the run's start) and speed
+    (ns/day) of a trajectory: from the summary.json that `mlff md` writes beside it, else the
+    frame times a DCD/XTC file stores; None if unknown (the first frame: 0, the start)."""
+    interval, first, speed = None, None, None
     summary = path.parent / "summary.json"
     if summary.is_file():
         try:
@@ -213,10 +214,22 @@ def run_record(path: Path, run: Frames) -> dict[str, float | None]:
             recorded = {}
         if Path(str(recorded.get("trajectory", ""))).name == path.name:
             interval, speed = recorded.get("frame_interval_ps"), recorded.get("ns_per_day")
+            first = recorded.get("first_frame_ps")
     times = np.asarray(run.provenance.get("time_ps") or [], dtype=float)
     if interval is None and len(times) > 1 and np.all(np.diff(times) > 0):
         interval = float(np.median(np.diff(times)))
-    return {"frame_interval_ps": interval, "ns_per_day": speed}
+        first = float(times[0])
+    return {"frame_interval_ps": interval, "first_frame_ps": first or 0.0, "ns_per_day": speed}
+
+
+def stability_time(stable: dict[str, Any], interval: float | None,
+                   first_frame_ps: float) -> float | None:
+    """Stability in ps (MDsim): the time of the first collapsed frame, or of the last frame when
+    none collapsed, counted from the run's start (None without a frame interval)."""
+    if not interval:
+        return None
+    frame = stable["first_collapse_frame"] if stable["collapsed"] else stable["n_frames"] - 1
+    return first_frame_ps + frame * interval
 
 
 def pre_collapse_errors(run: Frames, first_collapse: int, reference: Frames, level,
@@ -302,7 +315,7 @@ def _trajectory_section(report: Report, reference: Frames, trajectories: Sequenc
             "collapsed": stable["collapsed"], "bond_threshold": bond_threshold,
             "stability_criterion": criterion,
             "frame_interval_ps": interval,
-            "stability_ps": stable["frames_before_collapse"] * interval if interval else None,
+            "stability_ps": stability_time(stable, interval, recorded["first_frame_ps"]),
             "ns_per_day": recorded["ns_per_day"],
         }
         if relabel is not None and stable["collapsed"] and stable["first_collapse_frame"]:

@@ -142,6 +142,7 @@ def run_lammps_md(model: str | os.PathLike, structure: str | os.PathLike, output
         "atoms": len(start.atoms), "trajectory": str(out / "trajectory.lammpstrj"),
         "topology": None, "temperature_K": temperature, "timestep_fs": timestep,
         "report_interval": report_interval, "frame_interval_ps": timestep * report_interval / 1e3,
+        "first_frame_ps": 0.0,  # the start is frame 0
         "ensemble": ensemble(friction, temperature),
         "steps_requested": steps, "steps_run": done, "stopped": stopped, "reason": reason,
         "last_good": str(last_good) if stopped and last_good.exists() else None,
