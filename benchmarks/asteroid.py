@@ -277,37 +277,41 @@ def molecule_benchmark(molecule: str, args) -> dict:
 
 def md_stability(result: dict, args) -> dict:
     """Frames before collapse vs time step for the standard and the ASTEROID model."""
-    runner = get_engine("ase")
     molecule = result["molecule"]
     start_frames = gfn2_trajectory(molecule, TEST_TRAJECTORY, 1)[:1]
     start = write_frames(start_frames, CACHE / molecule / "start.xyz")
-    stability: dict[str, dict[str, list[int]]] = {}
-    for name, model in result["models"].items():
-        stability[name] = {}
-        weights = model_digest(model)
-        for timestep in args.timesteps:
-            frames = []
-            for seed in range(args.md_runs):
-                stage = runs_root(molecule, args) / f"md_{args.md_temperature:g}K" / \
-                    f"{name}_{timestep:g}fs_{seed}"
-                out = stage / "run"  # the engine's output; the settings record beside it
-                summary_file = out / "summary.json"
-                steps = int(round(args.md_time / timestep))
-                interval = max(1, int(round(5 / timestep)))
-                md = {"engine": "ase", "model_weights": weights,
-                      "start": content_digest(start_frames), "temperature": args.md_temperature,
-                      "timestep": timestep, "steps": steps, "seed": seed,
-                      "report_interval": interval}
-                if not claim_stage(stage, md, redo=True) or not summary_file.exists():
-                    shutil.rmtree(out, ignore_errors=True)  # an interrupted run starts anew
-                    with progress_bar(f"MD {name} {timestep:g} fs #{seed}", steps) as advance:
-                        runner(model, start, str(out), temperature=args.md_temperature,
-                               timestep=timestep, steps=steps, seed=seed, advance=advance,
-                               report_interval=interval)
-                summary = json.loads(summary_file.read_text())
-                frames.append(summary["steps_run"] * timestep)  # simulated fs before stop
-            stability[name][f"{timestep:g}"] = frames
-    return stability
+    root = runs_root(molecule, args) / f"md_{args.md_temperature:g}K"
+    return {name: {f"{timestep:g}": fs_before_collapse(model, start, start_frames, timestep,
+                                                       args, root, name)
+                   for timestep in args.timesteps}
+            for name, model in result["models"].items()}
+
+
+def fs_before_collapse(model: Path, start: Path, start_frames: Frames, timestep: float, args,
+                       root: Path, name: str) -> list[float]:
+    """Simulated fs before the run stopped (`args.md_time` = none) of `args.md_runs` ASE
+    Langevin runs (MD seeds 0, 1, …) at `args.md_temperature` from `start`, each cached in
+    `root/{name}_{timestep}fs_{seed}` with its settings."""
+    runner = get_engine("ase")
+    times = []
+    for seed in range(args.md_runs):
+        stage = root / f"{name}_{timestep:g}fs_{seed}"
+        out = stage / "run"  # the engine's output; the settings record beside it
+        summary_file = out / "summary.json"
+        steps = int(round(args.md_time / timestep))
+        interval = max(1, int(round(5 / timestep)))
+        md = {"engine": "ase", "model_weights": model_digest(model),
+              "start": content_digest(start_frames), "temperature": args.md_temperature,
+              "timestep": timestep, "steps": steps, "seed": seed, "report_interval": interval}
+        if not claim_stage(stage, md, redo=True) or not summary_file.exists():
+            shutil.rmtree(out, ignore_errors=True)  # an interrupted run starts anew
+            with progress_bar(f"MD {name} {timestep:g} fs #{seed}", steps) as advance:
+                runner(model, start, str(out), temperature=args.md_temperature,
+                       timestep=timestep, steps=steps, seed=seed, advance=advance,
+                       report_interval=interval)
+        summary = json.loads(summary_file.read_text())
+        times.append(summary["steps_run"] * timestep)
+    return times
 
 
 COMPARED = {"standard": "standard", "asteroid": "ASTEROID", "no_bias_weights": "no bias weights",

@@ -30,6 +30,12 @@ then stage 3. Wall seconds are recorded beside.
     python benchmarks/asteroid_fair.py run --pair hf-dft --method asteroid --seed 0
     python benchmarks/asteroid_fair.py report                    # table, JSON and figure
 
+The paper's ablations and Fig. 6b on the same runs: `run --method uniform` (stage 2 with
+uniform weights, one path, beside ASTEROID's own γ = 1 path), `ablations` (adds each chosen γ's
+stage-2 model, i.e. no fine-tuning on the accurate labels), and `stability --pair P` (ASE
+Langevin from the first test frame at `--md-temperature`, `--md-runs` runs per model and time
+step: simulated fs before a collapse for each seed's chosen standard and ASTEROID model).
+
 Runs are cached per (pair, method, seed) under `--cache`, with the settings that made them.
 """
 
@@ -48,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from asteroid import (  # noqa: E402  (the benchmark's shared data and helpers)
     HYPER,
     KCAL,
+    fs_before_collapse,
     gfn2_trajectory,
     labelled,
     model_of,
@@ -210,6 +217,22 @@ def run_asteroid(pair: str, seed: int, data: dict, args) -> dict:
             "frame_gradients": stage_frame_gradients(summary)}
 
 
+def run_uniform(pair: str, seed: int, data: dict, args) -> dict:
+    """The bias-weights ablation: ASTEROID with uniform stage-2 weights, one path, to set
+    beside ASTEROID's own γ = 1 path (the same stage-1 and path epochs)."""
+    settings = AsteroidSettings(config=base_config(seed, args.cheap_epochs),
+                                bias_epochs=args.bias_epochs,
+                                finetune_epochs=args.finetune_epochs,
+                                finetune_learning_rate=3e-4, gammas=(1.0,), bias_weights=False,
+                                cost_ratio=data["cost"]["cost_ratio"])
+    summary = asteroid([data["accurate"]], CACHE / pair / f"seed{seed}" / "asteroid_uniform",
+                       settings, cheap=[data["cheap"]], progress=progress_bar,
+                       redo_changed=True)
+    return {"test_f_mae": test_f_mae(summary["model"], test_frames()),
+            "training_seconds": stage_seconds(summary),
+            "frame_gradients": stage_frame_gradients(summary)}
+
+
 def run_score_matching(seed: int, data: dict, args) -> dict:
     unlabeled = unlabeled_configurations(args.unlabeled_runs)
     score_budget = budget(args) - n_train(N_ACCURATE) * args.finetune_epochs
@@ -271,6 +294,8 @@ def run(args) -> None:
         result = run_asteroid(args.pair, args.seed, data, args)
     elif args.method == "standard":
         result = run_standard(args.pair, args.seed, data, args)
+    elif args.method == "uniform":
+        result = run_uniform(args.pair, args.seed, data, args)
     else:
         result = run_score_matching(args.seed, data, args)
     result.update(pair=args.pair, method=args.method, seed=args.seed, cost=data["cost"],
@@ -279,6 +304,83 @@ def run(args) -> None:
     out = CACHE / args.pair / f"seed{args.seed}" / f"result_{name}.json"
     out.write_text(json.dumps(result, indent=2, default=float))
     print(json.dumps({k: v for k, v in result.items() if k != "cost"}, indent=1, default=float))
+
+
+# --------------------------------------------------------------- ablations and MD (Fig. 6b)
+def finished_seeds(pair: str) -> list[int]:
+    """Seeds of `pair` with both an ASTEROID and a standard result."""
+    return sorted(int(path.parent.name.removeprefix("seed"))
+                  for path in CACHE.glob(f"{pair}/seed*/result_asteroid.json")
+                  if (path.parent / "result_standard.json").exists())
+
+
+def chosen_models(pair: str, seed: int) -> dict[str, Path]:
+    """The model each method kept: standard's best learning rate, ASTEROID's best γ."""
+    folder = CACHE / pair / f"seed{seed}"
+    standard = json.loads((folder / "result_standard.json").read_text())
+    lr = float(standard["learning_rate"])
+    return {"standard": folder / f"standard_lr{lr:g}" / "model.pt",
+            "ASTEROID": folder / "asteroid" / "model.pt"}
+
+
+def ablations(args) -> None:
+    """Per pair, mean ± std over seeds: ASTEROID, its chosen γ's stage-2 model (no fine-tuning
+    on the accurate labels), its γ = 1 path and the uniform-weights run beside it."""
+    test = test_frames()
+    lines = ["| pair | seeds | ASTEROID | no fine-tuning (stage 2 of the chosen γ) | γ = 1 path | "
+             "uniform weights (1 path) |", "|---|---|---|---|---|---|"]
+    results = {}
+    for pair in PAIRS:
+        rows: dict[str, list[float]] = {"asteroid": [], "no_finetune": [], "gamma1": [],
+                                        "uniform": []}
+        for seed in finished_seeds(pair):
+            folder = CACHE / pair / f"seed{seed}"
+            result = json.loads((folder / "result_asteroid.json").read_text())
+            rows["asteroid"].append(result["test_f_mae"])
+            stage2 = model_of(folder / "asteroid" / f"stage2_gamma{result['gamma']:g}")
+            rows["no_finetune"].append(test_f_mae(stage2, test))
+            uniform = folder / "result_uniform.json"
+            if uniform.exists():
+                rows["gamma1"].append(result["gamma_test_f_mae"]["1"])
+                rows["uniform"].append(json.loads(uniform.read_text())["test_f_mae"])
+        if not rows["asteroid"]:
+            continue
+        results[pair] = rows
+        cells = [f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.3f} "
+                 f"({', '.join(f'{x:.3f}' for x in v)})" if v else "—" for v in rows.values()]
+        lines.append(f"| {pair} | {len(rows['asteroid'])} | {' | '.join(cells)} |")
+    print("\n".join(lines))
+    (CACHE / "ablations.json").write_text(json.dumps(results, indent=2))
+
+
+def stability(args) -> None:
+    """Fig. 6b: simulated fs before a collapse against the time step, for each seed's standard
+    and ASTEROID model, from the first test frame (ASE Langevin; medians per seed, then
+    mean ± std over seeds)."""
+    start_frames = gfn2_trajectory(MOLECULE, TEST, 1)[:1]
+    start = write_frames(start_frames, CACHE / "md_start.xyz")
+    medians: dict[str, dict[str, list[float]]] = {}
+    runs = {}
+    for seed in finished_seeds(args.pair):
+        root = CACHE / args.pair / f"seed{seed}" / f"md_{args.md_temperature:g}K"
+        for name, model in chosen_models(args.pair, seed).items():
+            for timestep in args.timesteps:
+                times = fs_before_collapse(model, start, start_frames, timestep, args, root,
+                                           name)
+                runs.setdefault(name, {}).setdefault(f"{timestep:g}", []).append(times)
+                medians.setdefault(name, {}).setdefault(f"{timestep:g}", []).append(
+                    float(np.median(times)))
+    lines = [f"| model | {' | '.join(f'{t:g} fs' for t in args.timesteps)} |",
+             "|---|" + "---|" * len(args.timesteps)]
+    for name, by_step in medians.items():
+        lines.append(f"| {name} | " + " | ".join(
+            f"{np.mean(v):.0f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.0f} "
+            f"({', '.join(f'{x:g}' for x in v)})" for v in by_step.values()) + " |")
+    print(f"{args.pair}: fs before collapse (of {args.md_time:g}), {args.md_runs} runs per "
+          f"model and step at {args.md_temperature:g} K, median per seed, mean ± std (seeds)")
+    print("\n".join(lines))
+    (CACHE / f"stability_{args.pair}.json").write_text(
+        json.dumps({"runs": runs, "medians": medians}, indent=2))
 
 
 # ------------------------------------------------------------------------------------- report
@@ -337,7 +439,8 @@ def main() -> None:
     label.add_argument("part", choices=["test", "pool", "cheap"])
     one = sub.add_parser("run", help="one method, pair and seed")
     one.add_argument("--pair", choices=sorted(PAIRS), required=True)
-    one.add_argument("--method", choices=["asteroid", "standard", "score"], required=True)
+    one.add_argument("--method", choices=["asteroid", "standard", "score", "uniform"],
+                     required=True)
     one.add_argument("--seed", type=int, required=True)
     one.add_argument("--bias-epochs", type=int, default=40, help="stage 1")
     one.add_argument("--cheap-epochs", type=int, default=10, help="stage 2, per γ")
@@ -345,6 +448,14 @@ def main() -> None:
     one.add_argument("--unlabeled-runs", type=int, default=5,
                      help="independent 1,000-frame trajectories for score matching")
     sub.add_parser("report", help="the table, figure and JSON of every finished run")
+    sub.add_parser("ablations", help="no fine-tuning and uniform weights, from the runs")
+    md = sub.add_parser("stability", help="MD stability against the time step (Fig. 6b)")
+    md.add_argument("--pair", choices=sorted(PAIRS), required=True)
+    md.add_argument("--timesteps", type=lambda v: [float(t) for t in v.split(",")],
+                    default=[0.5, 2.0], help="fs")
+    md.add_argument("--md-runs", type=int, default=5, help="per model and time step")
+    md.add_argument("--md-time", type=float, default=2000.0, help="fs per run")
+    md.add_argument("--md-temperature", type=float, default=1000.0, help="K")
     args = parser.parse_args()
     CACHE = args.cache
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -361,6 +472,10 @@ def main() -> None:
                            cheap_pool(pair, args.labelled_pool))
     elif args.command == "run":
         run(args)
+    elif args.command == "ablations":
+        ablations(args)
+    elif args.command == "stability":
+        stability(args)
     else:
         report(args)
 
