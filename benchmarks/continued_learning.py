@@ -15,8 +15,9 @@ frames at 500 K (`benchmarks/guardrails.py`, its cache must exist). Two arms:
 
 RBP fine-tuning judged as in the paper's Fig. 8: M0 fine-tuned with RBP reweighting (`finetune`,
 `reweight="rbp"`) and, as its control, with uniform weights (`reweight="none"`), each with
-round 1's configuration but `--finetune-epochs` epochs and no early stop, on the original
-frames → RBP, uniform; judged like every model below (from `--finetune-eval-starts` start
+round 1's configuration but `--finetune-epochs` epochs and no early stop, on all of the
+original frames, keeping the epoch with the lowest training loss (a fixed-length fine-tuning)
+→ RBP, uniform; judged like every model below (from `--finetune-eval-starts` start
 structures), plus the test F_mae per conformation cluster (4 clusters fitted on the training
 frames, each test frame in its nearest; the same for every model).
 
@@ -131,8 +132,10 @@ def control_arm(m0: Path, seed: int, args) -> list[Path]:
 
 def finetuned_arm(m0: Path, seed: int, args) -> dict[str, Path]:
     """M0 fine-tuned with RBP weights and with uniform weights: round 1's configuration, with
-    `--finetune-epochs` epochs and no early stop (the epoch kept is the best on each arm's own
-    validation loss, RBP-weighted for RBP)."""
+    `--finetune-epochs` epochs and no early stop, on all of M0's frames. Those frames are also
+    the "validation" set, so the epoch kept is the one with the lowest (RBP-weighted for RBP)
+    training loss: a fixed-length fine-tuning. (Kept on held-out frames, both arms kept epoch 1
+    or 2, i.e. M0: any step away from M0 raised the held-out loss.)"""
     settings = settings_of(args, seed)
     config = replace(round_training_config(load_model(m0), settings, 1),
                      epochs=args.finetune_epochs,
@@ -141,12 +144,13 @@ def finetuned_arm(m0: Path, seed: int, args) -> dict[str, Path]:
     for name, reweight in (("RBP", "rbp"), ("uniform", "none")):
         stage = CACHE / f"seed{seed}" / f"finetune_{reweight}"
         record = {"config": config_settings(config), "start": model_digest(m0),
-                  "data": content_digest(read_frames(DATA)), "reweight": reweight}
+                  "data": content_digest(read_frames(DATA)), "reweight": reweight,
+                  "kept_by": "training loss"}
         path = stage / "run" / "model.pt"
         if not claim_stage(stage, record, redo=True) or not path.exists():
             shutil.rmtree(stage / "run", ignore_errors=True)
             with progress_bar(f"seed {seed} · fine-tuning ({name})", config.epochs) as advance:
-                finetune(m0, [DATA], stage / "run", config, n_val=settings.n_val,
+                finetune(m0, [DATA], stage / "run", config, val_data=[DATA],
                          reweight=reweight, on_epoch=lambda _record: advance(1))
         models[name] = path
     return models
