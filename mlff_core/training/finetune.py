@@ -6,8 +6,8 @@ model file's training clusters for that system, else clusters fitted on the fram
 model's per-frame force error, weight the frames by their cluster's RBP
 (`mlff_core.training.reweight`; validation frames get the weight of their nearest training
 cluster, so the kept epoch is the best one for the reweighted loss), train from the model's
-weights, export `model.pt` with the same
-clusters, and measure per-cluster F_mae and RBP again. `finetune.json` holds both tables.
+weights, export `model.pt` with the same clusters, and measure per-cluster F_mae and RBP again.
+`finetune.json` holds both tables.
 """
 
 from __future__ import annotations
