@@ -130,12 +130,36 @@ def _run_lmp(n_ranks, deck, cwd):
                           text=True, env=environment, timeout=600)
 
 
-def test_mpi_two_ranks_equal_one_rank_across_the_domain_boundary(tmp_path, plugin):
-    """A 2-interaction model (receptive field 8 Å) on a 12.4 Å water box split in two
-    6.2 Å domains: messages cross the boundary, results must not change."""
+def _crossed_planes(atoms, grid):
+    """For each axis, whether every domain boundary of an `grid` processor grid (planes at
+    k·L/p, k = 0 … p−1, the periodic face included) is crossed by at least one O–H bond."""
+    length = np.diag(atoms.cell.array)
+    oxygens = np.flatnonzero(atoms.numbers == 8)
+    crossed = []
+    for axis, parts in enumerate(grid):
+        planes = np.arange(parts) * length[axis] / parts
+        hits = set()
+        for o in oxygens:
+            for h in (o + 1, o + 2):  # water_box writes O, H, H
+                start = atoms.positions[o, axis] % length[axis]
+                step = atoms.positions[h, axis] - atoms.positions[o, axis]
+                step -= length[axis] * np.round(step / length[axis])  # minimum image
+                low, high = sorted((start, start + step))
+                for k, plane in enumerate(planes):
+                    if any(low < plane + shift <= high for shift in (0.0, length[axis])):
+                        hits.add(k)
+        crossed.append(len(hits) == parts)
+    return crossed
+
+
+def test_mpi_1_2_4_ranks_equal_the_ase_calculator_across_domain_boundaries(tmp_path, plugin):
+    """A 3-interaction model (receptive field 12 Å) on a 12.4 Å water box cut into 1, 2 and 4
+    domains, with O–H bonds across every domain boundary: messages cross the boundaries, and
+    energy, forces and virial must equal the ASE calculator's in float64 (issue 13's check, on
+    today's full-ghost mode)."""
     atoms = water_box(64).atoms
     model = save_random_model(tmp_path / "w.pt", "painn", species=(1, 8), cutoff=4.0,
-                              num_interactions=2)
+                              num_interactions=3)
     write(tmp_path / "water.data", atoms, format="lammps-data", specorder=["O", "H"],
           masses=True, units="metal")
     (tmp_path / "in.water").write_text(f"""
@@ -148,27 +172,36 @@ plugin load {plugin}
 pair_style mlff dtype float64
 pair_coeff * * w.pt O H
 thermo_style custom step pe pxx pyy pzz pxy pxz pyz
-thermo_modify format float %.15g
+thermo_modify format float %.17g
 dump d all custom 1 forces.${{n}}.txt id fx fy fz
 dump_modify d format float %.17g sort id
 run 0
 """)
-    energy, forces, _ = _reference(model, atoms)
+    energy, forces, virial = _reference(model, atoms)
+    nktv2p = 1.6021765e6  # LAMMPS metal units: eV/Å³ → bar
+    volume = atoms.get_volume()
     results = {}
-    for n in (1, 2):
+    for n in (1, 2, 4):
         result = _run_lmp(n, "in.water", tmp_path)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         assert f"on {n} procs" in result.stdout
+        grid = next(line for line in result.stdout.splitlines()
+                    if "MPI processor grid" in line).split()[:5:2]
+        assert all(_crossed_planes(atoms, [int(p) for p in grid])), grid
         lines = result.stdout.splitlines()
-        pe = float(lines[lines.index(next(x for x in lines if x.split()[:2] == ["Step", "PotEng"]))
-                         + 1].split()[1])
+        row = lines[lines.index(next(x for x in lines if x.split()[:2] == ["Step", "PotEng"]))
+                    + 1].split()
+        pressure = np.array([float(v) for v in row[2:8]])  # xx yy zz xy xz yz, bar (T = 0)
         dump = np.loadtxt(tmp_path / f"forces.{n}.txt", skiprows=9)
-        results[n] = (pe, dump[np.argsort(dump[:, 0]), 1:])
-    assert "ghost atom cutoff = 10" in result.stdout  # 2 × 4 Å + 2 Å skin
-    for n in (1, 2):
-        assert results[n][0] == pytest.approx(energy, abs=1e-9)
-        np.testing.assert_allclose(results[n][1], forces, atol=1e-10)
-    np.testing.assert_allclose(results[2][1], results[1][1], atol=1e-12)
+        results[n] = (float(row[1]), dump[np.argsort(dump[:, 0]), 1:],
+                      pressure[[0, 1, 2, 5, 4, 3]] * volume / nktv2p)  # ASE's Voigt order
+    assert "ghost atom cutoff = 14" in result.stdout  # 3 × 4 Å + 2 Å skin
+    for n in (1, 2, 4):
+        assert results[n][0] == pytest.approx(energy, abs=1e-8)
+        np.testing.assert_allclose(results[n][1], forces, atol=1e-8)
+        np.testing.assert_allclose(results[n][2], virial, atol=1e-8)
+    for n in (2, 4):
+        np.testing.assert_allclose(results[n][1], results[1][1], atol=1e-12)
 
 
 def test_nve_conserves_energy(tmp_path, plugin):
