@@ -293,16 +293,17 @@ def fs_before_collapse(model: Path, start: Path, start_frames: Frames, timestep:
     Langevin runs (MD seeds 0, 1, …) at `args.md_temperature` from `start`, each cached in
     `root/{name}_{timestep}fs_{seed}` with its settings."""
     runner = get_engine("ase")
+    steps = int(round(args.md_time / timestep))
+    interval = max(1, int(round(5 / timestep)))
+    settings = {"engine": "ase", "model_weights": model_digest(model),
+                "start": content_digest(start_frames), "temperature": args.md_temperature,
+                "timestep": timestep, "steps": steps, "report_interval": interval}
     times = []
     for seed in range(args.md_runs):
         stage = root / f"{name}_{timestep:g}fs_{seed}"
         out = stage / "run"  # the engine's output; the settings record beside it
         summary_file = out / "summary.json"
-        steps = int(round(args.md_time / timestep))
-        interval = max(1, int(round(5 / timestep)))
-        md = {"engine": "ase", "model_weights": model_digest(model),
-              "start": content_digest(start_frames), "temperature": args.md_temperature,
-              "timestep": timestep, "steps": steps, "seed": seed, "report_interval": interval}
+        md = {**settings, "seed": seed}
         if not claim_stage(stage, md, redo=True) or not summary_file.exists():
             shutil.rmtree(out, ignore_errors=True)  # an interrupted run starts anew
             with progress_bar(f"MD {name} {timestep:g} fs #{seed}", steps) as advance:

@@ -359,17 +359,15 @@ def stability(args) -> None:
     mean ± std over seeds)."""
     start_frames = gfn2_trajectory(MOLECULE, TEST, 1)[:1]
     start = write_frames(start_frames, CACHE / "md_start.xyz")
-    medians: dict[str, dict[str, list[float]]] = {}
-    runs = {}
+    runs: dict[str, dict[str, list[list[float]]]] = {}  # model → time step → per seed
     for seed in finished_seeds(args.pair):
         root = CACHE / args.pair / f"seed{seed}" / f"md_{args.md_temperature:g}K"
         for name, model in chosen_models(args.pair, seed).items():
             for timestep in args.timesteps:
-                times = fs_before_collapse(model, start, start_frames, timestep, args, root,
-                                           name)
-                runs.setdefault(name, {}).setdefault(f"{timestep:g}", []).append(times)
-                medians.setdefault(name, {}).setdefault(f"{timestep:g}", []).append(
-                    float(np.median(times)))
+                runs.setdefault(name, {}).setdefault(f"{timestep:g}", []).append(
+                    fs_before_collapse(model, start, start_frames, timestep, args, root, name))
+    medians = {name: {step: [float(np.median(times)) for times in per_seed]
+                      for step, per_seed in by_step.items()} for name, by_step in runs.items()}
     lines = [f"| model | {' | '.join(f'{t:g} fs' for t in args.timesteps)} |",
              "|---|" + "---|" * len(args.timesteps)]
     for name, by_step in medians.items():

@@ -81,6 +81,7 @@ TEST = [GUARDRAILS / "data" / "aspirin_500K_100_seed1.npz",
 KCAL = 1.0 / units.KCAL_PER_MOL
 PRE_COLLAPSE = 10  # frames before a collapse labelled for JCP Fig. 7
 THRESHOLDS = (0.5, 0.3)
+FINETUNED = ("RBP", "uniform")  # Fig. 8: M0 fine-tuned with RBP weights and with uniform ones
 
 
 def settings_of(args, seed: int) -> ActiveLearningSettings:
@@ -141,11 +142,11 @@ def finetuned_arm(m0: Path, seed: int, args) -> dict[str, Path]:
                      epochs=args.finetune_epochs,
                      early_stopping_patience=args.finetune_epochs)
     models = {}
-    for name, reweight in (("RBP", "rbp"), ("uniform", "none")):
+    settings_record = {"config": config_settings(config), "start": model_digest(m0),
+                       "data": content_digest(read_frames(DATA))}
+    for name, reweight in zip(FINETUNED, ("rbp", "none"), strict=True):
         stage = CACHE / f"seed{seed}" / f"finetune_{reweight}"
-        record = {"config": config_settings(config), "start": model_digest(m0),
-                  "data": content_digest(read_frames(DATA)), "reweight": reweight,
-                  "kept_by": "training loss"}
+        record = {**settings_record, "reweight": reweight, "kept_by": "training loss"}
         path = stage / "run" / "model.pt"
         if not claim_stage(stage, record, redo=True) or not path.exists():
             shutil.rmtree(stage / "run", ignore_errors=True)
@@ -251,16 +252,15 @@ def main() -> None:
         models = {"M0": m0, **{f"M{r + 1}": p for r, p in enumerate(continued)},
                   **{f"C{r + 1}": p for r, p in enumerate(control)},
                   **finetuned_arm(m0, seed, args)}
-        finetuned = ("RBP", "uniform")
         runs = {name: evaluate(name, path, seed, args, args.finetune_eval_starts
-                               if name in finetuned else args.eval_starts)
+                               if name in FINETUNED else args.eval_starts)
                 for name, path in models.items()}
         errors = {name: test_errors(path, test, test_clusters) for name, path in models.items()}
         results["seeds"][seed] = {
             "runs": runs,
             "test_f_mae": {name: e["all"] for name, e in errors.items()},
             "test_cluster_f_mae": {name: e["clusters"] for name, e in errors.items()},
-            "finetune": {name: finetune_summary(models[name]) for name in finetuned},
+            "finetune": {name: finetune_summary(models[name]) for name in FINETUNED},
             "new_frames": [r["new_frames"] for r in summary["rounds"]],
             "round_starts": [r["starts"] for r in summary["rounds"]],
             "round_frames_before_collapse": [r["frames_before_collapse"]
@@ -291,7 +291,7 @@ def main() -> None:
     table += ["", *rows]
     rows = ["| fine-tuning | epochs run / kept (per seed) | training RBP spread, before → after "
             "(mean over seeds) |", "|---|---|---|"]
-    for name in ("RBP", "uniform"):
+    for name in FINETUNED:
         tuned = [r["finetune"][name] for r in results["seeds"].values()]
         spread = {when: np.mean([np.ptp(t["rbp"][when]) for t in tuned])
                   for when in ("before", "after")}

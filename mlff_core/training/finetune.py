@@ -124,10 +124,10 @@ def finetune(model_path: str | os.PathLike, data: Sequence[str | os.PathLike],
 
     val_weights = []
     for part in val:  # --val-data may hold its systems in another order, or other systems
-        same = [k for k, t in enumerate(train) if np.array_equal(t.atomic_numbers,
-                                                                 part.atomic_numbers)]
-        val_weights.append(validation_weights(clusters[same[0]], part, tables[same[0]])
-                           if same else np.ones(part.n_frames))
+        same = next((k for k, t in enumerate(train)
+                     if np.array_equal(t.atomic_numbers, part.atomic_numbers)), None)
+        val_weights.append(np.ones(part.n_frames) if same is None else
+                           validation_weights(clusters[same], part, tables[same]))
     provenance["init_model"] = {"path": str(model_path),
                                 "training": model.metadata.get("training", {})}
     provenance["reweighting"] = {"rule": reweight, "strength": strength, "clusters": tables}
