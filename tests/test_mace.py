@@ -110,6 +110,8 @@ def test_imported_mace_equals_maces_own_calculator(mace_files, imported, form):
     assert source["form"] == ("torchscript" if form == "compiled" else "pickle")
     assert meta["cutoff"] == TINY["r_max"] and meta["num_interactions"] == 2
     assert (meta["exploration"] is not None) == (form == "compiled")  # --data given
+    # MACE runs whole (LAMMPS: ghosts to cutoff × layers): no halo methods (issue 13)
+    assert meta["halo"] is None and not hasattr(load_model(imported[form]).module, "halo_graph")
 
 
 def _mace_from_trained(loaded):

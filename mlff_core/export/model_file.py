@@ -30,8 +30,9 @@ from mlff_core.models import scriptable
 from mlff_core.models.potential import Potential
 from mlff_core.runtime import package_versions
 
-FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = (1,)
+#: 2 adds the halo_* methods (when mlff.json's "halo" is not null); version-1 files stay loadable.
+FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
 METADATA_NAME = "mlff.json"
 REQUIRED_METADATA = ("format_version", "species", "cutoff", "num_interactions", "energy_unit",
                      "length_unit", "dtype", "architecture", "hyperparameters")
@@ -81,6 +82,41 @@ class ModelFile(nn.Module):
         return self.exploration(positions, atomic_numbers, cell, pbc)
 
 
+class HaloModelFile(ModelFile):
+    """A model file whose potential also runs one interaction layer at a time, exchanging
+    node features between engine domains before each layer (LAMMPS' halo mode; the contract
+    and a reference driver are in `mlff_core.models.halo`)."""
+
+    @torch.jit.export
+    def halo_graph(self, atomic_numbers: Tensor, edge_index: Tensor, edge_vectors: Tensor,
+                   finite: Tensor) -> list[Tensor]:
+        return self.potential.halo_graph(atomic_numbers, edge_index, edge_vectors, finite)
+
+    @torch.jit.export
+    def halo_embed(self, graph: list[Tensor]) -> Tensor:
+        return self.potential.halo_embed(graph)
+
+    @torch.jit.export
+    def halo_source(self, layer: int, state: Tensor, graph: list[Tensor]) -> Tensor:
+        return self.potential.halo_source(layer, state, graph)
+
+    @torch.jit.export
+    def halo_interaction(self, layer: int, state: Tensor, source: Tensor,
+                         graph: list[Tensor]) -> Tensor:
+        return self.potential.halo_interaction(layer, state, source, graph)
+
+    @torch.jit.export
+    def halo_readout(self, state: Tensor, graph: list[Tensor]) -> Tensor:
+        return self.potential.halo_readout(state, graph)
+
+
+def halo_source_widths(potential: nn.Module) -> list[int] | None:
+    """Per-layer widths of the features a halo exchange sends, or None when `potential`
+    cannot run layer by layer (MACE, NequIP, imported TorchScript energy models)."""
+    widths = getattr(potential, "halo_source_widths", None)
+    return None if widths is None else widths()
+
+
 def _forces(energy: Tensor, positions: Tensor) -> Tensor:
     """−∂E/∂x [N, 3] of an energy [] computed from `positions` [N, 3]."""
     grads = torch.autograd.grad([energy], [positions])
@@ -102,6 +138,7 @@ def model_metadata(potential: Potential, architecture: str, hyperparameters: dic
 
     species = [int(z) for z in potential.species.tolist()]
     committee_size = int(getattr(potential, "committee_size", 1))
+    widths = halo_source_widths(potential)
     return {
         "format_version": FORMAT_VERSION,
         "species": species,
@@ -118,6 +155,7 @@ def model_metadata(potential: Potential, architecture: str, hyperparameters: dic
         "exploration": exploration,
         "periodic": periodic,
         "committee_size": committee_size,
+        "halo": None if widths is None else {"source_widths": widths},
         "cuda_graphs": False,  # the neighbour list has a data-dependent size
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "package_versions": package_versions(),
@@ -129,7 +167,8 @@ def save_model_file(potential: Potential, path: str | os.PathLike, metadata: dic
     """Script `potential` (+ exploration) and write the model file atomically; returns its path."""
     was_training = potential.training
     potential.eval()
-    scripted = torch.jit.script(ModelFile(scriptable(potential), exploration))
+    layout = HaloModelFile if halo_source_widths(potential) is not None else ModelFile
+    scripted = torch.jit.script(layout(scriptable(potential), exploration))
     potential.train(was_training)
     path = Path(path)
     with atomic_output(path) as fh:

@@ -70,3 +70,55 @@ class Committee(nn.Module):
         energies = [member.forward_graph(positions, atomic_numbers, edge_index, n_local)
                     for member in self.members]
         return torch.stack(energies).mean(dim=0)
+
+    # --- halo exchange: members side by side (states and sources concatenated column-wise,
+    # one exchange per layer for all members; members share one architecture, so equal widths)
+
+    def halo_source_widths(self) -> list[int] | None:
+        widths = [member.halo_source_widths() for member in self.members]
+        if any(w is None for w in widths):
+            return None
+        return [len(widths) * w for w in widths[0]]
+
+    def halo_graph(self, atomic_numbers: Tensor, edge_index: Tensor, edge_vectors: Tensor,
+                   finite: Tensor) -> list[Tensor]:
+        """The members' graphs one after the other (each of the same length)."""
+        graph: list[Tensor] = []
+        for member in self.members:
+            graph += member.halo_graph(atomic_numbers, edge_index, edge_vectors, finite)
+        return graph
+
+    def halo_embed(self, graph: list[Tensor]) -> Tensor:
+        size = len(graph) // self.committee_size
+        states: list[Tensor] = []
+        for k, member in enumerate(self.members):
+            states.append(member.halo_embed(graph[k * size:(k + 1) * size]))
+        return torch.cat(states, dim=1)
+
+    def halo_source(self, layer: int, state: Tensor, graph: list[Tensor]) -> Tensor:
+        size = len(graph) // self.committee_size
+        states = torch.chunk(state, self.committee_size, dim=1)
+        sources: list[Tensor] = []
+        for k, member in enumerate(self.members):
+            sources.append(member.halo_source(layer, states[k], graph[k * size:(k + 1) * size]))
+        return torch.cat(sources, dim=1)
+
+    def halo_interaction(self, layer: int, state: Tensor, source: Tensor,
+                         graph: list[Tensor]) -> Tensor:
+        size = len(graph) // self.committee_size
+        states = torch.chunk(state, self.committee_size, dim=1)
+        sources = torch.chunk(source, self.committee_size, dim=1)
+        updated: list[Tensor] = []
+        for k, member in enumerate(self.members):
+            updated.append(member.halo_interaction(layer, states[k], sources[k],
+                                                   graph[k * size:(k + 1) * size]))
+        return torch.cat(updated, dim=1)
+
+    def halo_readout(self, state: Tensor, graph: list[Tensor]) -> Tensor:
+        """Mean per-atom energies of the members, [n] eV."""
+        size = len(graph) // self.committee_size
+        states = torch.chunk(state, self.committee_size, dim=1)
+        energies: list[Tensor] = []
+        for k, member in enumerate(self.members):
+            energies.append(member.halo_readout(states[k], graph[k * size:(k + 1) * size]))
+        return torch.stack(energies).mean(dim=0)

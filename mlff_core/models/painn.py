@@ -39,8 +39,14 @@ class PaiNNMessage(nn.Module):
 
     def forward(self, s: Tensor, v: Tensor, radial: Tensor, directions: Tensor,
                 edge_index: Tensor) -> tuple[Tensor, Tensor]:
-        receiver, sender = edge_index[0], edge_index[1]
-        phi_v, phi_s, phi_dir = torch.split(self.phi(s), self.hidden, dim=-1)
+        return self.aggregate(s, v, self.phi(s), v, radial, directions, edge_index[0],
+                              edge_index[1])
+
+    def aggregate(self, s: Tensor, v: Tensor, phi: Tensor, v_source: Tensor, radial: Tensor,
+                  directions: Tensor, receiver: Tensor, sender: Tensor) -> tuple[Tensor, Tensor]:
+        """(s, v) of the first n nodes (the receivers) updated from every node's phi(s) [M, 3F]
+        and vector features v_source [M, 3, F]."""
+        phi_v, phi_s, phi_dir = torch.split(phi, self.hidden, dim=-1)
         w_v, w_s, w_dir = torch.split(self.filter(radial), self.hidden, dim=-1)
         n_atoms = s.shape[0]
         ds = scatter_sum(phi_s[sender] * w_s, receiver, n_atoms)  # [N, F]
@@ -48,7 +54,7 @@ class PaiNNMessage(nn.Module):
         dv = scatter_sum(gate_dir.unsqueeze(1) * directions.unsqueeze(-1), receiver, n_atoms)
         if not self.first:
             gate_v = phi_v[sender] * w_v
-            dv = dv + scatter_sum(v[sender] * gate_v.unsqueeze(1), receiver, n_atoms)
+            dv = dv + scatter_sum(v_source[sender] * gate_v.unsqueeze(1), receiver, n_atoms)
         return s + ds, v + dv
 
 
@@ -89,6 +95,10 @@ class PaiNNInteraction(nn.Module):
 class PaiNN(nn.Module):
     """PaiNN representation + atom-wise readout.
 
+    Halo exchange (the model file's `halo_*` methods, `mlff_core.models.halo`): the state of a
+    node is [s, v] flattened to [4F]; what a neighbour needs for interaction k is [phi_k(s), v]
+    [6F], or phi_0(s) [3F] for the first, whose vector features are still zero.
+
     Args:
         num_species: size of the element embedding.
         hidden: feature width F.
@@ -126,3 +136,51 @@ class PaiNN(nn.Module):
                 keep = layer_edges[layer]
                 s, v = interaction(s, v, radial[keep], directions[keep], edge_index[:, keep])
         return self.readout(s).squeeze(-1)
+
+    # --- halo exchange: one layer at a time, messages only to the first n (local) nodes ---
+
+    def halo_source_widths(self) -> list[int]:
+        return [3 * self.hidden if k == 0 else 6 * self.hidden
+                for k in range(len(self.interactions))]
+
+    def halo_edge_features(self, edge_vectors: Tensor) -> list[Tensor]:
+        """[radial features × envelope [E, R], unit vectors [E, 3]] of the edges."""
+        distances = torch.linalg.norm(edge_vectors, dim=-1)
+        directions = edge_vectors / distances.unsqueeze(-1)
+        return [self.rbf(distances) * self.envelope(distances).unsqueeze(-1), directions]
+
+    def halo_embed(self, species: Tensor) -> Tensor:
+        s = self.embedding(species)
+        return torch.cat([s, torch.zeros(s.shape[0], 3 * self.hidden, dtype=s.dtype,
+                                         device=s.device)], dim=1)
+
+    def _split_state(self, state: Tensor) -> tuple[Tensor, Tensor]:
+        f = self.hidden
+        return state[:, :f], state[:, f:].reshape(-1, 3, f)
+
+    def halo_source(self, layer: int, state: Tensor) -> Tensor:
+        s, _ = self._split_state(state)
+        source = state
+        for k, interaction in enumerate(self.interactions):
+            if k == layer:
+                phi = interaction.message.phi(s)
+                source = phi if k == 0 else torch.cat([phi, state[:, self.hidden:]], dim=1)
+        return source
+
+    def halo_interaction(self, layer: int, state: Tensor, source: Tensor, receiver: Tensor,
+                         sender: Tensor, features: list[Tensor]) -> Tensor:
+        s, v = self._split_state(state)
+        f = self.hidden
+        out = state
+        for k, interaction in enumerate(self.interactions):
+            if k == layer:
+                phi = source[:, :3 * f]
+                v_source = v if k == 0 else source[:, 3 * f:].reshape(-1, 3, f)
+                s_new, v_new = interaction.message.aggregate(s, v, phi, v_source, features[0],
+                                                             features[1], receiver, sender)
+                s_new, v_new = interaction.update(s_new, v_new)
+                out = torch.cat([s_new, v_new.reshape(-1, 3 * f)], dim=1)
+        return out
+
+    def halo_readout(self, state: Tensor) -> Tensor:
+        return self.readout(state[:, :self.hidden]).squeeze(-1)

@@ -164,6 +164,44 @@ class Potential(nn.Module):
         energies = self.atomic_energies(atomic_numbers, edges, vectors, subsets)
         return (energies * domain_factors(finite, edges, vectors))[:local]
 
+    # --- halo exchange (see mlff_core.models.halo): the model file's halo_* methods ---
+
+    def halo_source_widths(self) -> list[int] | None:
+        """Width of what each interaction needs from a neighbour, or None when the
+        representation cannot run one layer at a time (then engines use forward_graph)."""
+        widths = getattr(self.representation, "halo_source_widths", None)
+        return None if widths is None else list(widths())
+
+    def halo_graph(self, atomic_numbers: Tensor, edge_index: Tensor, edge_vectors: Tensor,
+                   finite: Tensor) -> list[Tensor]:
+        """Per-step constants: [species [M], receiver [E], sender [E], domain factor [n],
+        edge features...] for n = len(finite) local nodes (receivers are local)."""
+        n_local = finite.shape[0]
+        vectors = edge_vectors.to(self.energy_scale.dtype)
+        species = self.species_indices(atomic_numbers)
+        finite_nodes = torch.ones(atomic_numbers.shape[0], dtype=torch.bool,
+                                  device=atomic_numbers.device)
+        finite_nodes[:n_local] = finite
+        factor = domain_factors(finite_nodes, edge_index, vectors)[:n_local]
+        graph = [species, edge_index[0], edge_index[1], factor]
+        return graph + self.representation.halo_edge_features(vectors)
+
+    def halo_embed(self, graph: list[Tensor]) -> Tensor:
+        return self.representation.halo_embed(graph[0])
+
+    def halo_source(self, layer: int, state: Tensor, graph: list[Tensor]) -> Tensor:
+        return self.representation.halo_source(layer, state)
+
+    def halo_interaction(self, layer: int, state: Tensor, source: Tensor,
+                         graph: list[Tensor]) -> Tensor:
+        return self.representation.halo_interaction(layer, state, source, graph[1], graph[2],
+                                                    graph[4:])
+
+    def halo_readout(self, state: Tensor, graph: list[Tensor]) -> Tensor:
+        raw = self.representation.halo_readout(state)
+        species = graph[0][:state.shape[0]]
+        return (raw * self.energy_scale + self.atomic_reference[species]) * graph[3]
+
     def batch_energies(self, atomic_numbers: Tensor, edge_index: Tensor, edge_vectors: Tensor,
                        batch: Tensor, num_graphs: int) -> Tensor:
         """Total energy of each graph in a batch, [num_graphs] eV (used for training)."""

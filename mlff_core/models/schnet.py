@@ -36,14 +36,22 @@ class CFConv(nn.Module):
         )
 
     def forward(self, x: Tensor, rbf: Tensor, envelope: Tensor, edge_index: Tensor) -> Tensor:
-        receiver, sender = edge_index[0], edge_index[1]
+        return self.convolve(x, self.in_to_filter(x), rbf, envelope, edge_index[0], edge_index[1])
+
+    def convolve(self, x: Tensor, source: Tensor, rbf: Tensor, envelope: Tensor,
+                 receiver: Tensor, sender: Tensor) -> Tensor:
+        """x [n, hidden] of the receivers updated from `source` = in_to_filter(x) [M, filters]
+        of every node (n ≤ M: receivers are the first n nodes)."""
         weights = self.filter_net(rbf) * envelope.unsqueeze(-1)  # [E, filters]
-        messages = self.in_to_filter(x)[sender] * weights
+        messages = source[sender] * weights
         return x + self.update(scatter_sum(messages, receiver, x.shape[0]))
 
 
 class SchNet(nn.Module):
     """SchNet representation + atom-wise readout.
+
+    Halo exchange (the model file's `halo_*` methods, `mlff_core.models.halo`): the state of a
+    node is x [hidden]; what a neighbour needs for interaction k is in_to_filter_k(x) [filters].
 
     Args:
         num_species: size of the element embedding.
@@ -82,3 +90,35 @@ class SchNet(nn.Module):
                 keep = layer_edges[layer]
                 x = interaction(x, rbf[keep], envelope[keep], edge_index[:, keep])
         return self.readout(x).squeeze(-1)
+
+    # --- halo exchange: one layer at a time, messages only to the first n (local) nodes ---
+
+    def halo_source_widths(self) -> list[int]:
+        return [interaction.in_to_filter.out_features for interaction in self.interactions]
+
+    def halo_edge_features(self, edge_vectors: Tensor) -> list[Tensor]:
+        """[rbf [E, R], envelope [E]] of the edges."""
+        distances = torch.linalg.norm(edge_vectors, dim=-1)
+        return [self.rbf(distances), self.envelope(distances)]
+
+    def halo_embed(self, species: Tensor) -> Tensor:
+        return self.embedding(species)
+
+    def halo_source(self, layer: int, state: Tensor) -> Tensor:
+        source = state
+        for k, interaction in enumerate(self.interactions):
+            if k == layer:
+                source = interaction.in_to_filter(state)
+        return source
+
+    def halo_interaction(self, layer: int, state: Tensor, source: Tensor, receiver: Tensor,
+                         sender: Tensor, features: list[Tensor]) -> Tensor:
+        out = state
+        for k, interaction in enumerate(self.interactions):
+            if k == layer:
+                out = interaction.convolve(state, source, features[0], features[1], receiver,
+                                           sender)
+        return out
+
+    def halo_readout(self, state: Tensor) -> Tensor:
+        return self.readout(state).squeeze(-1)
