@@ -152,26 +152,39 @@ def _crossed_planes(atoms, grid):
     return crossed
 
 
-def test_mpi_1_2_4_ranks_equal_the_ase_calculator_across_domain_boundaries(tmp_path, plugin):
+@pytest.mark.parametrize("mode,newton", [("halo yes", "on"), ("halo yes", "off"),
+                                         ("halo no", "on")])
+def test_mpi_1_2_4_ranks_equal_the_ase_calculator_across_domain_boundaries(tmp_path, plugin, mode,
+                                                                            newton):
     """A 3-interaction model (receptive field 12 Å) on a 12.4 Å water box cut into 1, 2 and 4
     domains, with O–H bonds across every domain boundary: messages cross the boundaries, and
-    energy, forces and virial must equal the ASE calculator's in float64 (issue 13's check, on
-    today's full-ghost mode)."""
+    energy, forces and virial must equal the ASE calculator's in float64 (issue 13's check).
+    Halo mode keeps ghosts one cutoff deep (6 Å < the 12 Å the model sees) and exchanges
+    features per layer; whole mode ("halo no") takes ghosts to 3 cutoffs. Per-atom energies
+    and virials (compute pe/atom, stress/atom) must add up to the global ones."""
     atoms = water_box(64).atoms
     model = save_random_model(tmp_path / "w.pt", "painn", species=(1, 8), cutoff=4.0,
                               num_interactions=3)
     write(tmp_path / "water.data", atoms, format="lammps-data", specorder=["O", "H"],
           masses=True, units="metal")
+    per_atom = "c_sa_sum[*]" if mode == "halo yes" else ""  # whole mode: global virial only
+    stress_atom = ("compute sa all stress/atom NULL virial\n"
+                   "compute sa_sum all reduce sum c_sa[1] c_sa[2] c_sa[3] c_sa[4] c_sa[5] c_sa[6]"
+                   if per_atom else "")
     (tmp_path / "in.water").write_text(f"""
 units metal
 atom_style atomic
 atom_modify map yes
 boundary p p p
+newton {newton}
 read_data water.data
 plugin load {plugin}
-pair_style mlff dtype float64
+pair_style mlff dtype float64 {mode}
 pair_coeff * * w.pt O H
-thermo_style custom step pe pxx pyy pzz pxy pxz pyz
+compute pe_atom all pe/atom
+compute pe_sum all reduce sum c_pe_atom
+{stress_atom}
+thermo_style custom step pe pxx pyy pzz pxy pxz pyz c_pe_sum {per_atom}
 thermo_modify format float %.17g
 dump d all custom 1 forces.${{n}}.txt id fx fy fz
 dump_modify d format float %.17g sort id
@@ -192,10 +205,15 @@ run 0
         row = lines[lines.index(next(x for x in lines if x.split()[:2] == ["Step", "PotEng"]))
                     + 1].split()
         pressure = np.array([float(v) for v in row[2:8]])  # xx yy zz xy xz yz, bar (T = 0)
+        assert float(row[8]) == pytest.approx(float(row[1]), abs=1e-9)  # Σ pe/atom = pe
+        if per_atom:  # Σ stress/atom = −P·V (LAMMPS' sign), component by component
+            np.testing.assert_allclose([float(v) for v in row[9:15]], -pressure * volume,
+                                       rtol=1e-9, atol=1e-6)
         dump = np.loadtxt(tmp_path / f"forces.{n}.txt", skiprows=9)
         results[n] = (float(row[1]), dump[np.argsort(dump[:, 0]), 1:],
                       pressure[[0, 1, 2, 5, 4, 3]] * volume / nktv2p)  # ASE's Voigt order
-    assert "ghost atom cutoff = 14" in result.stdout  # 3 × 4 Å + 2 Å skin
+    ghost_cutoff = "6" if mode == "halo yes" else "14"  # 4 Å + 2 Å skin, or 3 × 4 Å + 2 Å
+    assert f"ghost atom cutoff = {ghost_cutoff}\n" in result.stdout
     for n in (1, 2, 4):
         assert results[n][0] == pytest.approx(energy, abs=1e-8)
         np.testing.assert_allclose(results[n][1], forces, atol=1e-8)

@@ -71,7 +71,7 @@ def build_plugin(rebuild: bool = False, jobs: int = 2,
     loaded into LAMMPS there, and only then renamed into place: a plugin that does not load is
     never cached. A cached plugin that is no longer byte for byte the one that loaded (its size
     and SHA-256 are kept in build.json) is rebuilt. `advance` is called once per compiled
-    source file (4 in all).
+    source file (5 in all).
     """
     root = cache_root()
     key = build_key()
@@ -253,7 +253,7 @@ def lammps_plugin_command(rebuild: bool, jobs: int, path_only: bool) -> None:
     """
     from mlff_core.progress import progress_bar
 
-    with progress_bar("building the LAMMPS plugin", 4, enabled=not path_only) as advance:
+    with progress_bar("building the LAMMPS plugin", 5, enabled=not path_only) as advance:
         path = build_plugin(rebuild, jobs, advance)
     if path_only:
         click.echo(str(path))

@@ -166,9 +166,11 @@ ModelFile load_model_file(const std::string &path, const torch::Device &device)
   }
   for (const char *key : {"format_version", "species", "cutoff", "num_interactions", "dtype"})
     if (!meta.contains(key)) throw std::runtime_error(path + ": mlff.json lacks " + key);
-  if (meta["format_version"].get<int>() != 1)
+  const int version = meta["format_version"].is_number_integer()
+                          ? meta["format_version"].get<int>() : -1;
+  if (version != 1 && version != 2)
     throw std::runtime_error(path + ": unsupported format_version " +
-                             meta["format_version"].dump());
+                             meta["format_version"].dump() + " (this plugin reads 1 and 2)");
   model.species = meta["species"].get<std::vector<int>>();
   model.cutoff = meta["cutoff"].get<double>();
   model.num_interactions = meta["num_interactions"].get<int>();
@@ -181,6 +183,26 @@ ModelFile load_model_file(const std::string &path, const torch::Device &device)
   if (meta.contains("committee_size") && meta["committee_size"].is_number_integer())
     model.committee_size = meta["committee_size"].get<int>();
   if (model.committee_size > 1) check_method(model.module, "committee_forces", 4, path);
+  if (version >= 2 && meta.contains("halo") && !meta["halo"].is_null()) {
+    const auto &halo = meta["halo"];
+    if (!halo.is_object() || !halo.contains("source_widths") ||
+        !halo["source_widths"].is_array())
+      throw std::runtime_error(path + ": mlff.json \"halo\" must be null or hold "
+                               "\"source_widths\" (one width per interaction layer)");
+    model.halo_widths = halo["source_widths"].get<std::vector<int>>();
+    if ((int) model.halo_widths.size() != model.num_interactions)
+      throw std::runtime_error(path + ": mlff.json \"halo\" has " +
+                               std::to_string(model.halo_widths.size()) +
+                               " source widths for " + std::to_string(model.num_interactions) +
+                               " interaction layers");
+    for (int width : model.halo_widths)
+      if (width <= 0) throw std::runtime_error(path + ": mlff.json \"halo\" widths must be > 0");
+    check_method(model.module, "halo_graph", 4, path);
+    check_method(model.module, "halo_embed", 1, path);
+    check_method(model.module, "halo_source", 3, path);
+    check_method(model.module, "halo_interaction", 4, path);
+    check_method(model.module, "halo_readout", 2, path);
+  }
   check_metadata_against_module(model.module, meta, path);
   check_method(model.module, "forward_graph", 4, path);
   check_method(model.module, "explore", 2, path);

@@ -23,6 +23,8 @@ struct ModelFile {
   bool per_atom_energies = true;  // forward_graph works (false: a TorchScript module imported
                                   // without atomic_energies; mlff.json "per_atom_energies")
   int committee_size = 1;    // members of a committee (mlff.json "committee_size"); 1: one model
+  std::vector<int> halo_widths;  // per layer, doubles a neighbour needs (mlff.json "halo"
+                                 // "source_widths"); empty: no halo_* methods (whole mode only)
 };
 
 // Load and validate a model file; throws std::runtime_error with a message naming the file

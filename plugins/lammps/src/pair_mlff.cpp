@@ -9,10 +9,12 @@
 #include "neigh_list.h"
 #include "neighbor.h"
 #include "update.h"
+#include "utils.h"
 
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -78,7 +80,7 @@ void PairMLFF::allocate()
     for (int j = 0; j < n; j++) setflag[i][j] = 0;
 }
 
-/* pair_style mlff [device cpu|cuda] [dtype float32|float64] */
+/* pair_style mlff [device cpu|cuda] [dtype float32|float64] [halo auto|yes|no] */
 
 void PairMLFF::settings(int narg, char **arg)
 {
@@ -95,8 +97,13 @@ void PairMLFF::settings(int narg, char **arg)
       if (value != "float32" && value != "float64")
         error->all(FLERR, "Pair style mlff: dtype must be float32 or float64, not {}", value);
       dtype_name_ = value;
+    } else if (key == "halo") {
+      if (value != "auto" && value != "yes" && value != "no")
+        error->all(FLERR, "Pair style mlff: halo must be auto, yes or no, not {}", value);
+      halo_setting_ = value;
     } else {
-      error->all(FLERR, "Pair style mlff: unknown keyword {} (expected device or dtype)", key);
+      error->all(FLERR, "Pair style mlff: unknown keyword {} (expected device, dtype or halo)",
+                 key);
     }
     iarg += 2;
   }
@@ -181,10 +188,18 @@ void PairMLFF::coeff(int narg, char **arg)
 void PairMLFF::init_style()
 {
   if (!model_) error->all(FLERR, "Pair style mlff: pair_coeff * * <model file> ... is missing");
-  if (force->newton_pair == 0)
+  if (halo_setting_ == "yes" && model_->halo_widths.empty())
     error->all(FLERR,
-               "Pair style mlff requires newton pair on (ghost-atom forces are sent back to "
-               "their owners)");
+               "Pair style mlff: halo yes, but model {} cannot run one layer at a time (its "
+               "mlff.json has no \"halo\": MACE, NequIP and imported TorchScript models run "
+               "whole, with ghosts to cutoff x layers); use halo auto or no",
+               model_->path);
+  halo_ = halo_setting_ != "no" && !model_->halo_widths.empty();
+  if (!halo_mode() && force->newton_pair == 0)
+    error->all(FLERR,
+               "Pair style mlff requires newton pair on for model {} (it runs whole: ghost-atom "
+               "forces are sent back to their owners by LAMMPS)",
+               model_->path);
   const std::string units = update->unit_style;
   if (units == "metal")
     energy_factor_ = 1.0;
@@ -202,12 +217,31 @@ void PairMLFF::init_style()
 
   check_masses();
 
+  if (halo_mode()) {
+    // Ghosts to cutoff + skin (LAMMPS' default); features travel before each layer, and
+    // under newton off the forces and per-atom virials of ghosts too (3 + 6 per atom).
+    neighbor->add_request(this, NeighConst::REQ_FULL);
+    int widest = 9;
+    for (int width : model_->halo_widths) widest = std::max(widest, width);
+    comm_forward = comm_reverse = comm_reverse_off = widest;
+    if (comm->me == 0)
+      utils::logmesg(lmp, "pair mlff: halo exchange ({} layers, up to {} values per ghost "
+                          "atom and layer)\n", model_->num_interactions, widest);
+    return;
+  }
+  comm_forward = comm_reverse = comm_reverse_off = 0;
   neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
 
   // Message passing over num_interactions layers needs every atom within
   // cutoff x num_interactions of a local atom (plus the skin) as a ghost.
   const double needed = model_->cutoff * model_->num_interactions + neighbor->skin;
   if (comm->cutghostuser < needed) comm->cutghostuser = needed;
+  if (comm->me == 0 && !model_->halo_widths.empty())
+    utils::logmesg(lmp, "pair mlff: whole model per rank (halo no): ghosts to {:g} Angstrom\n",
+                   needed);
+  else if (comm->me == 0 && model_->num_interactions > 1)
+    utils::logmesg(lmp, "pair mlff: model {} runs whole (no halo methods in its file): ghosts "
+                        "to cutoff x layers + skin = {:g} Angstrom\n", model_->path, needed);
 }
 
 /* A type whose mass (g/mol in units metal and real) is far from the standard mass of the element
@@ -285,9 +319,20 @@ void PairMLFF::check_isolated()
 
 void PairMLFF::compute(int eflag, int vflag)
 {
+  if (halo_mode())
+    compute_halo(eflag, vflag);
+  else
+    compute_whole(eflag, vflag);
+}
+
+void PairMLFF::compute_whole(int eflag, int vflag)
+{
   ev_init(eflag, vflag);
   if (vflag_atom)
-    error->all(FLERR, "Pair style mlff computes the global virial only, not per-atom virials");
+    error->all(FLERR,
+               "Pair style mlff: per-atom virials need the halo mode, which model {} {}",
+               model_->path,
+               model_->halo_widths.empty() ? "lacks (it runs whole)" : "has (remove halo no)");
   if (model_->periodic_known && !model_->periodic) check_isolated();
 
   double **x = atom->x;

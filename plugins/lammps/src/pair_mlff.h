@@ -1,15 +1,26 @@
 /* pair_style mlff: an mlff-plugins model file as a LAMMPS pair style.
 
      plugin load /path/to/mlffplugin.so
-     pair_style mlff [device cpu|cuda] [dtype float32|float64]
+     pair_style mlff [device cpu|cuda] [dtype float32|float64] [halo auto|yes|no]
      pair_coeff * * aspirin.pt C H O      # element per atom type; NULL for hybrid/overlay
 
-   Each step the model's forward_graph() gets the local and ghost atoms of this rank and the
-   edges of a full neighbour list (local and ghost atoms), returns the energies of the local
-   atoms, and autograd gives forces on all of them; ghost forces go back to their owners
-   (newton pair on). The ghost cutoff is raised to cutoff x interactions + skin, so message
-   passing sees exactly what it would see in one domain. Units metal (eV, Angstrom) and real
-   (kcal/mol, Angstrom).
+   Two modes.
+   Halo mode (the default for files whose mlff.json has "halo": SchNet, PaiNN, committees of
+   them): ghosts only to cutoff + skin; the model runs one interaction layer at a time
+   (its halo_* methods, contract in mlff_core/models/halo.py) and before each layer the
+   features of ghost atoms are filled from their owners (forward communication); in the
+   backward pass the gradients reaching ghost features are summed onto their owners (reverse
+   communication), so one backward pass gives the exact gradient of the energy with respect to
+   every edge vector of this rank. Forces, the global virial and per-atom virials (compute
+   stress/atom) follow from the edges; newton pair on or off.
+   Whole mode (halo no, and files without halo methods: MACE, NequIP, imported TorchScript):
+   forward_graph() gets the local and ghost atoms and the edges of a full neighbour list (local
+   and ghost atoms), returns the energies of the local atoms, and autograd gives forces on all
+   of them; ghost forces go back to their owners (newton pair on). The ghost cutoff is raised
+   to cutoff x interactions + skin, so message passing sees exactly what it would see in one
+   domain. Global virial only.
+   Both: per-atom energies (compute pe/atom); units metal (eV, Angstrom) and real (kcal/mol,
+   Angstrom).
    Periodicity, as in every engine: a model trained on periodic cells refuses a box periodic in
    no direction; a model trained on molecules refuses a system whose atoms (made whole) come
    within one cutoff of their own periodic images.
@@ -46,6 +57,18 @@ class PairMLFF : public Pair {
   void init_style() override;
   double init_one(int, int) override;
 
+  // halo mode: LAMMPS communication of per-atom rows of comm_buf_ (comm_width_ doubles each)
+  int pack_forward_comm(int, int *, double *, int, int *) override;
+  void unpack_forward_comm(int, int, double *) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
+
+  // Fill ghost rows of `local` ([local nodes, W], model device) from their owners: returns
+  // [all nodes, W]; and the reverse: node gradients [all nodes, W] -> [local nodes, W], ghost
+  // rows summed onto their owners' (possibly on other ranks). Used by the exchange op.
+  torch::Tensor halo_forward(const torch::Tensor &local);
+  torch::Tensor halo_reverse(const torch::Tensor &nodes);
+
   // for fix mlff/monitor
   const MLFF::ModelFile *model() const { return model_.get(); }
   const std::vector<int> &type_atomic_numbers() const { return type_z_; }
@@ -54,6 +77,11 @@ class PairMLFF : public Pair {
   void allocate();
   void check_isolated();    // molecular models: no atom may see a periodic image
   void check_masses();      // warn when a type's mass is not its element's
+  bool halo_mode() const { return halo_ && !model_->halo_widths.empty(); }
+  void compute_whole(int eflag, int vflag);
+  void compute_halo(int eflag, int vflag);
+  void send_ghost_rows_to_owners(int width);  // newton off: comm_buf_ ghost rows -> owners
+  double *comm_row(int i) { return comm_buf_.data() + (size_t) i * comm_width_; }
 
   std::unique_ptr<MLFF::ModelFile> model_;
   std::vector<int> type_z_;          // atomic number per type (index 1..ntypes), 0 = NULL
@@ -62,6 +90,14 @@ class PairMLFF : public Pair {
   std::string device_name_ = "cpu";
   std::string dtype_name_;           // empty: the model file's own dtype
   double energy_factor_ = 1.0;       // eV -> LAMMPS energy unit
+  std::string halo_setting_ = "auto";  // pair_style ... halo auto|yes|no
+  bool halo_ = false;                // decided in init_style
+
+  // halo mode, per step: nodes (local ML atoms, then the ghost ML atoms some edge reaches)
+  std::vector<int> atom_of_;         // LAMMPS atom index of each node
+  int n_local_nodes_ = 0;
+  std::vector<double> comm_buf_;     // [nall x comm_width_], row = LAMMPS atom index
+  int comm_width_ = 0;
 };
 
 }    // namespace LAMMPS_NS
