@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
+from models_helpers import save_random_committee, save_random_model
 
 from mlff_core.data.molecules import named_molecule, water_box
 from mlff_core.export.loading import load_model
 from mlff_core.models.halo import HALO_METHODS, halo_energy_forces_virial
-from models_helpers import save_random_committee, save_random_model
 
 
 def _reference(module, atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray]:

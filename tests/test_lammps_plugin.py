@@ -222,6 +222,151 @@ run 0
         np.testing.assert_allclose(results[n][1], results[1][1], atol=1e-12)
 
 
+def _thermo_rows(stdout, first_column="Step"):
+    """The numbers of every thermo row printed by a LAMMPS run, [rows, columns]."""
+    lines, rows, reading = stdout.splitlines(), [], False
+    for line in lines:
+        words = line.split()
+        if words[:1] == [first_column]:
+            reading = True
+        elif reading and words and words[0].lstrip("-").replace(".", "").isdigit():
+            rows.append([float(w) for w in words])
+        else:
+            reading = False
+    return np.array(rows)
+
+
+@pytest.mark.slow  # 140 s on 2 cores (4 ranks oversubscribed)
+def test_halo_nve_over_1000_steps_drifts_no_more_on_2_and_4_ranks(tmp_path, plugin):
+    """fix nve on the 64-water box (3-layer PaiNN, float64, 0.1 fs, 1,000 steps): the energy
+    drift and fluctuation on 2 and 4 ranks (halo mode, molecules across every boundary, atoms
+    migrating between domains) are no larger than on 1 rank, and within the NVE test's bounds."""
+    atoms = water_box(64).atoms
+    save_random_model(tmp_path / "w.pt", "painn", species=(1, 8), cutoff=4.0,
+                      num_interactions=3, hidden=16)
+    write(tmp_path / "water.data", atoms, format="lammps-data", specorder=["O", "H"],
+          masses=True, units="metal")
+    (tmp_path / "in.nve").write_text(f"""
+units metal
+atom_style atomic
+atom_modify map yes
+boundary p p p
+read_data water.data
+plugin load {plugin}
+pair_style mlff dtype float64
+pair_coeff * * w.pt O H
+velocity all create 300 7 mom yes rot no dist gaussian loop geom
+fix integrate all nve
+timestep 0.0001
+thermo 20
+thermo_style custom step ke etotal
+thermo_modify format float %.15g
+run 1000
+""")
+    drift = {}
+    for n in (1, 2, 4):
+        result = _run_lmp(n, "in.nve", tmp_path)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        assert "halo exchange" in result.stdout
+        rows = _thermo_rows(result.stdout)
+        assert rows.shape == (51, 3) and rows[-1, 0] == 1000
+        kinetic, total = rows[:, 1].mean(), rows[:, 2]
+        slope = abs(np.polyfit(rows[:, 0] * 1e-4, total, 1)[0])  # eV/ps
+        drift[n] = (np.ptp(total), slope, kinetic)
+        assert np.ptp(total) < 0.01 * kinetic and slope < 1e-3 * kinetic / 1e-1, drift[n]
+    for n in (2, 4):
+        assert drift[n][0] <= 1.5 * drift[1][0] + 1e-9, drift
+        assert drift[n][1] <= 1.5 * drift[1][1] + 1e-9, drift
+
+
+@pytest.mark.parametrize("newton", ["on", "off"])
+def test_halo_hybrid_overlay_with_a_rank_that_has_no_ml_atoms(tmp_path, plugin, newton):
+    """ML/MM with hybrid/overlay on 2 ranks: ethanol (mlff) sits in rank 0's half of the box and
+    argon atoms (NULL for mlff, lj/cut) fill rank 1's, so rank 1 runs every layer and exchange
+    with no ML atom of its own (a rank that skipped one would leave the other waiting: the
+    timeout catches it). Forces on ethanol equal the ASE calculator's, and the whole state equals
+    the 1-rank run's, newton on and off."""
+    from ase import Atoms
+
+    ethanol = _molecule_in_box(named_molecule("ethanol").atoms, 30.0)
+    ethanol.positions -= [7.5, 0.0, 0.0]  # x ≈ 7.5, in [0, 15): rank 0's half
+    argon = Atoms("Ar4", positions=[[20, 5, 5], [24, 15, 15], [20, 25, 25], [26, 10, 22]])
+    system = ethanol + argon
+    types = {1: 1, 6: 2, 8: 3, 18: 4}
+    _data_file(tmp_path / "data", system, [types[z] for z in system.numbers],
+               {1: 1.008, 2: 12.011, 3: 15.999, 4: 39.948})
+    model = save_random_model(tmp_path / "m.pt", "schnet", cutoff=4.0, num_interactions=3)
+    energy, forces, _ = _reference(model, ethanol)
+    (tmp_path / "in.mlmm").write_text(f"""
+units metal
+atom_style atomic
+atom_modify map yes
+newton {newton}
+processors ${{n}} 1 1
+read_data data
+plugin load {plugin}
+pair_style hybrid/overlay mlff dtype float64 lj/cut 6.0
+pair_coeff * * mlff m.pt H C O NULL
+pair_coeff * * lj/cut 0.0 1.0
+pair_coeff 4 4 lj/cut 0.0103 3.4
+compute mlff_pe all pair mlff
+compute pe_atom all pe/atom pair
+compute pe_sum all reduce sum c_pe_atom
+thermo_style custom step pe c_mlff_pe c_pe_sum
+thermo_modify format float %.17g
+dump d all custom 1 f.${{n}}.txt id fx fy fz
+dump_modify d format float %.17g sort id
+run 0
+""")
+    states = {}
+    for n in (1, 2):
+        result = _run_lmp(n, "in.mlmm", tmp_path)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        assert "halo exchange" in result.stdout
+        row = _thermo_rows(result.stdout)[0]
+        dump = np.loadtxt(tmp_path / f"f.{n}.txt", skiprows=9)
+        states[n] = row, dump[np.argsort(dump[:, 0]), 1:]
+        assert row[2] == pytest.approx(energy, abs=1e-8)  # mlff's share of pe
+        assert row[3] == pytest.approx(row[1], abs=1e-9)  # Σ pe/atom = pe
+        np.testing.assert_allclose(states[n][1][:len(ethanol)], forces, atol=1e-8)
+    assert states[2][0] == pytest.approx(states[1][0], abs=1e-9)
+    np.testing.assert_allclose(states[2][1], states[1][1], atol=1e-12)
+
+
+def test_a_format_1_file_runs_whole_and_equals_halo_mode(tmp_path, plugin):
+    """Files written before the halo methods (format_version 1, no "halo") still load and run
+    in whole mode; a format-2 file gives the same energy and forces either way."""
+
+    atoms = water_box(32).atoms
+    model = save_random_model(tmp_path / "m.pt", "schnet", species=(1, 8), cutoff=4.0,
+                              num_interactions=2)
+    old = with_edited_metadata(model, tmp_path / "old.pt", format_version=1, halo=None)
+    write(tmp_path / "data", atoms, format="lammps-data", specorder=["H", "O"], masses=True,
+          units="metal")
+    energy, forces, virial = _reference(model, atoms)
+    results = {}
+    for name, path, mode in (("v1", old, ""), ("halo", model, "halo yes"),
+                             ("whole", model, "halo no")):
+        instance = _lammps(plugin, tmp_path / "data", path, ["H", "O"], extra="")
+        instance.command(f"pair_style mlff dtype float64 {mode}")
+        instance.command(f"pair_coeff * * {path} H O")
+        instance.command("run 0")
+        results[name] = _state(instance, len(atoms))
+        instance.close()
+    # whole mode shows itself: no per-atom virials there
+    instance = _lammps(plugin, tmp_path / "data", old, ["H", "O"])
+    instance.command("compute sa all stress/atom NULL virial")
+    instance.command("dump d all custom 1 sa.txt id c_sa[1]")
+    with pytest.raises(Exception, match="per-atom virials need the halo mode, which model"):
+        instance.command("run 0")
+    instance.close()
+    for name, (pe, pe_sum, f, w) in results.items():
+        assert pe == pytest.approx(energy, abs=1e-8), name
+        assert pe_sum == pytest.approx(energy, abs=1e-8), name
+        np.testing.assert_allclose(f, forces, atol=1e-8, err_msg=name)
+        np.testing.assert_allclose(w[[0, 1, 2, 5, 4, 3]], virial, atol=1e-8, err_msg=name)
+
+
 def test_nve_conserves_energy(tmp_path, plugin):
     """fix nve, 0.1 fs, float64 model: same bound and reasoning as the OpenMM NVE test."""
     atoms = _molecule_in_box(named_molecule("aspirin").atoms)
@@ -291,7 +436,10 @@ run 40
     ("corrupt model", "not a TorchScript model file"),
     ("unknown element", "atom type 3 is N, which model"),
     ("wrong element count", "expected * * <model file> and 3 element(s)"),
-    ("newton pair off", "requires newton pair on"),
+    ("newton pair off in whole mode", "requires newton pair on for model"),
+    ("halo yes without halo methods", "halo yes, but model"),
+    ("halo widths that miss a layer", "has 2 source widths for 3 interaction layers"),
+    ("a halo keyword value", "halo must be auto, yes or no, not maybe"),
     ("units lj", "supports units metal and real, not lj"),
     ("hand-edited mlff.json", "mlff.json says cutoff 2.0 but the scripted model's is 5"),
 ])
@@ -304,7 +452,7 @@ def test_bad_decks_give_clear_lammps_errors(tmp_path, plugin, problem, needle):
           units="metal")
     model = save_random_model(tmp_path / "m.pt", "schnet")
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 this is no model")
-    elements, model_arg, units, newton = "H C O", model, "metal", "newton on"
+    elements, model_arg, units, newton, style = "H C O", model, "metal", "newton on", ""
     if problem == "missing model":
         model_arg = tmp_path / "nope.pt"
     elif problem == "corrupt model":
@@ -313,8 +461,15 @@ def test_bad_decks_give_clear_lammps_errors(tmp_path, plugin, problem, needle):
         elements = "H C N"
     elif problem == "wrong element count":
         elements = "H C"
-    elif problem == "newton pair off":
-        newton = "newton off"
+    elif problem == "newton pair off in whole mode":
+        newton, style = "newton off", "halo no"
+    elif problem == "halo yes without halo methods":  # what a MACE file's mlff.json says
+        model_arg, style = with_edited_metadata(model, tmp_path / "e.pt", halo=None), "halo yes"
+    elif problem == "halo widths that miss a layer":
+        model_arg = with_edited_metadata(model, tmp_path / "e.pt",
+                                         halo={"source_widths": [128, 128]})
+    elif problem == "a halo keyword value":
+        style = "halo maybe"
     elif problem == "units lj":
         units = "lj"
     elif problem == "hand-edited mlff.json":  # the rule load_model applies (test_bad_input)
@@ -327,7 +482,7 @@ units {units}
 atom_style atomic
 read_data {tmp_path / 'data'}
 plugin load {plugin}
-pair_style mlff
+pair_style mlff {style}
 pair_coeff * * {model_arg} {elements}
 run 0
 """)
