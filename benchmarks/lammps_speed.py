@@ -4,11 +4,14 @@ The wheel's `lmp` runs pair_style mlff (float32) on periodic water boxes, one Op
 rank, NVE for --steps steps after a 5-step warm-up; the time per step comes from LAMMPS's own
 "Loop time" line. The raw model time is the model file's forward + backward on the same box in
 this process with the same number of threads (its own neighbour list, no ghosts). Overhead =
-LAMMPS step / raw time: it includes the ghost atoms a rank must carry out to
-cutoff × interactions + skin (each layer skips the ghosts that cannot reach a local atom). For
-the 4k box: 1 rank × 1 thread, 2 ranks × 1 thread, and 1 rank × 2 threads.
+LAMMPS step / raw time. Two modes of the pair style, side by side in one run (--modes):
+"whole" (halo no) carries the ghost atoms out to cutoff × interactions + skin (each layer skips
+the ghosts that cannot reach a local atom); "halo" carries them to cutoff + skin and exchanges
+node features before each layer. For the 4k box: 1 rank × 1 thread, 2 ranks × 1 thread, and
+1 rank × 2 threads.
 
     python benchmarks/lammps_speed.py [--arch schnet|painn|mace] [--steps 20] [--sizes 1k 4k 8k 32k]
+        [--modes halo whole]
 
 A MACE model (mace-torch's modules, max_ell 3, correlation 3, hidden irreps NxOe+Nx1o) gets
 avg_num_neighbors 20 (its value only scales the messages; the cost does not depend on it).
@@ -51,8 +54,20 @@ def raw_step_seconds(model_path: Path, atoms, repeats: int = 3) -> float:
     return median_seconds(call, repeats)
 
 
+def neighbor_list_seconds(model_path: Path, atoms, repeats: int = 3) -> float:
+    """The part of the raw time spent in the model's own neighbour list (the function its
+    forward scripts), on the same box."""
+    from mlff_core.models.neighbors import neighbor_list
+
+    model = load_model(model_path)
+    pos = torch.tensor(atoms.positions, dtype=model.dtype)
+    cell = torch.tensor(atoms.cell.array, dtype=model.dtype)
+    pbc = torch.ones(3, dtype=torch.bool)
+    return median_seconds(lambda: neighbor_list(pos, cell, pbc, model.cutoff), repeats)
+
+
 def lammps_step_seconds(plugin: Path, model: Path, data: Path, ranks: int, steps: int,
-                        work: Path, threads: int = 1) -> tuple[float, int]:
+                        work: Path, threads: int = 1, mode: str = "halo") -> tuple[float, int]:
     deck = work / "in.bench"
     deck.write_text(f"""units metal
 atom_style atomic
@@ -60,7 +75,7 @@ atom_modify map yes
 boundary p p p
 read_data {data}
 plugin load {plugin}
-pair_style mlff
+pair_style mlff halo {"yes" if mode == "halo" else "no"}
 pair_coeff * * {model} H O
 velocity all create 300 1 mom yes dist gaussian
 fix integrate all nve
@@ -91,15 +106,18 @@ def main() -> None:
     parser.add_argument("--cutoff", type=float, default=4.0)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
+    parser.add_argument("--modes", nargs="+", default=["halo", "whole"],
+                        choices=["halo", "whole"])
     args = parser.parse_args()
     plugin = mlff_lammps.plugin_path()
     overrides = {"hidden": args.hidden, "num_interactions": args.layers, "cutoff": args.cutoff}
     if args.arch == "mace":
         overrides["avg_num_neighbors"] = 20.0
     print(f"{args.arch} hidden {args.hidden}, {args.layers} interactions, cutoff {args.cutoff} Å "
-          f"(ghost cutoff {args.cutoff * args.layers + 2:.0f} Å), float32, 1 thread per rank, "
-          f"{os.cpu_count()} cores")
-    print(f"{'box':<6}{'atoms':>7}{'ranks':>6}{'threads':>8}{'ghosts/rank':>12}{'ms/step':>10}"
+          f"(ghost cutoff: whole {args.cutoff * args.layers + 2:.0f} Å, halo "
+          f"{args.cutoff + 2:.0f} Å), float32, {os.cpu_count()} cores")
+    print(f"{'box':<6}{'atoms':>7}{'mode':>7}{'ranks':>6}{'threads':>8}{'ghosts/rank':>12}"
+          f"{'ms/step':>10}"
           f"{'µs/atom-step':>14}{'raw ms':>9}{'overhead':>10}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -108,6 +126,8 @@ def main() -> None:
         model = save_model_file(potential, work / "m.pt",
                                 model_metadata(potential, args.arch,
                                                hyperparameters(args.arch, **overrides)))
+        if "halo" in args.modes and load_model(model).metadata["halo"] is None:
+            raise SystemExit(f"{args.arch} has no halo methods: use --modes whole")
         per_atom = {}
         for size in args.sizes:
             atoms = water_structure(SIZES[size])
@@ -116,25 +136,35 @@ def main() -> None:
                   units="metal")
             torch.set_num_threads(1)
             raw = raw_step_seconds(model, atoms)
+            print(f"{size}: raw {raw * 1e3:.1f} ms, of which the model's own neighbour list "
+                  f"{neighbor_list_seconds(model, atoms) * 1e3:.1f} ms", flush=True)
             runs = ((1, 1), (2, 1), (1, 2)) if size == "4k" else ((1, 1),)
             for ranks, threads in runs:
-                seconds, ghosts = lammps_step_seconds(plugin, model, data, ranks, args.steps,
-                                                      work, threads)
-                per_atom[(size, ranks, threads)] = seconds / len(atoms)
-                overhead = f"{seconds / raw:>10.2f}" if ranks * threads == 1 else f"{'':>10}"
-                print(f"{size:<6}{len(atoms):>7}{ranks:>6}{threads:>8}{ghosts:>12}"
-                      f"{seconds * 1e3:>10.1f}{seconds / len(atoms) * 1e6:>14.1f}"
-                      f"{raw * 1e3:>9.1f}{overhead}", flush=True)
-        if ("4k", 2, 1) in per_atom:
-            one = per_atom[("4k", 1, 1)]
-            print(f"\n4k water: 2 ranks × 1 thread vs 1 rank × 1 thread: speed-up "
-                  f"{one / per_atom[('4k', 2, 1)]:.2f}; 1 rank × 2 threads: "
-                  f"{one / per_atom[('4k', 1, 2)]:.2f}")
-        singles = [k for k in per_atom if k[1:] == (1, 1)]
-        if len(singles) > 1:
-            first, last = singles[0], singles[-1]
-            print(f"time per atom-step at {last[0]} / at {first[0]} (1 rank, 1 thread): "
-                  f"{per_atom[last] / per_atom[first]:.2f}")
+                for mode in args.modes:
+                    seconds, ghosts = lammps_step_seconds(plugin, model, data, ranks,
+                                                          args.steps, work, threads, mode)
+                    per_atom[(mode, size, ranks, threads)] = seconds / len(atoms)
+                    overhead = (f"{seconds / raw:>10.2f}" if ranks * threads == 1
+                                else f"{'':>10}")
+                    print(f"{size:<6}{len(atoms):>7}{mode:>7}{ranks:>6}{threads:>8}{ghosts:>12}"
+                          f"{seconds * 1e3:>10.1f}{seconds / len(atoms) * 1e6:>14.1f}"
+                          f"{raw * 1e3:>9.1f}{overhead}", flush=True)
+        for mode in args.modes:
+            if (mode, "4k", 2, 1) in per_atom:
+                one = per_atom[(mode, "4k", 1, 1)]
+                print(f"\n{mode}, 4k water: 2 ranks × 1 thread vs 1 rank × 1 thread: speed-up "
+                      f"{one / per_atom[(mode, '4k', 2, 1)]:.2f}; 1 rank × 2 threads: "
+                      f"{one / per_atom[(mode, '4k', 1, 2)]:.2f}")
+            singles = [k for k in per_atom if k[0] == mode and k[2:] == (1, 1)]
+            if len(singles) > 1:
+                first, last = singles[0], singles[-1]
+                print(f"{mode}: time per atom-step at {last[1]} / at {first[1]} (1 rank, "
+                      f"1 thread): {per_atom[last] / per_atom[first]:.2f}")
+            if "whole" in args.modes and mode == "halo":
+                for key in singles:
+                    whole = per_atom[("whole", *key[1:])]
+                    print(f"{key[1]}: whole mode / halo mode per step, 1 rank: "
+                          f"{whole / per_atom[key]:.2f}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def deviation(ours, theirs):
     return abs(e - e_ref) / abs(e_ref), np.abs(f - f_ref).max()
 
 
-def lammps_equals_ase(tmp_path, model, atoms, label):
+def lammps_equals_ase(tmp_path, model, atoms, label) -> str:
+    """1 and 2 ranks equal ASE, and each other; returns the 2-rank run's screen output."""
     from mlff_lammps import plugin_path
     from test_lammps_plugin import _run_lmp
 
@@ -86,6 +87,7 @@ run 0
     print(f"{label} LAMMPS 2 vs 1 rank: max ΔF = "
           f"{np.abs(results[2][1] - results[1][1]).max():.1e} eV/Å")
     np.testing.assert_allclose(results[2][1], results[1][1], atol=1e-10)
+    return result.stdout
 
 
 def openmm_equals_ase(path, structures, label):

@@ -4,13 +4,16 @@ the model's own `forward` (autograd of positions, and a strain derivative for th
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from models_helpers import save_random_committee, save_random_model
+from models_helpers import save_random_committee, save_random_model, with_edited_metadata
 
 from mlff_core.data.molecules import named_molecule, water_box
+from mlff_core.errors import ModelFileError
 from mlff_core.export.loading import load_model
 from mlff_core.models.halo import HALO_METHODS, halo_energy_forces_virial
 
@@ -24,13 +27,17 @@ def _reference(module, atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray]:
     energy = module(x @ deform, torch.as_tensor(atoms.numbers), cell @ deform,
                     torch.as_tensor(atoms.pbc))
     grad_x, grad_strain = torch.autograd.grad(energy, [x, strain])
-    return float(energy), -grad_x.numpy(), -grad_strain.numpy()
+    return float(energy.detach()), -grad_x.numpy(), -grad_strain.numpy()
 
 
-@pytest.mark.parametrize("architecture", ["schnet", "painn", "committee"])
+@pytest.mark.parametrize("architecture", ["schnet", "painn", "committee", "mace"])
 def test_halo_methods_equal_the_models_forward(tmp_path, architecture):
     path = tmp_path / "model.pt"
-    if architecture == "committee":
+    if architecture == "mace":  # MACE built here from mace-torch's blocks (3 layers)
+        save_random_model(path, "mace", species=(1, 8), cutoff=4.0, num_interactions=3,
+                          hidden=8, max_ell=2, correlation=2, avg_num_neighbors=12.0,
+                          periodic=True)
+    elif architecture == "committee":
         save_random_committee(path, "painn", size=2, cutoff=4.0, num_interactions=3, hidden=16,
                               periodic=True)
     else:
@@ -65,3 +72,21 @@ def test_source_widths_are_what_the_methods_send(tmp_path):
     state = model.module.halo_embed(graph)
     sent = [model.module.halo_source(k, state, graph).shape[1] for k in range(3)]
     assert sent == model.metadata["halo"]["source_widths"] == [24, 48, 48]
+
+
+def test_halo_metadata_that_contradicts_the_file_is_one_clear_error(tmp_path):
+    model = save_random_model(tmp_path / "m.pt", "schnet", cutoff=4.0, num_interactions=3)
+    short = with_edited_metadata(model, tmp_path / "short.pt", halo={"source_widths": [128]})
+    with pytest.raises(ModelFileError, match="one positive integer per interaction layer"):
+        load_model(short)
+    # a file without halo methods (format 1 layout) whose mlff.json claims them
+    old = with_edited_metadata(model, tmp_path / "old.pt", format_version=1, halo=None)
+    assert load_model(old).metadata["format_version"] == 1  # still loads
+    from mlff_core.export.model_file import ModelFile
+
+    plain = torch.jit.script(ModelFile(load_model(model).to_potential()))
+    claimed = tmp_path / "claimed.pt"
+    torch.jit.save(plain, str(claimed),
+                   _extra_files={"mlff.json": json.dumps(load_model(model).metadata)})
+    with pytest.raises(ModelFileError, match="lacks the scripted method"):
+        load_model(claimed)

@@ -110,8 +110,10 @@ def test_imported_mace_equals_maces_own_calculator(mace_files, imported, form):
     assert source["form"] == ("torchscript" if form == "compiled" else "pickle")
     assert meta["cutoff"] == TINY["r_max"] and meta["num_interactions"] == 2
     assert (meta["exploration"] is not None) == (form == "compiled")  # --data given
-    # MACE runs whole (LAMMPS: ghosts to cutoff × layers): no halo methods (issue 13)
-    assert meta["halo"] is None and not hasattr(load_model(imported[form]).module, "halo_graph")
+    # Halo methods (issue 13) where our loop drives MACE's blocks (the pickled form); the
+    # compiled form is driven whole, so LAMMPS gives it ghosts to cutoff × layers
+    halo = hasattr(load_model(imported[form]).module, "halo_graph")
+    assert halo == (meta["halo"] is not None) == (form == "pickled")
 
 
 def _mace_from_trained(loaded):
@@ -172,10 +174,14 @@ def test_mace_forces_are_finite_differences(mace_files, imported, which):
 
 @pytest.mark.parametrize("which", ["trained", "compiled"])
 def test_mace_in_lammps_one_and_two_ranks(tmp_path, mace_files, imported, which):
-    """Ghosts to cutoff × layers + skin = 10 Å on a 9 Å box split in two domains, with both
-    molecules cut by the box faces: 1 rank = ASE and 2 ranks = 1 rank."""
+    """A 9 Å box split in two domains, with both molecules cut by the box faces: 1 rank = ASE
+    and 2 ranks = 1 rank. The MACE trained here runs in halo mode (ghosts to cutoff + skin,
+    features exchanged per layer); the compiled import runs whole (ghosts to cutoff × layers
+    + skin = 10 Å)."""
     model = mace_files["trained"] if which == "trained" else imported["compiled"]
-    lammps_equals_ase(tmp_path, model, ethanol_box(), f"MACE {which}")
+    screen = lammps_equals_ase(tmp_path, model, ethanol_box(), f"MACE {which}")
+    assert ("pair mlff: halo exchange" in screen) == (which == "trained"), screen[-1500:]
+    assert ("runs whole" in screen) == (which == "compiled")
 
 
 @pytest.mark.parametrize("which", ["trained", "compiled"])

@@ -152,6 +152,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     for name, n_tensors in REQUIRED_METHODS.items():
         _check_method(module, name, n_tensors, path)
     _check_metadata_against_module(module, metadata, path)
+    _check_halo(module, metadata, path)
     module.eval()
     return LoadedModel(module=module, metadata=metadata, path=path, device=device)
 
@@ -197,6 +198,27 @@ def _check_metadata_against_module(module: torch.jit.ScriptModule, metadata: dic
         if not same:
             raise ModelFileError(f"{path}: {METADATA_NAME} says {key} {stated} but the scripted "
                                  f"model's is {value}; was {METADATA_NAME} edited by hand?")
+
+
+def _check_halo(module: torch.jit.ScriptModule, metadata: dict[str, Any], path: Path) -> None:
+    """mlff.json's "halo" (format 2): null, or one positive source width per interaction layer
+    and the scripted halo_* methods (`mlff_core.models.halo`) to go with them."""
+    from mlff_core.models.halo import HALO_METHODS
+
+    halo = metadata.get("halo")
+    if halo is None or metadata["format_version"] < 2:
+        return
+    widths = halo.get("source_widths") if isinstance(halo, dict) else None
+    if (not isinstance(widths, list) or len(widths) != metadata["num_interactions"]
+            or not all(isinstance(w, int) and w > 0 for w in widths)):
+        raise ModelFileError(f"{path}: {METADATA_NAME} \"halo\" must be null or hold "
+                             f"\"source_widths\", one positive integer per interaction layer "
+                             f"({metadata['num_interactions']}), not {json.dumps(halo)}")
+    missing = [name for name in HALO_METHODS if not hasattr(module, name)]
+    if missing:
+        raise ModelFileError(f"{path}: {METADATA_NAME} has \"halo\" but the model lacks the "
+                             f"scripted method(s) {', '.join(missing)}; was {METADATA_NAME} "
+                             f"edited by hand?")
 
 
 def _check_method(module: torch.jit.ScriptModule, name: str, n_tensors: int, path: Path) -> None:

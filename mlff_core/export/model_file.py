@@ -10,7 +10,23 @@ Layout (contract in ../shared/DESIGN.md):
     committee_forces(positions [N,3], atomic_numbers [N], cell [3,3], pbc [3]) -> [M,N,3] eV/Å
         each committee member's forces (M = 1 for a single model: its forces)
 - an extra file `mlff.json` with the metadata (species, cutoff, num_interactions, units, dtype,
-  architecture, hyperparameters, training provenance, exploration model, committee_size).
+  architecture, hyperparameters, training provenance, exploration model, committee_size, halo).
+
+Format version 2 (this writer) adds, for models that can run one interaction layer at a time
+(SchNet, PaiNN, committees of them), the halo methods an engine that splits space between
+processes calls instead of forward_graph, so that its ghost atoms need reach only one cutoff:
+    halo_graph(atomic_numbers [M], edge_index [2,E], edge_vectors [E,3] Å, finite [n])
+        -> graph (list of tensors): the per-step constants; nodes are the n local atoms first,
+        then ghosts; every edge (i ← j) has a local receiver i < n and r_ij = x_j − x_i
+    halo_embed(graph) -> state [M,S]; halo_source(layer, state [m,S], graph) -> [m,W_layer]
+        (row-wise: what a neighbour needs from a node for that layer)
+    halo_interaction(layer, state [n,S], source [M,W_layer], graph) -> state [n,S]
+    halo_readout(state [n,S], graph) -> [n] eV per-atom energies
+and mlff.json "halo": {"source_widths": [W_0, …, W_{T−1}]} (null: the model runs whole, with
+ghosts to cutoff × num_interactions: MACE, NequIP, imported TorchScript energy models). The
+engine fills the ghost rows of each layer's source from their owners (layers ≥ 1) and sums the
+gradients of ghost rows onto the owners in the backward pass (`mlff_core.models.halo`). Files of
+format version 1 (no halo methods) stay loadable everywhere and run whole.
 """
 
 from __future__ import annotations

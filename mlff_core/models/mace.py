@@ -171,6 +171,81 @@ class MaceRepresentation(nn.Module):
             interaction_energy = m.scale_shift(interaction_energy, heads)
         return (node_e0 + interaction_energy).to(edge_vectors.dtype)
 
+    # --- halo exchange (mlff_core.models.halo): one MACE layer at a time. The state of a
+    # node is [node_feats, energy so far]; a neighbour needs its node_feats. The interaction
+    # block runs on every node (its skip connection and linear_up touch ghost rows too; MACE's
+    # own LAMMPS path exchanges after linear_up instead, inside the block), messages reach
+    # only local receivers, the product and readouts run on local nodes.
+
+    @torch.jit.unused
+    def halo_source_widths(self) -> list[int]:
+        return [int(interaction.node_feats_irreps.dim) for interaction in self.mace.interactions]
+
+    def halo_edge_features(self, species: Tensor, edge_index: Tensor,
+                           edge_vectors: Tensor) -> list[Tensor]:
+        """[node_attrs [M, elements], MACE edges [2, E], Y_lm [E, ·], radial [E, ·], radial
+        cutoff [E, 1] (empty when the model has none), per-node E0 + pair repulsion [M]]."""
+        m = self.mace
+        n = species.shape[0]
+        node_attrs = nn.functional.one_hot(self.column[species],
+                                           self.num_elements).to(edge_vectors.dtype)
+        heads = torch.full((n,), self.head, dtype=torch.long, device=species.device)
+        edges = edge_index.flip(0)    # MACE: [sender, receiver]
+        vectors = -edge_vectors       # x_receiver − x_sender
+        lengths = torch.linalg.norm(vectors, dim=-1, keepdim=True)
+        edge_attrs = m.spherical_harmonics(vectors)
+        edge_feats, cutoff = m.radial_embedding(lengths, node_attrs, edges, m.atomic_numbers)
+        if cutoff is None:
+            cutoff = torch.zeros(0, 1, dtype=edge_feats.dtype, device=edge_feats.device)
+        extra = torch.zeros(n, dtype=edge_vectors.dtype, device=species.device)
+        if hasattr(m, "pair_repulsion"):
+            extra = extra + m.pair_repulsion_fn(lengths, node_attrs, edges, m.atomic_numbers)
+        node_e0 = m.atomic_energies_fn(node_attrs)[torch.arange(n, device=species.device), heads]
+        return [node_attrs, edges, edge_attrs, edge_feats, cutoff, extra, node_e0]
+
+    def halo_embed(self, species: Tensor, features: list[Tensor]) -> Tensor:
+        feats = self.mace.node_embedding(features[0])
+        return torch.cat([feats, torch.zeros_like(feats[:, :1])], dim=1)
+
+    def halo_source(self, layer: int, state: Tensor) -> Tensor:
+        return state[:, :-1]
+
+    def halo_interaction(self, layer: int, state: Tensor, source: Tensor, receiver: Tensor,
+                         sender: Tensor, features: list[Tensor]) -> Tensor:
+        m = self.mace
+        n = state.shape[0]
+        node_attrs, edges, edge_attrs, edge_feats = features[0], features[1], features[2], \
+            features[3]
+        cutoff: Optional[Tensor] = features[4] if features[4].shape[0] == edges.shape[1] \
+            else None  # noqa: UP045
+        heads = torch.full((n,), self.head, dtype=torch.long, device=state.device)
+        atoms = torch.arange(n, device=state.device)
+        out = state
+        last = len(m.interactions) - 1
+        blocks = zip(m.interactions, m.products)  # noqa: B905 (TorchScript has no strict=)
+        for k, (interaction, product) in enumerate(blocks):
+            if k == layer:
+                feats, sc = interaction(node_attrs=node_attrs, node_feats=source,
+                                        edge_attrs=edge_attrs, edge_feats=edge_feats,
+                                        edge_index=edges, cutoff=cutoff, first_layer=(k == 0))
+                local_sc: Optional[Tensor] = None if sc is None else sc[:n]  # noqa: UP045
+                feats = product(node_feats=feats[:n], sc=local_sc, node_attrs=node_attrs[:n])
+                energy = state[:, -1]
+                for r, readout in enumerate(m.readouts):
+                    if (len(m.readouts) == 1 and k == last) or (len(m.readouts) > 1 and r == k):
+                        energy = energy + readout(feats, heads)[atoms, heads]
+                out = torch.cat([feats, energy.unsqueeze(-1)], dim=1)
+        return out
+
+    def halo_readout(self, state: Tensor, graph_features: list[Tensor]) -> Tensor:
+        m = self.mace
+        n = state.shape[0]
+        interaction_energy = state[:, -1] + graph_features[5][:n]
+        if hasattr(m, "scale_shift"):
+            heads = torch.full((n,), self.head, dtype=torch.long, device=state.device)
+            interaction_energy = m.scale_shift(interaction_energy, heads)
+        return graph_features[6][:n] + interaction_energy
+
     @torch.jit.unused
     def scriptable(self) -> MaceRepresentation:
         """A copy whose MACE blocks are compiled by e3nn (plain `torch.jit.script` cannot

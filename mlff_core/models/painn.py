@@ -143,13 +143,14 @@ class PaiNN(nn.Module):
         return [3 * self.hidden if k == 0 else 6 * self.hidden
                 for k in range(len(self.interactions))]
 
-    def halo_edge_features(self, edge_vectors: Tensor) -> list[Tensor]:
+    def halo_edge_features(self, species: Tensor, edge_index: Tensor,
+                           edge_vectors: Tensor) -> list[Tensor]:
         """[radial features × envelope [E, R], unit vectors [E, 3]] of the edges."""
         distances = torch.linalg.norm(edge_vectors, dim=-1)
         directions = edge_vectors / distances.unsqueeze(-1)
         return [self.rbf(distances) * self.envelope(distances).unsqueeze(-1), directions]
 
-    def halo_embed(self, species: Tensor) -> Tensor:
+    def halo_embed(self, species: Tensor, features: list[Tensor]) -> Tensor:
         s = self.embedding(species)
         return torch.cat([s, torch.zeros(s.shape[0], 3 * self.hidden, dtype=s.dtype,
                                          device=s.device)], dim=1)
@@ -182,5 +183,5 @@ class PaiNN(nn.Module):
                 out = torch.cat([s_new, v_new.reshape(-1, 3 * f)], dim=1)
         return out
 
-    def halo_readout(self, state: Tensor) -> Tensor:
+    def halo_readout(self, state: Tensor, features: list[Tensor]) -> Tensor:
         return self.readout(state[:, :self.hidden]).squeeze(-1)

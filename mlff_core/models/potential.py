@@ -184,10 +184,10 @@ class Potential(nn.Module):
         finite_nodes[:n_local] = finite
         factor = domain_factors(finite_nodes, edge_index, vectors)[:n_local]
         graph = [species, edge_index[0], edge_index[1], factor]
-        return graph + self.representation.halo_edge_features(vectors)
+        return graph + self.representation.halo_edge_features(species, edge_index, vectors)
 
     def halo_embed(self, graph: list[Tensor]) -> Tensor:
-        return self.representation.halo_embed(graph[0])
+        return self.representation.halo_embed(graph[0], graph[4:])
 
     def halo_source(self, layer: int, state: Tensor, graph: list[Tensor]) -> Tensor:
         return self.representation.halo_source(layer, state)
@@ -198,7 +198,7 @@ class Potential(nn.Module):
                                                     graph[4:])
 
     def halo_readout(self, state: Tensor, graph: list[Tensor]) -> Tensor:
-        raw = self.representation.halo_readout(state)
+        raw = self.representation.halo_readout(state, graph[4:])
         species = graph[0][:state.shape[0]]
         return (raw * self.energy_scale + self.atomic_reference[species]) * graph[3]
 

@@ -96,12 +96,13 @@ class SchNet(nn.Module):
     def halo_source_widths(self) -> list[int]:
         return [interaction.in_to_filter.out_features for interaction in self.interactions]
 
-    def halo_edge_features(self, edge_vectors: Tensor) -> list[Tensor]:
+    def halo_edge_features(self, species: Tensor, edge_index: Tensor,
+                           edge_vectors: Tensor) -> list[Tensor]:
         """[rbf [E, R], envelope [E]] of the edges."""
         distances = torch.linalg.norm(edge_vectors, dim=-1)
         return [self.rbf(distances), self.envelope(distances)]
 
-    def halo_embed(self, species: Tensor) -> Tensor:
+    def halo_embed(self, species: Tensor, features: list[Tensor]) -> Tensor:
         return self.embedding(species)
 
     def halo_source(self, layer: int, state: Tensor) -> Tensor:
@@ -120,5 +121,5 @@ class SchNet(nn.Module):
                                            sender)
         return out
 
-    def halo_readout(self, state: Tensor) -> Tensor:
+    def halo_readout(self, state: Tensor, features: list[Tensor]) -> Tensor:
         return self.readout(state).squeeze(-1)
