@@ -152,16 +152,20 @@ def _crossed_planes(atoms, grid):
     return crossed
 
 
-@pytest.mark.parametrize("mode,newton", [("halo yes", "on"), ("halo yes", "off"),
-                                         ("halo no", "on")])
+@pytest.mark.parametrize("mode,newton,comm", [("halo yes", "on", "brick"),
+                                              ("halo yes", "off", "brick"),
+                                              ("halo yes", "on", "tiled"),
+                                              ("halo no", "on", "brick")])
 def test_mpi_1_2_4_ranks_equal_the_ase_calculator_across_domain_boundaries(tmp_path, plugin, mode,
-                                                                            newton):
+                                                                            newton, comm):
     """A 3-interaction model (receptive field 12 Å) on a 12.4 Å water box cut into 1, 2 and 4
     domains, with O–H bonds across every domain boundary: messages cross the boundaries, and
     energy, forces and virial must equal the ASE calculator's in float64 (issue 13's check).
     Halo mode keeps ghosts one cutoff deep (6 Å < the 12 Å the model sees) and exchanges
     features per layer; whole mode ("halo no") takes ghosts to 3 cutoffs. Per-atom energies
-    and virials (compute pe/atom, stress/atom) must add up to the global ones."""
+    and virials (compute pe/atom, stress/atom) must add up to the global ones and be the same
+    atom by atom on every rank count (ghost halves reach their owners), newton on or off, under
+    LAMMPS' brick and tiled (recursive bisection) communication."""
     atoms = water_box(64).atoms
     model = save_random_model(tmp_path / "w.pt", "painn", species=(1, 8), cutoff=4.0,
                               num_interactions=3)
@@ -177,7 +181,9 @@ atom_style atomic
 atom_modify map yes
 boundary p p p
 newton {newton}
+comm_style {comm}
 read_data water.data
+{"balance 1.0 rcb" if comm == "tiled" else ""}
 plugin load {plugin}
 pair_style mlff dtype float64 {mode}
 pair_coeff * * w.pt O H
@@ -186,7 +192,7 @@ compute pe_sum all reduce sum c_pe_atom
 {stress_atom}
 thermo_style custom step pe pxx pyy pzz pxy pxz pyz c_pe_sum {per_atom}
 thermo_modify format float %.17g
-dump d all custom 1 forces.${{n}}.txt id fx fy fz
+dump d all custom 1 forces.${{n}}.txt id fx fy fz c_pe_atom {per_atom and "c_sa[*]"}
 dump_modify d format float %.17g sort id
 run 0
 """)
@@ -210,8 +216,10 @@ run 0
             np.testing.assert_allclose([float(v) for v in row[9:15]], -pressure * volume,
                                        rtol=1e-9, atol=1e-6)
         dump = np.loadtxt(tmp_path / f"forces.{n}.txt", skiprows=9)
-        results[n] = (float(row[1]), dump[np.argsort(dump[:, 0]), 1:],
-                      pressure[[0, 1, 2, 5, 4, 3]] * volume / nktv2p)  # ASE's Voigt order
+        dump = dump[np.argsort(dump[:, 0])]
+        results[n] = (float(row[1]), dump[:, 1:4],
+                      pressure[[0, 1, 2, 5, 4, 3]] * volume / nktv2p,  # ASE's Voigt order
+                      dump[:, 4:])  # pe/atom (and stress/atom) per atom
     ghost_cutoff = "6" if mode == "halo yes" else "14"  # 4 Å + 2 Å skin, or 3 × 4 Å + 2 Å
     assert f"ghost atom cutoff = {ghost_cutoff}\n" in result.stdout
     for n in (1, 2, 4):
@@ -220,6 +228,10 @@ run 0
         np.testing.assert_allclose(results[n][2], virial, atol=1e-8)
     for n in (2, 4):
         np.testing.assert_allclose(results[n][1], results[1][1], atol=1e-12)
+        np.testing.assert_allclose(results[n][3], results[1][3], rtol=1e-10, atol=1e-8)
+    if per_atom:  # the split is not trivial: atoms differ, each far from the mean
+        stress = results[1][3][:, 1:]
+        assert np.abs(stress - stress.mean(axis=0)).max() > 1e-2 * np.abs(stress).max()
 
 
 def _thermo_rows(stdout, first_column="Step"):
