@@ -7,8 +7,9 @@ this process with the same number of threads (its own neighbour list, no ghosts)
 LAMMPS step / raw time. Two modes of the pair style, side by side in one run (--modes):
 "whole" (halo no) carries the ghost atoms out to cutoff × interactions + skin (each layer skips
 the ghosts that cannot reach a local atom); "halo" carries them to cutoff + skin and exchanges
-node features before each layer. For the 4k box: 1 rank × 1 thread, 2 ranks × 1 thread, and
-1 rank × 2 threads.
+node features before each layer (the "exchange" column: its share of the pair style's time,
+host copies and MPI included, printed by the pair style at the end of a run). For the 4k box:
+1 rank × 1 thread, 2 ranks × 1 thread, and 1 rank × 2 threads.
 
     python benchmarks/lammps_speed.py [--arch schnet|painn|mace] [--steps 20] [--sizes 1k 4k 8k 32k]
         [--modes halo whole]
@@ -67,7 +68,10 @@ def neighbor_list_seconds(model_path: Path, atoms, repeats: int = 3) -> float:
 
 
 def lammps_step_seconds(plugin: Path, model: Path, data: Path, ranks: int, steps: int,
-                        work: Path, threads: int = 1, mode: str = "halo") -> tuple[float, int]:
+                        work: Path, threads: int = 1, mode: str = "halo"
+                        ) -> tuple[float, int, float | None]:
+    """(seconds per step, ghost atoms per rank, the halo exchange's share of the pair style's
+    time in the timed run, or None in whole mode)."""
     deck = work / "in.bench"
     deck.write_text(f"""units metal
 atom_style atomic
@@ -95,7 +99,10 @@ run {steps}
     loops = re.findall(r"Loop time of ([0-9.eE+-]+) on \d+ procs for (\d+) steps", result.stdout)
     seconds, count = float(loops[-1][0]), int(loops[-1][1])
     ghosts = re.findall(r"Nghost:\s+([0-9.]+) ave", result.stdout)
-    return seconds / count, int(float(ghosts[-1])) if ghosts else -1
+    shares = re.findall(r"halo exchange [0-9.eE+-]+ s of [0-9.eE+-]+ s in the pair style "
+                        r"\(([0-9.]+)%", result.stdout)
+    return (seconds / count, int(float(ghosts[-1])) if ghosts else -1,
+            float(shares[-1]) / 100 if shares else None)
 
 
 def main() -> None:
@@ -118,7 +125,7 @@ def main() -> None:
           f"{args.cutoff + 2:.0f} Å), float32, {os.cpu_count()} cores")
     print(f"{'box':<6}{'atoms':>7}{'mode':>7}{'ranks':>6}{'threads':>8}{'ghosts/rank':>12}"
           f"{'ms/step':>10}"
-          f"{'µs/atom-step':>14}{'raw ms':>9}{'overhead':>10}")
+          f"{'µs/atom-step':>14}{'raw ms':>9}{'overhead':>10}{'exchange':>10}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         torch.manual_seed(0)
@@ -141,14 +148,15 @@ def main() -> None:
             runs = ((1, 1), (2, 1), (1, 2)) if size == "4k" else ((1, 1),)
             for ranks, threads in runs:
                 for mode in args.modes:
-                    seconds, ghosts = lammps_step_seconds(plugin, model, data, ranks,
-                                                          args.steps, work, threads, mode)
+                    seconds, ghosts, share = lammps_step_seconds(plugin, model, data, ranks,
+                                                                 args.steps, work, threads, mode)
                     per_atom[(mode, size, ranks, threads)] = seconds / len(atoms)
                     overhead = (f"{seconds / raw:>10.2f}" if ranks * threads == 1
                                 else f"{'':>10}")
                     print(f"{size:<6}{len(atoms):>7}{mode:>7}{ranks:>6}{threads:>8}{ghosts:>12}"
                           f"{seconds * 1e3:>10.1f}{seconds / len(atoms) * 1e6:>14.1f}"
-                          f"{raw * 1e3:>9.1f}{overhead}", flush=True)
+                          f"{raw * 1e3:>9.1f}{overhead}"
+                          f"{'' if share is None else f'{share:.1%}':>10}", flush=True)
         for mode in args.modes:
             if (mode, "4k", 2, 1) in per_atom:
                 one = per_atom[(mode, "4k", 1, 1)]

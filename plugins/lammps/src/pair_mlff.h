@@ -56,6 +56,8 @@ class PairMLFF : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
+  void setup() override;    // a run starts: timers to zero
+  void finish() override;   // a run ends: halo mode prints its exchange's share of the time
 
   // halo mode: LAMMPS communication of per-atom rows of comm_buf_ (comm_width_ doubles each)
   int pack_forward_comm(int, int *, double *, int, int *) override;
@@ -98,6 +100,8 @@ class PairMLFF : public Pair {
   int n_local_nodes_ = 0;
   std::vector<double> comm_buf_;     // [nall x comm_width_], row = LAMMPS atom index
   int comm_width_ = 0;
+  double exchange_seconds_ = 0.0;    // this run: in halo_forward/halo_reverse (copies + MPI)
+  double compute_seconds_ = 0.0;     // this run: in compute_halo
 };
 
 }    // namespace LAMMPS_NS

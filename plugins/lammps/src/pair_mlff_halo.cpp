@@ -29,6 +29,7 @@
 #include "error.h"
 #include "force.h"
 #include "neigh_list.h"
+#include "utils.h"
 
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -62,8 +63,25 @@ struct HaloExchange : public torch::autograd::Function<HaloExchange> {
 
 }    // namespace
 
+void PairMLFF::setup()
+{
+  exchange_seconds_ = compute_seconds_ = 0.0;
+}
+
+void PairMLFF::finish()
+{
+  if (!halo_mode() || compute_seconds_ <= 0.0) return;
+  double mine[2] = {exchange_seconds_, compute_seconds_}, all[2];
+  MPI_Allreduce(mine, all, 2, MPI_DOUBLE, MPI_SUM, world);
+  if (comm->me == 0)
+    utils::logmesg(lmp, "pair mlff: halo exchange {:.3g} s of {:.3g} s in the pair style "
+                        "({:.1f}%, mean over ranks)\n",
+                   all[0] / comm->nprocs, all[1] / comm->nprocs, 100.0 * all[0] / all[1]);
+}
+
 torch::Tensor PairMLFF::halo_forward(const torch::Tensor &local)
 {
+  const double start = MPI_Wtime();
   const int width = (int) local.size(1);
   if (width > comm_forward)
     error->one(FLERR, "Pair style mlff: model {} sends {} values per atom, more than its "
@@ -83,11 +101,14 @@ torch::Tensor PairMLFF::halo_forward(const torch::Tensor &local)
   for (int g = 0; g < n_ghost_nodes; g++)
     std::memcpy(out + (size_t) g * width, comm_row(atom_of_[n_local_nodes_ + g]),
                 width * sizeof(double));
-  return torch::cat({local, ghosts.to(local.device(), local.scalar_type())});
+  torch::Tensor nodes = torch::cat({local, ghosts.to(local.device(), local.scalar_type())});
+  exchange_seconds_ += MPI_Wtime() - start;
+  return nodes;
 }
 
 torch::Tensor PairMLFF::halo_reverse(const torch::Tensor &nodes)
 {
+  const double start = MPI_Wtime();
   const int width = (int) nodes.size(1);
   const int nall = atom->nlocal + atom->nghost;
   comm_width_ = width;
@@ -101,7 +122,9 @@ torch::Tensor PairMLFF::halo_reverse(const torch::Tensor &nodes)
   double *out = local.data_ptr<double>();
   for (int n = 0; n < n_local_nodes_; n++)
     std::memcpy(out + (size_t) n * width, comm_row(atom_of_[n]), width * sizeof(double));
-  return local.to(nodes.device(), nodes.scalar_type());
+  local = local.to(nodes.device(), nodes.scalar_type());
+  exchange_seconds_ += MPI_Wtime() - start;
+  return local;
 }
 
 int PairMLFF::pack_forward_comm(int n, int *list, double *buf, int, int *)
@@ -134,6 +157,7 @@ void PairMLFF::unpack_reverse_comm(int n, int *list, double *buf)
 
 void PairMLFF::compute_halo(int eflag, int vflag)
 {
+  const double start = MPI_Wtime();
   ev_init(eflag, vflag);
   if (model_->periodic_known && !model_->periodic) check_isolated();
 
@@ -267,6 +291,7 @@ void PairMLFF::compute_halo(int eflag, int vflag)
   if (!newton) send_ghost_rows_to_owners(9);
 
   if (vflag_fdotr) virial_fdotr_compute();
+  compute_seconds_ += MPI_Wtime() - start;
 }
 
 void PairMLFF::send_ghost_rows_to_owners(int width)
