@@ -12,7 +12,7 @@ host copies and MPI included, printed by the pair style at the end of a run). Fo
 1 rank × 1 thread, 2 ranks × 1 thread, and 1 rank × 2 threads.
 
     python benchmarks/lammps_speed.py [--arch schnet|painn|mace] [--steps 20] [--sizes 1k 4k 8k 32k]
-        [--modes halo whole]
+        [--modes halo whole] [--repeats 3]
 
 A MACE model (mace-torch's modules, max_ell 3, correlation 3, hidden irreps NxOe+Nx1o) gets
 avg_num_neighbors 20 (its value only scales the messages; the cost does not depend on it).
@@ -67,6 +67,40 @@ def neighbor_list_seconds(model_path: Path, atoms, repeats: int = 3) -> float:
     return median_seconds(lambda: neighbor_list(pos, cell, pbc, model.cutoff), repeats)
 
 
+def network_step_seconds(model_path: Path, atoms, repeats: int = 3) -> float | None:
+    """The network alone: the model's halo methods (one domain, ghosts one cutoff deep, edges
+    with local receivers built beforehand, as LAMMPS hands them over) forward + backward to the
+    edge vectors; None for a model without halo methods. What LAMMPS adds on top of this is the
+    engine's work: neighbour list, graph assembly, exchange, copies, force assembly."""
+    from mlff_core.models.ghosts import ghost_graph
+    from mlff_core.models.halo import halo_energies
+
+    model = load_model(model_path)
+    if model.metadata.get("halo") is None:
+        return None
+    positions, numbers, edges, owner = ghost_graph(atoms, model.cutoff, 1)
+    n = len(atoms)
+    edges = torch.as_tensor(edges)
+    edges = edges[:, edges[0] < n]
+    used = torch.unique(torch.cat([torch.arange(n), edges[1]]))  # ghosts an edge reaches
+    renumber = torch.full((len(positions),), -1, dtype=torch.long)
+    renumber[used] = torch.arange(len(used))
+    edges = renumber[edges]
+    x = torch.as_tensor(positions, dtype=torch.float64)[used]
+    vectors = x[edges[1]] - x[edges[0]]
+    z = torch.as_tensor(numbers)[used]
+    finite = torch.ones(n, dtype=torch.bool)
+    ghost_owner = torch.as_tensor(owner)[used[n:]]
+
+    def call():
+        leaf = vectors.clone().requires_grad_(True)
+        energies = halo_energies(model.module, z, edges, leaf, finite, ghost_owner,
+                                 model.num_interactions)
+        torch.autograd.grad(energies.sum(), leaf)
+
+    return median_seconds(call, repeats)
+
+
 def lammps_step_seconds(plugin: Path, model: Path, data: Path, ranks: int, steps: int,
                         work: Path, threads: int = 1, mode: str = "halo"
                         ) -> tuple[float, int, float | None]:
@@ -115,6 +149,9 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
     parser.add_argument("--modes", nargs="+", default=["halo", "whole"],
                         choices=["halo", "whole"])
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="LAMMPS runs per row, each a fresh process; the row shows the "
+                             "median (this machine's step times vary by up to 1.4× run to run)")
     args = parser.parse_args()
     plugin = mlff_lammps.plugin_path()
     overrides = {"hidden": args.hidden, "num_interactions": args.layers, "cutoff": args.cutoff}
@@ -143,13 +180,21 @@ def main() -> None:
                   units="metal")
             torch.set_num_threads(1)
             raw = raw_step_seconds(model, atoms)
+            network = network_step_seconds(model, atoms)
             print(f"{size}: raw {raw * 1e3:.1f} ms, of which the model's own neighbour list "
-                  f"{neighbor_list_seconds(model, atoms) * 1e3:.1f} ms", flush=True)
+                  f"{neighbor_list_seconds(model, atoms) * 1e3:.1f} ms; the network alone on "
+                  f"LAMMPS' graph (halo methods, edges given): "
+                  f"{'-' if network is None else f'{network * 1e3:.1f} ms'}", flush=True)
             runs = ((1, 1), (2, 1), (1, 2)) if size == "4k" else ((1, 1),)
             for ranks, threads in runs:
                 for mode in args.modes:
-                    seconds, ghosts, share = lammps_step_seconds(plugin, model, data, ranks,
-                                                                 args.steps, work, threads, mode)
+                    runs = sorted(lammps_step_seconds(plugin, model, data, ranks, args.steps,
+                                                      work, threads, mode)
+                                  for _ in range(args.repeats))
+                    seconds, ghosts, share = runs[len(runs) // 2]
+                    if args.repeats > 1:
+                        print(f"  {mode} {ranks}×{threads}: ms/step of the {args.repeats} runs: "
+                              + ", ".join(f"{run[0] * 1e3:.1f}" for run in runs), flush=True)
                     per_atom[(mode, size, ranks, threads)] = seconds / len(atoms)
                     overhead = (f"{seconds / raw:>10.2f}" if ranks * threads == 1
                                 else f"{'':>10}")

@@ -409,14 +409,20 @@ void PairMLFF::compute_whole(int eflag, int vflag)
     const int i = atom_of[n];
     for (int k = 0; k < 3; k++) f[i][k] -= energy_factor_ * grad[n][k];
   }
+  tally_energies(atomic, atom_of, n_local_nodes);
+
+  if (vflag_fdotr) virial_fdotr_compute();
+}
+
+void PairMLFF::tally_energies(const torch::Tensor &atomic, const std::vector<int> &atom_of,
+                              int n_local)
+{
   auto energies = atomic.accessor<double, 1>();
   if (eflag_global) {
     double sum = 0.0;
-    for (int n = 0; n < n_local_nodes; n++) sum += energies[n];
+    for (int n = 0; n < n_local; n++) sum += energies[n];
     eng_vdwl += energy_factor_ * sum;
   }
   if (eflag_atom)
-    for (int n = 0; n < n_local_nodes; n++) eatom[atom_of[n]] += energy_factor_ * energies[n];
-
-  if (vflag_fdotr) virial_fdotr_compute();
+    for (int n = 0; n < n_local; n++) eatom[atom_of[n]] += energy_factor_ * energies[n];
 }

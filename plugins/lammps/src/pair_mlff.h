@@ -83,6 +83,8 @@ class PairMLFF : public Pair {
   void compute_whole(int eflag, int vflag);
   void compute_halo(int eflag, int vflag);
   void send_ghost_rows_to_owners(int width);  // newton off: comm_buf_ ghost rows -> owners
+  // eng_vdwl and eatom from per-atom energies [nodes >= n_local] of atoms atom_of[0..n_local)
+  void tally_energies(const torch::Tensor &atomic, const std::vector<int> &atom_of, int n_local);
   double *comm_row(int i) { return comm_buf_.data() + (size_t) i * comm_width_; }
 
   std::unique_ptr<MLFF::ModelFile> model_;
@@ -101,6 +103,8 @@ class PairMLFF : public Pair {
   std::vector<double> comm_buf_;     // [nall x comm_width_], row = LAMMPS atom index
   int comm_width_ = 0;
   double exchange_seconds_ = 0.0;    // this run: in halo_forward/halo_reverse (copies + MPI)
+  double forward_seconds_ = 0.0;     // this run: the model's layers, exchanges included
+  double backward_seconds_ = 0.0;    // this run: the backward pass, reverse exchanges included
   double compute_seconds_ = 0.0;     // this run: in compute_halo
 };
 

@@ -65,18 +65,23 @@ struct HaloExchange : public torch::autograd::Function<HaloExchange> {
 
 void PairMLFF::setup()
 {
-  exchange_seconds_ = compute_seconds_ = 0.0;
+  exchange_seconds_ = forward_seconds_ = backward_seconds_ = compute_seconds_ = 0.0;
 }
 
 void PairMLFF::finish()
 {
   if (!halo_mode() || compute_seconds_ <= 0.0) return;
-  double mine[2] = {exchange_seconds_, compute_seconds_}, all[2];
-  MPI_Allreduce(mine, all, 2, MPI_DOUBLE, MPI_SUM, world);
+  double mine[4] = {exchange_seconds_, compute_seconds_, forward_seconds_, backward_seconds_};
+  double all[4];
+  MPI_Allreduce(mine, all, 4, MPI_DOUBLE, MPI_SUM, world);
+  for (double &value : all) value /= comm->nprocs;
   if (comm->me == 0)
-    utils::logmesg(lmp, "pair mlff: halo exchange {:.3g} s of {:.3g} s in the pair style "
-                        "({:.1f}%, mean over ranks)\n",
-                   all[0] / comm->nprocs, all[1] / comm->nprocs, 100.0 * all[0] / all[1]);
+    utils::logmesg(lmp,
+                   "pair mlff: halo exchange {:.3g} s of {:.3g} s in the pair style ({:.1f}%, "
+                   "mean over ranks); model forward {:.3g} s, backward {:.3g} s (exchanges "
+                   "included), graph and force assembly {:.3g} s\n",
+                   all[0], all[1], 100.0 * all[0] / all[1], all[2], all[3],
+                   all[1] - all[2] - all[3]);
 }
 
 torch::Tensor PairMLFF::halo_forward(const torch::Tensor &local)
@@ -220,6 +225,7 @@ void PairMLFF::compute_halo(int eflag, int vflag)
 
   torch::Tensor gradient, atomic;
   try {
+    const double forward_start = MPI_Wtime();
     torch::jit::script::Module &module = model_->module;
     torch::Tensor leaf = edge_vectors.to(device_).requires_grad_(true);
     c10::IValue graph = module.get_method("halo_graph")(
@@ -235,23 +241,19 @@ void PairMLFF::compute_halo(int eflag, int vflag)
       state = module.get_method("halo_interaction")({layer, state, source, graph}).toTensor();
     }
     atomic = module.get_method("halo_readout")({state, graph}).toTensor();
+    const double backward_start = MPI_Wtime();
+    forward_seconds_ += backward_start - forward_start;
     gradient = torch::autograd::grad({atomic.sum()}, {leaf}, {}, false, false, true)[0];
     if (!gradient.defined()) gradient = torch::zeros_like(leaf);
     gradient = gradient.to(torch::kCPU, torch::kFloat64).contiguous();
     atomic = atomic.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    backward_seconds_ += MPI_Wtime() - backward_start;
   } catch (const c10::Error &e) {
     error->one(FLERR, "Pair style mlff: model evaluation failed: {}",
                e.what_without_backtrace());
   }
 
-  auto energies = atomic.accessor<double, 1>();
-  if (eflag_global) {
-    double sum = 0.0;
-    for (int n = 0; n < n_local_nodes_; n++) sum += energies[n];
-    eng_vdwl += energy_factor_ * sum;
-  }
-  if (eflag_atom)
-    for (int n = 0; n < n_local_nodes_; n++) eatom[atom_of_[n]] += energy_factor_ * energies[n];
+  tally_energies(atomic, atom_of_, n_local_nodes_);
 
   // Newton off: ghost rows of forces (3) and per-atom virials (6) collected here, then summed
   // onto their owners.
