@@ -31,6 +31,12 @@ struct ModelFile {
 // and the problem (missing file, not TorchScript, no mlff.json, missing keys or methods).
 ModelFile load_model_file(const std::string &path, const torch::Device &device);
 
+// The first line of a message (TorchScript errors carry a traceback after it).
+inline std::string first_line(const std::string &text)
+{
+  return text.substr(0, text.find('\n'));
+}
+
 // Atomic number of an element symbol ("C" -> 6), or -1 when unknown.
 int atomic_number(const std::string &symbol);
 

@@ -27,11 +27,6 @@ namespace {
 // 1 kcal/mol in eV from the exact SI constants (N_A, e).
 constexpr double KCAL_PER_MOL_IN_EV = 4184.0 / (6.02214076e23 * 1.602176634e-19);
 
-std::string first_line(const std::string &text)
-{
-  return text.substr(0, text.find('\n'));
-}
-
 // Standard atomic weights in g/mol (IUPAC 2016, as tabulated by ASE: the mass number of the
 // longest-lived isotope for elements without a stable one), index = atomic number.
 const double MASSES[] = {
@@ -141,7 +136,7 @@ void PairMLFF::coeff(int narg, char **arg)
     if (!dtype_name_.empty()) MLFF::convert_floating_point(model_->module,
                                                            MLFF::parse_dtype(dtype_name_));
   } catch (const std::exception &e) {
-    error->all(FLERR, "Pair style mlff: {}", first_line(e.what()));
+    error->all(FLERR, "Pair style mlff: {}", MLFF::first_line(e.what()));
   }
   // Each rank sums the energies of its own atoms, and a periodic box is seen through ghost
   // atoms: LAMMPS always needs the per-atom energies of local atoms (forward_graph).
@@ -400,7 +395,7 @@ void PairMLFF::compute_whole(int eflag, int vflag)
     atomic = atomic.detach().to(torch::kCPU, torch::kFloat64);
   } catch (const c10::Error &e) {
     error->one(FLERR, "Pair style mlff: model evaluation failed: {}",
-               first_line(e.what_without_backtrace()));
+               MLFF::first_line(e.what_without_backtrace()));
   }
 
   // Forces on local and ghost atoms (reverse communication sums the ghost parts).

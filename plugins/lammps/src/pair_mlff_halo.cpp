@@ -250,7 +250,7 @@ void PairMLFF::compute_halo(int eflag, int vflag)
     backward_seconds_ += MPI_Wtime() - backward_start;
   } catch (const c10::Error &e) {
     error->one(FLERR, "Pair style mlff: model evaluation failed: {}",
-               e.what_without_backtrace());
+               MLFF::first_line(e.what_without_backtrace()));
   }
 
   tally_energies(atomic, atom_of_, n_local_nodes_);
