@@ -359,7 +359,7 @@ def test_a_format_1_file_runs_whole_and_equals_halo_mode(tmp_path, plugin):
     results = {}
     for name, path, mode in (("v1", old, ""), ("halo", model, "halo yes"),
                              ("whole", model, "halo no")):
-        instance = _lammps(plugin, tmp_path / "data", path, ["H", "O"], extra="")
+        instance = _lammps(plugin, tmp_path / "data", path, ["H", "O"])
         instance.command(f"pair_style mlff dtype float64 {mode}")
         instance.command(f"pair_coeff * * {path} H O")
         instance.command("run 0")
@@ -368,7 +368,7 @@ def test_a_format_1_file_runs_whole_and_equals_halo_mode(tmp_path, plugin):
     # whole mode shows itself: no per-atom virials there
     instance = _lammps(plugin, tmp_path / "data", old, ["H", "O"])
     instance.command("compute sa all stress/atom NULL virial")
-    instance.command("dump d all custom 1 sa.txt id c_sa[1]")
+    instance.command(f"dump d all custom 1 {tmp_path / 'sa.txt'} id c_sa[1]")
     with pytest.raises(Exception, match="per-atom virials need the halo mode, which model"):
         instance.command("run 0")
     instance.close()
