@@ -98,6 +98,12 @@ def _columns(mace_numbers: list[int], species: list[int]) -> Tensor:
     return torch.tensor([mace_numbers.index(z) for z in species], dtype=torch.long)
 
 
+def _optional_cutoff(cutoff: Tensor, edges: Tensor) -> Optional[Tensor]:  # noqa: UP045
+    """The radial cutoff [E, 1] of `halo_edge_features`, or None where the model has none
+    (stored there as an empty tensor)."""
+    return cutoff if cutoff.shape[0] == edges.shape[1] else None
+
+
 class MaceRepresentation(nn.Module):
     """An eager MACE's blocks as a representation: (species index [N], edges (i ← j) [2, E],
     r_ij [E, 3] Å, optional per-layer edge subsets) → per-atom energies [N] in MACE's unit
@@ -134,20 +140,16 @@ class MaceRepresentation(nn.Module):
         m = self.mace
         n = species_index.shape[0]
         device = species_index.device
-        node_attrs = nn.functional.one_hot(self.column[species_index],
-                                           self.num_elements).to(edge_vectors.dtype)
         heads = torch.full((n,), self.head, dtype=torch.long, device=device)
         atoms = torch.arange(n, device=device)
-        edges = edge_index.flip(0)    # MACE: [sender, receiver]
-        vectors = -edge_vectors       # x_receiver − x_sender
-        lengths = torch.linalg.norm(vectors, dim=-1, keepdim=True)
-        node_e0 = m.atomic_energies_fn(node_attrs)[atoms, heads]
+        inputs = self.halo_edge_features(species_index, edge_index, edge_vectors)
+        node_attrs, edges, edge_attrs, edge_feats = inputs[0], inputs[1], inputs[2], inputs[3]
+        cutoff = _optional_cutoff(inputs[4], edges)
+        node_e0 = inputs[6]
         node_feats = m.node_embedding(node_attrs)
-        edge_attrs = m.spherical_harmonics(vectors)
-        edge_feats, cutoff = m.radial_embedding(lengths, node_attrs, edges, m.atomic_numbers)
         terms: list[Tensor] = []
         if hasattr(m, "pair_repulsion"):
-            terms.append(m.pair_repulsion_fn(lengths, node_attrs, edges, m.atomic_numbers))
+            terms.append(inputs[5])
         features: list[Tensor] = []
         blocks = zip(m.interactions, m.products)  # noqa: B905 (TorchScript has no strict=)
         for layer, (interaction, product) in enumerate(blocks):
@@ -184,7 +186,8 @@ class MaceRepresentation(nn.Module):
     def halo_edge_features(self, species: Tensor, edge_index: Tensor,
                            edge_vectors: Tensor) -> list[Tensor]:
         """[node_attrs [M, elements], MACE edges [2, E], Y_lm [E, ·], radial [E, ·], radial
-        cutoff [E, 1] (empty when the model has none), per-node E0 + pair repulsion [M]]."""
+        cutoff [E, 1] (empty when the model has none), pair repulsion [M] (zeros without one),
+        per-node E0 [M]]: the per-step inputs of `forward` and of the halo methods."""
         m = self.mace
         n = species.shape[0]
         node_attrs = nn.functional.one_hot(self.column[species],
@@ -216,8 +219,7 @@ class MaceRepresentation(nn.Module):
         n = state.shape[0]
         node_attrs, edges, edge_attrs, edge_feats = features[0], features[1], features[2], \
             features[3]
-        cutoff: Optional[Tensor] = features[4] if features[4].shape[0] == edges.shape[1] \
-            else None  # noqa: UP045
+        cutoff = _optional_cutoff(features[4], edges)
         heads = torch.full((n,), self.head, dtype=torch.long, device=state.device)
         atoms = torch.arange(n, device=state.device)
         out = state
