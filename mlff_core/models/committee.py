@@ -88,37 +88,38 @@ class Committee(nn.Module):
             graph += member.halo_graph(atomic_numbers, edge_index, edge_vectors, finite)
         return graph
 
-    def halo_embed(self, graph: list[Tensor]) -> Tensor:
+    def _member_graph(self, graph: list[Tensor], k: int) -> list[Tensor]:
+        """Member k's part of `halo_graph`'s list."""
         size = len(graph) // self.committee_size
+        return graph[k * size:(k + 1) * size]
+
+    def halo_embed(self, graph: list[Tensor]) -> Tensor:
         states: list[Tensor] = []
         for k, member in enumerate(self.members):
-            states.append(member.halo_embed(graph[k * size:(k + 1) * size]))
+            states.append(member.halo_embed(self._member_graph(graph, k)))
         return torch.cat(states, dim=1)
 
     def halo_source(self, layer: int, state: Tensor, graph: list[Tensor]) -> Tensor:
-        size = len(graph) // self.committee_size
         states = torch.chunk(state, self.committee_size, dim=1)
         sources: list[Tensor] = []
         for k, member in enumerate(self.members):
-            sources.append(member.halo_source(layer, states[k], graph[k * size:(k + 1) * size]))
+            sources.append(member.halo_source(layer, states[k], self._member_graph(graph, k)))
         return torch.cat(sources, dim=1)
 
     def halo_interaction(self, layer: int, state: Tensor, source: Tensor,
                          graph: list[Tensor]) -> Tensor:
-        size = len(graph) // self.committee_size
         states = torch.chunk(state, self.committee_size, dim=1)
         sources = torch.chunk(source, self.committee_size, dim=1)
         updated: list[Tensor] = []
         for k, member in enumerate(self.members):
             updated.append(member.halo_interaction(layer, states[k], sources[k],
-                                                   graph[k * size:(k + 1) * size]))
+                                                   self._member_graph(graph, k)))
         return torch.cat(updated, dim=1)
 
     def halo_readout(self, state: Tensor, graph: list[Tensor]) -> Tensor:
         """Mean per-atom energies of the members, [n] eV."""
-        size = len(graph) // self.committee_size
         states = torch.chunk(state, self.committee_size, dim=1)
         energies: list[Tensor] = []
         for k, member in enumerate(self.members):
-            energies.append(member.halo_readout(states[k], graph[k * size:(k + 1) * size]))
+            energies.append(member.halo_readout(states[k], self._member_graph(graph, k)))
         return torch.stack(energies).mean(dim=0)
