@@ -79,7 +79,7 @@ class PairMLFF : public Pair {
   void allocate();
   void check_isolated();    // molecular models: no atom may see a periodic image
   void check_masses();      // warn when a type's mass is not its element's
-  bool halo_mode() const { return halo_ && !model_->halo_widths.empty(); }
+  bool halo_mode() const { return halo_; }
   void compute_whole(int eflag, int vflag);
   void compute_halo(int eflag, int vflag);
   void send_ghost_rows_to_owners(int width);  // newton off: comm_buf_ ghost rows -> owners
@@ -95,7 +95,7 @@ class PairMLFF : public Pair {
   std::string dtype_name_;           // empty: the model file's own dtype
   double energy_factor_ = 1.0;       // eV -> LAMMPS energy unit
   std::string halo_setting_ = "auto";  // pair_style ... halo auto|yes|no
-  bool halo_ = false;                // decided in init_style
+  bool halo_ = false;                // halo mode: decided in init_style (file and setting)
 
   // halo mode, per step: nodes (local ML atoms, then the ghost ML atoms some edge reaches)
   std::vector<int> atom_of_;         // LAMMPS atom index of each node
