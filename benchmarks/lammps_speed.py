@@ -150,8 +150,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["halo", "whole"],
                         choices=["halo", "whole"])
     parser.add_argument("--repeats", type=int, default=1,
-                        help="LAMMPS runs per row, each a fresh process; the row shows the "
-                             "median (this machine's step times vary by up to 1.4× run to run)")
+                        help="LAMMPS runs per row, each a fresh process, interleaved across "
+                             "rows; the row shows the median (this machine's step times vary "
+                             "by up to 1.4× run to run)")
     args = parser.parse_args()
     plugin = mlff_lammps.plugin_path()
     overrides = {"hidden": args.hidden, "num_interactions": args.layers, "cutoff": args.cutoff}
@@ -185,23 +186,36 @@ def main() -> None:
                   f"{neighbor_list_seconds(model, atoms) * 1e3:.1f} ms; the network alone on "
                   f"LAMMPS' graph (halo methods, edges given): "
                   f"{'-' if network is None else f'{network * 1e3:.1f} ms'}", flush=True)
-            runs = ((1, 1), (2, 1), (1, 2)) if size == "4k" else ((1, 1),)
-            for ranks, threads in runs:
-                for mode in args.modes:
-                    runs = sorted(lammps_step_seconds(plugin, model, data, ranks, args.steps,
-                                                      work, threads, mode)
-                                  for _ in range(args.repeats))
-                    seconds, ghosts, share = runs[len(runs) // 2]
-                    if args.repeats > 1:
-                        print(f"  {mode} {ranks}×{threads}: ms/step of the {args.repeats} runs: "
-                              + ", ".join(f"{run[0] * 1e3:.1f}" for run in runs), flush=True)
-                    per_atom[(mode, size, ranks, threads)] = seconds / len(atoms)
-                    overhead = (f"{seconds / raw:>10.2f}" if ranks * threads == 1
-                                else f"{'':>10}")
-                    print(f"{size:<6}{len(atoms):>7}{mode:>7}{ranks:>6}{threads:>8}{ghosts:>12}"
-                          f"{seconds * 1e3:>10.1f}{seconds / len(atoms) * 1e6:>14.1f}"
-                          f"{raw * 1e3:>9.1f}{overhead}"
-                          f"{'' if share is None else f'{share:.1%}':>10}", flush=True)
+            layouts = ((1, 1), (2, 1), (1, 2)) if size == "4k" else ((1, 1),)
+            # repeats interleaved (1 rank, 2 ranks, 2 threads, 1 rank, ...) so that a slow
+            # spell of this machine hits every layout alike; ratios are taken per repeat
+            timings = {(mode, layout): [] for layout in layouts for mode in args.modes}
+            for _ in range(args.repeats):
+                for layout in layouts:
+                    for mode in args.modes:
+                        timings[(mode, layout)].append(lammps_step_seconds(
+                            plugin, model, data, layout[0], args.steps, work, layout[1], mode))
+            for (mode, (ranks, threads)), runs in timings.items():
+                seconds, ghosts, share = sorted(runs)[len(runs) // 2]
+                if args.repeats > 1:
+                    print(f"  {mode} {ranks}×{threads}: ms/step of the {args.repeats} runs "
+                          "(in order): " + ", ".join(f"{run[0] * 1e3:.1f}" for run in runs),
+                          flush=True)
+                per_atom[(mode, size, ranks, threads)] = seconds / len(atoms)
+                overhead = (f"{seconds / raw:>10.2f}" if ranks * threads == 1
+                            else f"{'':>10}")
+                print(f"{size:<6}{len(atoms):>7}{mode:>7}{ranks:>6}{threads:>8}{ghosts:>12}"
+                      f"{seconds * 1e3:>10.1f}{seconds / len(atoms) * 1e6:>14.1f}"
+                      f"{raw * 1e3:>9.1f}{overhead}"
+                      f"{'' if share is None else f'{share:.1%}':>10}", flush=True)
+            for mode in args.modes:
+                if args.repeats > 1 and (mode, (2, 1)) in timings:
+                    ratios = sorted(one[0] / two[0] for one, two in
+                                    zip(timings[(mode, (1, 1))], timings[(mode, (2, 1))],
+                                        strict=True))
+                    print(f"  {mode}: 2 ranks vs 1, per repeat: "
+                          + ", ".join(f"{r:.2f}" for r in ratios)
+                          + f"; median {ratios[len(ratios) // 2]:.2f}", flush=True)
         for mode in args.modes:
             if (mode, "4k", 2, 1) in per_atom:
                 one = per_atom[(mode, "4k", 1, 1)]

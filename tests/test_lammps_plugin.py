@@ -234,6 +234,48 @@ run 0
         assert np.abs(stress - stress.mean(axis=0)).max() > 1e-2 * np.abs(stress).max()
 
 
+def test_reused_host_blocks_keep_forces_exact_over_many_steps(tmp_path, plugin):
+    """The pair style serves torch's large host tensors (>= 1 MiB) from a block cache that
+    hands the same memory out again every step (host_block_cache.h). After 30 NVE steps that
+    reuse it, the forces on the final positions must still equal the ASE calculator's in float64,
+    and the log must show that the blocks were reused, not allocated again each step."""
+    atoms = water_box(64).atoms
+    model = save_random_model(tmp_path / "w.pt", "painn", species=(1, 8), cutoff=4.0,
+                              num_interactions=3)
+    write(tmp_path / "water.data", atoms, format="lammps-data", specorder=["O", "H"],
+          masses=True, units="metal")
+    (tmp_path / "in.water").write_text(f"""
+units metal
+atom_style atomic
+atom_modify map yes
+boundary p p p
+read_data water.data
+plugin load {plugin}
+pair_style mlff dtype float64
+pair_coeff * * w.pt O H
+velocity all create 300 3 mom yes dist gaussian
+fix integrate all nve
+timestep 0.0005
+run 1
+run 30
+write_dump all custom final.txt id type x y z fx fy fz modify sort id format float %.17g
+""")
+    result = _run_lmp(1, "in.water", tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    counts = [tuple(int(word) for word in line.split()[5:8:2])
+              for line in result.stdout.splitlines() if "host block cache:" in line]
+    assert len(counts) == 2, result.stdout[-2000:]
+    (reused_first, requests_first), (reused, requests) = counts
+    assert requests - requests_first > 30 * 10  # the 64-water box has tensors over 1 MiB
+    assert (reused - reused_first) / (requests - requests_first) > 0.95
+    final = np.loadtxt(tmp_path / "final.txt", skiprows=9)
+    moved = atoms.copy()
+    moved.positions = final[:, 2:5]  # ids follow the data file's atom order
+    assert np.abs(moved.positions - atoms.positions).max() > 1e-3  # the atoms did move
+    _, forces, _ = _reference(model, moved)
+    np.testing.assert_allclose(final[:, 5:8], forces, atol=1e-8)
+
+
 def _thermo_rows(stdout, first_column="Step"):
     """The numbers of every thermo row printed by a LAMMPS run, [rows, columns]."""
     lines, rows, reading = stdout.splitlines(), [], False

@@ -47,6 +47,11 @@ def _sources() -> list[Path]:
     return [SOURCE_DIR / "CMakeLists.txt", *sorted((SOURCE_DIR / "src").glob("*"))]
 
 
+def compiled_source_count() -> int:
+    """The C++ files CMake compiles: one step of the build's progress bar each."""
+    return len(list((SOURCE_DIR / "src").glob("*.cpp")))
+
+
 def build_key() -> str:
     """torch version, LAMMPS version and a hash of the sources: one build per combination."""
     import lammps
@@ -71,7 +76,7 @@ def build_plugin(rebuild: bool = False, jobs: int = 2,
     loaded into LAMMPS there, and only then renamed into place: a plugin that does not load is
     never cached. A cached plugin that is no longer byte for byte the one that loaded (its size
     and SHA-256 are kept in build.json) is rebuilt. `advance` is called once per compiled
-    source file (5 in all).
+    source file (`compiled_source_count()` in all).
     """
     root = cache_root()
     key = build_key()
@@ -253,7 +258,8 @@ def lammps_plugin_command(rebuild: bool, jobs: int, path_only: bool) -> None:
     """
     from mlff_core.progress import progress_bar
 
-    with progress_bar("building the LAMMPS plugin", 5, enabled=not path_only) as advance:
+    with progress_bar("building the LAMMPS plugin", compiled_source_count(),
+                      enabled=not path_only) as advance:
         path = build_plugin(rebuild, jobs, advance)
     if path_only:
         click.echo(str(path))

@@ -1,5 +1,7 @@
 #include "pair_mlff.h"
 
+#include "host_block_cache.h"
+
 #include "atom.h"
 #include "comm.h"
 #include "domain.h"
@@ -55,10 +57,12 @@ PairMLFF::PairMLFF(LAMMPS *lmp) : Pair(lmp)
   one_coeff = 1;
   manybody_flag = 1;
   centroidstressflag = CENTROID_NOTAVAIL;
+  MLFF::acquire_host_block_cache();
 }
 
 PairMLFF::~PairMLFF()
 {
+  MLFF::release_host_block_cache();
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);

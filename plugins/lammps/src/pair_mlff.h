@@ -25,7 +25,9 @@
    no direction; a model trained on molecules refuses a system whose atoms (made whole) come
    within one cutoff of their own periodic images.
    A type whose mass is more than 0.5 g/mol from its element's standard mass gets a warning (a
-   wrong element order in pair_coeff). */
+   wrong element order in pair_coeff).
+   While a pair style mlff exists, torch's CPU tensors of 1 MiB or more come from a block cache
+   that keeps their memory between steps (host_block_cache.h). */
 
 #ifdef PAIR_CLASS
 // clang-format off

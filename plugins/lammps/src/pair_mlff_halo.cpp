@@ -23,6 +23,8 @@
 
 #include "pair_mlff.h"
 
+#include "host_block_cache.h"
+
 #include "atom.h"
 #include "comm.h"
 #include "domain.h"
@@ -70,6 +72,14 @@ void PairMLFF::setup()
 
 void PairMLFF::finish()
 {
+  const MLFF::HostCacheStats cache = MLFF::host_block_cache_stats();
+  if (comm->me == 0 && cache.requests > 0)
+    utils::logmesg(lmp,
+                   "pair mlff: host block cache: {} of {} tensors of 1 MiB or more reused a "
+                   "block (since the pair style was created); peak {:.1f} MiB live, {:.1f} MiB "
+                   "idle now\n",
+                   cache.reused, cache.requests, cache.peak_live_bytes / 1048576.0,
+                   cache.idle_bytes / 1048576.0);
   if (!halo_mode() || compute_seconds_ <= 0.0) return;
   double mine[4] = {exchange_seconds_, compute_seconds_, forward_seconds_, backward_seconds_};
   double all[4];
