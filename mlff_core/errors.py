@@ -31,3 +31,8 @@ class ModelFileError(MLFFError):
 
 class SpeciesError(MLFFError):
     """A system holds an element the model was not trained on."""
+
+
+class ClusterError(MLFFError):
+    """A Dask scheduler cannot be reached, or a batch-system cluster cannot be set up from its
+    configuration file."""

@@ -7,6 +7,7 @@ import time
 
 import click
 
+from mlff_core.commands.cluster_options import cluster_options
 from mlff_core.data.formats import (
     FORMATS,
     check_format,
@@ -15,7 +16,7 @@ from mlff_core.data.formats import (
     write_frames,
 )
 from mlff_core.data.frames import Frames
-from mlff_core.data.generate import LangevinSampling, generate_frames, relabel_frames
+from mlff_core.data.generate import LangevinSampling, generate_frames
 from mlff_core.data.molecules import (
     MOLECULES,
     Structure,
@@ -27,6 +28,8 @@ from mlff_core.data.molecules import (
 )
 from mlff_core.data.partial import PartialRun, partial_path
 from mlff_core.data.splits import split_indices
+from mlff_core.distributed import dask_client, label_frames_on_cluster
+from mlff_core.distributed.labelling import ChunkStore, chunk_directory, labelling_settings
 from mlff_core.errors import DataError
 from mlff_core.fileio import check_writable
 from mlff_core.labels.dft import PYSCF_INSTALL
@@ -199,21 +202,42 @@ def _structure(molecule, smiles, n_water, structure_file, seed) -> Structure:
 @click.option("--level", required=True, help="Level of theory for the new labels.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @click.option("--to", "fmt", type=FORMAT_CHOICE, help="Output format (default: from the suffix).")
-def relabel(input_file, level, output, fmt) -> None:
-    """Label the frames of INPUT_FILE with another level of theory.
+@cluster_options
+def relabel(input_file, level, output, fmt, scheduler, cluster, cluster_config, workers,
+            chunk_size) -> None:
+    """Label the frames of INPUT_FILE with another level of theory, on a Dask cluster.
+
+    The frames are labelled in chunks by Dask workers: a local cluster of this machine's cores
+    by default, a running scheduler (--scheduler), or batch jobs (--cluster slurm|pbs|lsf).
+    Finished chunks are saved in OUTPUT.chunks/ as they come; a killed run resumes from them
+    when the same command is run again. A frame that fails is retried, then reported by index
+    (no output is written until every frame is labelled).
 
     \b
-    Example (a cheap/accurate pair for ASTEROID):
+    Examples:
       mlff data relabel aspirin_gfn2.npz --level mmff94 -o aspirin_mmff.npz
+      mlff data relabel frames.npz --level dft -o frames_dft.npz \\
+          --cluster slurm --cluster-config slurm.yaml
     """
     frames = read_frames(input_file)
-    target = get_level(level)
+    target = get_level(level).require()
+    fmt = output_format(output, fmt)
+    check_writable(output)
+    store = ChunkStore(chunk_directory(output), labelling_settings(frames, target, chunk_size))
     start = time.perf_counter()
-    with progress_bar(f"relabel · {target.tag}", frames.n_frames) as advance:
-        relabelled = relabel_frames(frames, target, advance)
+    with dask_client(scheduler, cluster, cluster_config, workers) as client, \
+            progress_bar(f"relabel · {target.tag} · {_workers_text(client)}",
+                         frames.n_frames) as advance:
+        relabelled = label_frames_on_cluster(frames, target, client, store, chunk_size, advance)
     write_frames(relabelled, output, fmt)
+    store.remove()
     click.echo(f"wrote {relabelled.n_frames} frames ({target.tag} labels) to {output} "
                f"in {time.perf_counter() - start:.1f} s")
+
+
+def _workers_text(client) -> str:
+    count = len(client.scheduler_info().get("workers", {}))
+    return f"{count} Dask worker{'s' if count != 1 else ''} now"
 
 
 # ----------------------------------------------------------------------------------- info

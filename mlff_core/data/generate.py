@@ -208,6 +208,13 @@ def relabel_frames(frames: Frames, level: LevelOfTheory, advance: Advance = no_p
         if partial is not None and i + 1 < frames.n_frames and partial.due(i + 1):
             partial.save({**native_arrays(frames), "label_energies": energies[:i + 1],
                           "label_forces": forces[:i + 1]}, i + 1, "label")
+    return relabelled_frames(frames, energies, forces, level)
+
+
+def relabelled_frames(frames: Frames, energies: np.ndarray, forces: np.ndarray,
+                      level: LevelOfTheory) -> Frames:
+    """`frames` with new labels (energies [frames] eV, forces [frames, atoms, 3] eV/Å) from
+    `level`; the previous level is kept in the provenance under 'relabelled_from'."""
     relabelled = frames.with_labels(energies, forces, level.tag)
     provenance = copy.deepcopy(frames.provenance)
     provenance["relabelled_from"] = sorted(set(frames.levels.tolist()))

@@ -1,0 +1,36 @@
+"""Options of the commands that label on a Dask cluster (`mlff data relabel`, ...): where the
+workers come from, and how the frames are cut into tasks. See mlff_core/distributed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from mlff_core.distributed.cluster import BATCH_SYSTEMS
+from mlff_core.distributed.labelling import DEFAULT_CHUNK_SIZE
+
+
+def cluster_options(command: Callable) -> Callable:
+    """--scheduler, --cluster, --cluster-config, --workers and --chunk-size."""
+    options = [
+        click.option("--scheduler", metavar="ADDRESS",
+                     help="A running Dask scheduler (tcp://host:8786) whose workers do the "
+                          "labelling."),
+        click.option("--cluster", type=click.Choice(list(BATCH_SYSTEMS)),
+                     help="Start the Dask workers as batch jobs (dask-jobqueue); needs "
+                          "--cluster-config."),
+        click.option("--cluster-config", type=click.Path(dir_okay=False),
+                     help="YAML file for --cluster: queue, cores, memory, walltime, jobs "
+                          "(example in the README, 'Scaling out')."),
+        click.option("--workers", type=click.IntRange(min=1),
+                     help="Without --scheduler or --cluster: worker processes of a local "
+                          "cluster, one thread each (default: this machine's cores)."),
+        click.option("--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK_SIZE,
+                     show_default=True,
+                     help="Frames per task. Each finished chunk is saved beside the output, "
+                          "so a killed run resumes where it stopped."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command

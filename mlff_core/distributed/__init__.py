@@ -1,0 +1,14 @@
+"""Work that leaves one machine: labelling on a Dask cluster (local, a running scheduler, or a
+batch system through dask-jobqueue).
+
+    cluster.py     dask_client(): the Client for --scheduler / --cluster / --workers
+    labelling.py   label_frames_on_cluster(): frames labelled in chunks, each finished chunk
+                   written atomically (a killed run resumes), failed frames retried and then
+                   reported by index
+"""
+
+from mlff_core.distributed.cluster import dask_client, read_cluster_config
+from mlff_core.distributed.labelling import ChunkStore, LabellingFailed, label_frames_on_cluster
+
+__all__ = ["ChunkStore", "LabellingFailed", "dask_client", "label_frames_on_cluster",
+           "read_cluster_config"]

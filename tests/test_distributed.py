@@ -1,0 +1,171 @@
+"""Labelling on a Dask cluster (issue 14): a real `LocalCluster` of worker processes against
+the serial path, a worker killed mid-run, a failed frame reported by index, resumes from saved
+chunks, and one clear error for an unreachable scheduler or a malformed cluster config."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+from conftest import assert_clean_error, run_mlff, run_mlff_here
+
+from mlff_core.data.formats import read_frames, write_frames
+from mlff_core.data.frames import Frames
+from mlff_core.data.generate import LangevinSampling, generate_frames, relabel_frames
+from mlff_core.data.molecules import named_molecule
+from mlff_core.distributed import (
+    ChunkStore,
+    LabellingFailed,
+    dask_client,
+    label_frames_on_cluster,
+    read_cluster_config,
+)
+from mlff_core.distributed.cluster import batch_cluster
+from mlff_core.distributed.labelling import labelling_settings
+from mlff_core.errors import ClusterError, DataError
+from mlff_core.labels import get_level
+
+
+@pytest.fixture(scope="module")
+def client():
+    with dask_client(workers=2) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def ethanol():
+    """30 MMFF94 Langevin frames of ethanol (the labels are replaced in every test)."""
+    return generate_frames(named_molecule("ethanol"), get_level("mmff94"), 30,
+                           LangevinSampling(stride=5, equilibration=20, seed=3))
+
+
+@pytest.mark.parametrize("level", ["mmff94", "gfn2"])
+def test_a_local_cluster_labels_bit_for_bit_like_the_serial_path(client, ethanol, level):
+    serial = relabel_frames(ethanol, get_level(level))
+    cluster = label_frames_on_cluster(ethanol, get_level(level), client, chunk_size=7)
+    assert len(client.scheduler_info()["workers"]) == 2
+    np.testing.assert_array_equal(cluster.energies, serial.energies)
+    np.testing.assert_array_equal(cluster.forces, serial.forces)
+    assert cluster.provenance == serial.provenance
+    assert set(cluster.levels) == {get_level(level).tag}
+
+
+def test_killing_a_worker_mid_run_still_labels_every_frame_exactly_once(client, ethanol,
+                                                                         tmp_path):
+    level = get_level("gfn2")
+    store = ChunkStore(tmp_path / "chunks", labelling_settings(ethanol, level, 2))
+    killed, reports = [], []
+
+    def advance(count):
+        reports.append(count)
+        if len(reports) == 2 and not killed:  # after the first chunk (the first call reports 0)
+            pid = next(iter(client.run(os.getpid).values()))
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    labelled = label_frames_on_cluster(ethanol, level, client, store, chunk_size=2,
+                                       advance=advance)
+    assert killed and killed[0] not in client.run(os.getpid).values()  # it did die
+    assert len(reports) == 1 + 15 and sum(reports) == 30  # 15 chunks, each reported once
+    saved = sorted(store.directory.glob("chunk-*.npz"))
+    assert [int(p.stem.split("-")[1]) for p in saved] == list(range(0, 30, 2))
+    serial = relabel_frames(ethanol, level)
+    np.testing.assert_array_equal(labelled.energies, serial.energies)
+    np.testing.assert_array_equal(labelled.forces, serial.forces)
+
+
+def _with_a_broken_frame(frames: Frames, index: int) -> Frames:
+    positions = frames.positions.copy()
+    positions[index, 1] = positions[index, 0]  # two atoms on one spot: xTB cannot set it up
+    return Frames(positions=positions, atomic_numbers=frames.atomic_numbers,
+                  energies=frames.energies, forces=frames.forces, cell=frames.cell,
+                  pbc=frames.pbc, levels=frames.levels, provenance=frames.provenance)
+
+
+def test_a_failed_frame_is_reported_by_index_and_a_rerun_labels_only_what_is_missing(
+        client, ethanol, tmp_path):
+    level = get_level("gfn2")
+    frames = _with_a_broken_frame(ethanol[:12], 5)
+    store = ChunkStore(tmp_path / "chunks", labelling_settings(frames, level, 4))
+    with pytest.raises(LabellingFailed) as failed:
+        label_frames_on_cluster(frames, level, client, store, chunk_size=4)
+    assert list(failed.value.failures) == [5]
+    assert "frame 5: GFN2-xTB: cannot set up this system" in str(failed.value)
+    assert "1 of 12 frames" in str(failed.value) and str(store.directory) in str(failed.value)
+    assert len(list(store.directory.glob("chunk-*.npz"))) == 3  # the good chunks are kept
+
+    # a rerun finds chunks 0 and 8 on disk and labels chunk 4 again (it still fails)
+    reports = []
+    with pytest.raises(LabellingFailed):
+        label_frames_on_cluster(frames, level, client, store, chunk_size=4,
+                                advance=reports.append)
+    assert reports == [8, 4]
+
+    # a killed run: the chunks on disk are used, the missing one is labelled
+    good = ethanol[:12]
+    store = ChunkStore(tmp_path / "good", labelling_settings(good, level, 4))
+    label_frames_on_cluster(good, level, client, store, chunk_size=4)
+    (store.directory / "chunk-0000004.npz").unlink()
+    reports = []
+    resumed = label_frames_on_cluster(good, level, client, store, chunk_size=4,
+                                      advance=reports.append)
+    assert reports == [8, 4]
+    np.testing.assert_array_equal(resumed.energies, relabel_frames(good, level).energies)
+
+    # chunks of other frames or another level are never mixed in
+    with pytest.raises(DataError, match="other settings"):
+        ChunkStore(store.directory, labelling_settings(good, get_level("gfn1"), 4)).open()
+
+
+def test_mlff_data_relabel_on_a_local_cluster(tmp_path, ethanol):
+    source = write_frames(ethanol[:10], tmp_path / "in.npz")
+    result = run_mlff("data", "relabel", source, "--level", "gfn2", "-o", tmp_path / "out.npz",
+                      "--workers", "2", "--chunk-size", "3")
+    assert result.returncode == 0, result.stderr
+    labelled = read_frames(tmp_path / "out.npz")
+    np.testing.assert_array_equal(labelled.energies,
+                                  relabel_frames(ethanol[:10], get_level("gfn2")).energies)
+    assert "relabel · GFN2-xTB · 2 Dask workers now" in result.stderr  # the progress bar
+    assert not (tmp_path / "out.npz.chunks").exists()  # removed once the output is written
+
+
+def test_an_unreachable_scheduler_is_one_clear_error(tmp_path, ethanol):
+    source = write_frames(ethanol[:2], tmp_path / "in.npz")
+    result = run_mlff_here("data", "relabel", source, "--level", "mmff94", "-o",
+                           tmp_path / "out.npz", "--scheduler", "tcp://127.0.0.1:9")
+    assert_clean_error(result, "cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+    assert not (tmp_path / "out.npz").exists()
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("queue: normal\ncores: 4\nmemory: 8GB\nwaltime: '01:00:00'\n", "unknown setting 'waltime'"),
+    ("queue: normal\ncores: four\nmemory: 8GB\n", "cores must be a whole number, not 'four'"),
+    ("queue: normal\nmemory: 8GB\n", "lacks cores"),
+    ("queue: [normal\n", "not valid YAML"),
+    ("- cores\n", "must be a mapping"),
+    ("cores: 4\nmemory: 8GB\njobs: 0\n", "jobs must be at least 1"),
+])
+def test_a_malformed_cluster_config_is_one_clear_error_naming_the_file(tmp_path, ethanol, text,
+                                                                     needle):
+    config = tmp_path / "slurm.yaml"
+    config.write_text(text)
+    source = write_frames(ethanol[:2], tmp_path / "in.npz")
+    result = run_mlff_here("data", "relabel", source, "--level", "mmff94", "-o",
+                           tmp_path / "out.npz", "--cluster", "slurm", "--cluster-config", config)
+    assert_clean_error(result, str(config), needle)
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_a_cluster_config_becomes_the_batch_jobs_script(tmp_path, monkeypatch):
+    config = tmp_path / "slurm.yaml"
+    config.write_text("queue: normal\naccount: chem123\ncores: 8\nmemory: 16GB\n"
+                      "walltime: '02:00:00'\njobs: 3\n")
+    settings = read_cluster_config(config)
+    with pytest.raises(ClusterError, match="sbatch, which is not on this machine's PATH"):
+        batch_cluster("slurm", settings)
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")  # a login node
+    with batch_cluster("slurm", settings) as cluster:
+        script = cluster.job_script()
+    for line in ("#SBATCH -p normal", "#SBATCH -A chem123", "#SBATCH --cpus-per-task=8",
+                 "#SBATCH -t 02:00:00", "--nworkers 8", "--nthreads 1"):
+        assert line in script, script
