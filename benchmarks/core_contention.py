@@ -24,6 +24,7 @@ from ase.io import write
 
 sys.path.insert(0, str(Path(__file__).parent))
 import mlff_lammps  # noqa: E402
+from lammps_speed import nve_deck  # noqa: E402
 from model_speed import water_structure  # noqa: E402
 
 from mlff_core.export import model_metadata, save_model_file  # noqa: E402
@@ -50,21 +51,8 @@ def main() -> None:
         atoms = water_structure(667)  # half of lammps_speed's 4k box
         write(work / "half.data", atoms, format="lammps-data", specorder=["H", "O"],
               masses=True, units="metal")
-        (work / "in.half").write_text(f"""units metal
-atom_style atomic
-atom_modify map yes
-boundary p p p
-read_data half.data
-plugin load {mlff_lammps.plugin_path()}
-pair_style mlff halo yes
-pair_coeff * * {model} H O
-velocity all create 300 1 mom yes dist gaussian
-fix integrate all nve
-timestep 0.0005
-thermo 1000
-run 5
-run {args.steps}
-""")
+        (work / "in.half").write_text(nve_deck(mlff_lammps.plugin_path(), model,
+                                                 work / "half.data", args.steps))
 
         def start(core: int) -> subprocess.Popen:
             return subprocess.Popen(["taskset", "-c", str(core), str(lmp), "-in", "in.half",

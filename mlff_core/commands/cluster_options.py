@@ -8,7 +8,7 @@ from collections.abc import Callable
 import click
 
 from mlff_core.distributed.cluster import BATCH_SYSTEMS
-from mlff_core.distributed.labelling import DEFAULT_CHUNK_SIZE
+from mlff_core.distributed.labelling import CHUNK_SIZES
 
 
 def cluster_options(command: Callable) -> Callable:
@@ -26,10 +26,11 @@ def cluster_options(command: Callable) -> Callable:
         click.option("--workers", type=click.IntRange(min=1),
                      help="Without --scheduler or --cluster: worker processes of a local "
                           "cluster, one thread each (default: this machine's cores)."),
-        click.option("--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK_SIZE,
-                     show_default=True,
-                     help="Frames per task. Each finished chunk is saved beside the output, "
-                          "so a killed run resumes where it stopped."),
+        click.option("--chunk-size", type=click.IntRange(min=1),
+                     help="Frames per task (default by level: "
+                          + ", ".join(f"{family} {size}" for family, size in CHUNK_SIZES.items())
+                          + "). Each finished chunk is saved beside the output, so a killed "
+                            "run resumes where it stopped."),
     ]
     for option in reversed(options):
         command = option(command)

@@ -29,7 +29,12 @@ from mlff_core.data.molecules import (
 from mlff_core.data.partial import PartialRun, partial_path
 from mlff_core.data.splits import split_indices
 from mlff_core.distributed import dask_client, label_frames_on_cluster
-from mlff_core.distributed.labelling import ChunkStore, chunk_directory, labelling_settings
+from mlff_core.distributed.labelling import (
+    ChunkStore,
+    chunk_directory,
+    default_chunk_size,
+    labelling_settings,
+)
 from mlff_core.errors import DataError
 from mlff_core.fileio import check_writable
 from mlff_core.labels.dft import PYSCF_INSTALL
@@ -223,6 +228,7 @@ def relabel(input_file, level, output, fmt, scheduler, cluster, cluster_config, 
     target = get_level(level).require()
     fmt = output_format(output, fmt)
     check_writable(output)
+    chunk_size = chunk_size or default_chunk_size(target)
     store = ChunkStore(chunk_directory(output), labelling_settings(frames, target, chunk_size))
     start = time.perf_counter()
     with dask_client(scheduler, cluster, cluster_config, workers) as client, \

@@ -37,9 +37,15 @@ from mlff_core.fileio import atomic_output
 from mlff_core.labels.levels import LevelOfTheory, get_level
 from mlff_core.progress import Advance, no_progress
 
-#: Frames per Dask task: large enough that scheduling costs little against even MMFF94 frames
-#: (≈ 10 ms each), small enough that a killed run loses little and 100 workers all get work.
-DEFAULT_CHUNK_SIZE = 16
+#: Frames per Dask task by the level's family: enough that scheduling (milliseconds per task)
+#: costs little against the frames' own time (MMFF94 ≈ ms, GFN2-xTB ≈ 0.1 s, DFT minutes per
+#: frame), few enough that a killed run loses little and many workers all get work.
+CHUNK_SIZES = {"empirical": 64, "semi-empirical": 16, "dft": 1}
+
+
+def default_chunk_size(level: LevelOfTheory) -> int:
+    """Frames per task for `level` when none is given (see `CHUNK_SIZES`)."""
+    return CHUNK_SIZES.get(level.family, 16)
 
 #: Tries per frame inside a task (a fresh calculator each time) before it is reported.
 FRAME_ATTEMPTS = 2
@@ -194,14 +200,14 @@ def label_chunk(frames: Frames, start: int, level_key: str, smiles: str | None,
 
 def label_frames_on_cluster(frames: Frames, level: LevelOfTheory, client,
                             store: ChunkStore | None = None,
-                            chunk_size: int = DEFAULT_CHUNK_SIZE,
+                            chunk_size: int | None = None,
                             advance: Advance = no_progress, retries: int = 2) -> Frames:
     """The same configurations labelled by `level` on the workers of `client` (a
     `distributed.Client`), as `relabel_frames` labels them in this process.
 
     Args:
         store: where finished chunks are saved and found again (None: kept in memory only).
-        chunk_size: frames per task.
+        chunk_size: frames per task (default: by the level, `default_chunk_size`).
         advance: called with the number of frames of each chunk as it finishes (saved chunks
             found on disk are reported at the start).
         retries: how often Dask reruns a task whose worker died or raised.
@@ -214,6 +220,7 @@ def label_frames_on_cluster(frames: Frames, level: LevelOfTheory, client,
 
     if frames.is_periodic and not level.periodic:
         raise LevelOfTheoryError(f"{level.tag} cannot label periodic frames; use gfn1 or gfn2")
+    chunk_size = chunk_size or default_chunk_size(level)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
     system = frames.provenance.get("system", {})
