@@ -89,6 +89,7 @@ def test_one_round_end_to_end(weak_model, tmp_path):
     np.testing.assert_allclose(new.positions, pool.positions, atol=1e-10)
     assert round_["new_frames"] == new.n_frames == pool.n_frames
     assert set(new.levels.tolist()) == {"MMFF94"}
+    assert not (out / "round_1" / "new_frames.chunks").exists()  # labelled on Dask, then tidied
     reference = get_level("mmff94").calculator(
         smiles=new.provenance["system"].get("smiles"))
     for f in (0, new.n_frames - 1):

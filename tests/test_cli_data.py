@@ -8,6 +8,8 @@ import pytest
 from conftest import assert_clean_error, run_mlff, run_mlff_here
 
 from mlff_core.data.formats import read_frames
+from mlff_core.data.generate import relabel_frames
+from mlff_core.labels import get_level
 
 
 def test_generate_info_convert_split_relabel(tmp_path):
@@ -17,6 +19,11 @@ def test_generate_info_convert_split_relabel(tmp_path):
                       "--equilibration", "5", "--seed", "1", "-o", out)
     assert result.returncode == 0, result.stderr
     assert "wrote 12 frames of C2H6O (GFN2-xTB labels)" in result.stdout
+    generated = read_frames(out)  # labelled on a local Dask cluster, as the serial path does
+    serial = relabel_frames(generated, get_level("gfn2"))
+    np.testing.assert_array_equal(generated.energies, serial.energies)
+    np.testing.assert_array_equal(generated.forces, serial.forces)
+    assert not (tmp_path / "ethanol.npz.chunks").exists()
 
     info = run_mlff("data", "info", out, "--json")
     summary = json.loads(info.stdout)

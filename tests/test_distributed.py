@@ -129,7 +129,8 @@ def test_mlff_data_relabel_on_a_local_cluster(tmp_path, ethanol):
     assert not (tmp_path / "out.npz.chunks").exists()  # removed once the output is written
 
 
-def test_an_unreachable_scheduler_is_one_clear_error(tmp_path, ethanol):
+def test_an_unreachable_scheduler_is_one_clear_error(tmp_path, ethanol, monkeypatch):
+    monkeypatch.setattr("mlff_core.distributed.cluster.CONNECT_TIMEOUT", 1.0)  # default 10 s
     source = write_frames(ethanol[:2], tmp_path / "in.npz")
     result = run_mlff_here("data", "relabel", source, "--level", "mmff94", "-o",
                            tmp_path / "out.npz", "--scheduler", "tcp://127.0.0.1:9")
@@ -169,3 +170,39 @@ def test_a_cluster_config_becomes_the_batch_jobs_script(tmp_path, monkeypatch):
     for line in ("#SBATCH -p normal", "#SBATCH -A chem123", "#SBATCH --cpus-per-task=8",
                  "#SBATCH -t 02:00:00", "--nworkers 8", "--nthreads 1"):
         assert line in script, script
+
+
+def test_generate_killed_while_labelling_on_the_cluster_resumes_to_the_same_frames(client,
+                                                                                   tmp_path):
+    """`mlff data generate --label-level` labels on the cluster: a run stopped after its first
+    labelled chunk resumes from the partial run's sampled frames and the saved chunks, and ends
+    with the frames of an uninterrupted run (sampling excluded from the kill: it is serial)."""
+    from mlff_core.data.partial import PartialRun
+    from mlff_core.distributed import cluster_labeller
+
+    structure, sampling = named_molecule("ethanol"), LangevinSampling(stride=3, equilibration=5)
+    driver, label = get_level("mmff94"), get_level("gfn2")
+    whole = generate_frames(structure, driver, 12, sampling, label)
+    steps = sampling.total_steps(12)
+    partial = PartialRun(tmp_path / "e.npz.partial.npz", {"case": "ethanol"})
+    chunks = tmp_path / "e.npz.chunks"
+    done = []
+
+    def stop_after_first_chunk(count):
+        done.append(count)
+        if sum(done) > steps:  # a labelled chunk came back
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_frames(structure, driver, 12, sampling, label, stop_after_first_chunk, partial,
+                        cluster_labeller(client, 4), chunks)
+    assert len(list(chunks.glob("chunk-*.npz"))) == 1
+    reports = []
+    resumed = generate_frames(structure, driver, 12, sampling, label, reports.append,
+                              PartialRun(partial.path, {"case": "ethanol"}),
+                              cluster_labeller(client, 4), chunks)
+    assert reports[1] == 4  # after the sampling steps, the saved chunk
+    np.testing.assert_array_equal(resumed.positions, whole.positions)
+    np.testing.assert_array_equal(resumed.energies, whole.energies)
+    np.testing.assert_array_equal(resumed.forces, whole.forces)
+    assert not chunks.exists()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
+from mlff_core.commands.cluster_options import cluster_options
 from mlff_core.commands.train import LEARNING_RATE, loss_option, merge_losses
+from mlff_core.distributed import cluster_labeller, dask_client
 from mlff_core.engines import engine_names
 from mlff_core.labels import list_levels
 from mlff_core.progress import progress_bar
@@ -65,13 +67,18 @@ _DEFAULTS = ActiveLearningSettings()
 @click.option("--no-final-md", is_flag=True, help="Skip the MD pass with the last model.")
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True)
 @click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False))
+@cluster_options
 def active_learn(model_path, structures, engine, level, rounds, data, runs_per_structure,
                  starts_per_round, steps,
                  temperature, timestep, report_interval, bond_threshold, pre_collapse_frames,
                  max_new_frames, epochs, learning_rate, batch_size, losses, max_minutes,
-                 platform, no_final_md, seed, output_dir) -> None:
+                 platform, no_final_md, seed, output_dir, scheduler, cluster, cluster_config,
+                 workers, chunk_size) -> None:
     """Continued learning: MD with the model, label the unexplored and pre-collapse frames,
     add them to the training set, continue training; repeat.
+
+    The new frames are labelled on a Dask cluster: a local one of this machine's cores by
+    default, a running scheduler (--scheduler), or batch jobs (--cluster slurm|pbs|lsf).
 
     \b
     Examples:
@@ -89,8 +96,10 @@ def active_learn(model_path, structures, engine, level, rounds, data, runs_per_s
         learning_rate=learning_rate, batch_size=batch_size, loss=merge_losses(losses),
         max_minutes=max_minutes, final_md=not no_final_md, seed=seed,
         engine_options={"platform": platform} if platform else {})
-    summary = run_active_learning(model_path, structures, output_dir, settings, data=data,
-                                  progress=progress_bar)
+    with dask_client(scheduler, cluster, cluster_config, workers) as client:
+        summary = run_active_learning(model_path, structures, output_dir, settings, data=data,
+                                      progress=progress_bar,
+                                      labeller=cluster_labeller(client, chunk_size))
     click.echo(format_rounds(summary))
     click.echo(f"final model: {summary['final_model']}")
     click.echo(f"report: {output_dir}/report.html")

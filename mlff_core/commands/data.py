@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import time
 
 import click
@@ -28,7 +30,7 @@ from mlff_core.data.molecules import (
 )
 from mlff_core.data.partial import PartialRun, partial_path
 from mlff_core.data.splits import split_indices
-from mlff_core.distributed import dask_client, label_frames_on_cluster
+from mlff_core.distributed import cluster_labeller, dask_client, label_frames_on_cluster
 from mlff_core.distributed.labelling import (
     ChunkStore,
     chunk_directory,
@@ -116,10 +118,15 @@ def data() -> None:
                    "OUTPUT.partial.npz, saved every 25 frames or minute); same options needed.")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing output file (and discard a partial run).")
+@cluster_options
 def generate(molecule, smiles, water_box, structure_file, level, label_level, n_frames,
              temperature, timestep, friction, stride, equilibration, seed, output, fmt,
-             resume, overwrite) -> None:
+             resume, overwrite, scheduler, cluster, cluster_config, workers, chunk_size) -> None:
     """Sample configurations by Langevin MD and label them with a level of theory.
+
+    With --label-level, the sampled frames are labelled on a Dask cluster (a local one of this
+    machine's cores by default; --scheduler, --cluster), in chunks kept in OUTPUT.chunks/ until
+    all are done.
 
     \b
     Examples:
@@ -135,18 +142,25 @@ def generate(molecule, smiles, water_box, structure_file, level, label_level, n_
     check_writable(output)
     structure = _structure(molecule, smiles, water_box, structure_file, seed)
     driver = get_level(level)
-    labeller = get_level(label_level) if label_level else None
+    labelling_level = get_level(label_level) if label_level else None
     sampling = LangevinSampling(temperature, timestep, friction, stride, equilibration, seed)
-    partial = _partial_run(output, resume, overwrite, structure, driver, labeller, sampling,
+    partial = _partial_run(output, resume, overwrite, structure, driver, labelling_level, sampling,
                            n_frames)
     total = sampling.total_steps(n_frames)
-    if labeller is not None and labeller.key != driver.key:
+    relabel = labelling_level is not None and labelling_level.key != driver.key
+    if relabel:
         total += n_frames
+    chunks = chunk_directory(output)
+    if overwrite:
+        shutil.rmtree(chunks, ignore_errors=True)
     start = time.perf_counter()
     try:
-        with progress_bar(f"{structure.name} · {driver.tag}", total) as advance:
-            frames = generate_frames(structure, driver, n_frames, sampling, labeller, advance,
-                                     partial)
+        with (dask_client(scheduler, cluster, cluster_config, workers) if relabel
+              else contextlib.nullcontext()) as client, \
+                progress_bar(f"{structure.name} · {driver.tag}", total) as advance:
+            frames = generate_frames(
+                structure, driver, n_frames, sampling, labelling_level, advance, partial,
+                cluster_labeller(client, chunk_size) if relabel else None, chunks)
     except BaseException:
         if partial.holds_progress and partial.path.exists():
             click.echo(f"mlff: the frames labelled so far are kept in {partial.path}; the same "
@@ -161,7 +175,7 @@ def generate(molecule, smiles, water_box, structure_file, level, label_level, n_
     )
 
 
-def _partial_run(output, resume, overwrite, structure, driver, labeller, sampling,
+def _partial_run(output, resume, overwrite, structure, driver, labelling_level, sampling,
                  n_frames) -> PartialRun:
     """Where `generate` keeps its progress; refuses to start over a partial run silently."""
     from dataclasses import asdict
@@ -172,7 +186,8 @@ def _partial_run(output, resume, overwrite, structure, driver, labeller, samplin
                               "atomic_numbers": structure.atoms.numbers.tolist(),
                               "positions": content_digest(structure.atoms.positions),
                               "cell": content_digest(structure.atoms.cell.array)},
-                "level": driver.tag, "label_level": labeller.tag if labeller else None,
+                "level": driver.tag,
+                "label_level": labelling_level.tag if labelling_level else None,
                 "sampling": asdict(sampling), "frames": n_frames}
     partial = PartialRun(partial_path(output), settings)
     if resume and overwrite:

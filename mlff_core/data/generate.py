@@ -12,6 +12,8 @@ import copy
 import datetime
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ase import units as ase_units
@@ -27,6 +29,9 @@ from mlff_core.errors import DataError, LevelOfTheoryError
 from mlff_core.labels.levels import LevelOfTheory
 from mlff_core.progress import Advance, attach_step_progress, no_progress
 from mlff_core.runtime import package_versions
+
+if TYPE_CHECKING:
+    from mlff_core.distributed.labelling import Labeller
 
 
 @dataclass(frozen=True)
@@ -232,12 +237,16 @@ def generate_frames(
     label_level: LevelOfTheory | None = None,
     advance: Advance = no_progress,
     partial: PartialRun | None = None,
+    labeller: Labeller | None = None,
+    chunks: Path | None = None,
 ) -> Frames:
     """Sample with `level` and label with `label_level` (default: the same level).
 
     `advance` is called once per MD step and, when relabelling, once per labelled frame.
     With `partial`, progress is saved as it goes and a saved run is continued (see
     `mlff_core.data.partial`); the caller removes it once the frames are written.
+    With `labeller` (e.g. `mlff_core.distributed.cluster_labeller`), the relabelling is done by
+    it, keeping its finished chunks in `chunks` (the sampled frames stay in `partial`).
     """
     state = partial.load() if partial is not None else None
     relabel = label_level is not None and label_level.key != level.key
@@ -254,4 +263,6 @@ def generate_frames(
         empty = np.zeros((0, *frames.positions.shape[1:]))
         partial.save({**native_arrays(frames), "label_energies": np.zeros(0),
                       "label_forces": empty}, 0, "label")
+    if labeller is not None:
+        return labeller(frames, label_level, advance, chunks)
     return relabel_frames(frames, label_level, advance, partial, state)

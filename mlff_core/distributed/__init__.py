@@ -8,7 +8,12 @@ batch system through dask-jobqueue).
 """
 
 from mlff_core.distributed.cluster import dask_client, read_cluster_config
-from mlff_core.distributed.labelling import ChunkStore, LabellingFailed, label_frames_on_cluster
+from mlff_core.distributed.labelling import (
+    ChunkStore,
+    LabellingFailed,
+    cluster_labeller,
+    label_frames_on_cluster,
+)
 
-__all__ = ["ChunkStore", "LabellingFailed", "dask_client", "label_frames_on_cluster",
-           "read_cluster_config"]
+__all__ = ["ChunkStore", "LabellingFailed", "cluster_labeller", "dask_client",
+           "label_frames_on_cluster", "read_cluster_config"]

@@ -48,6 +48,9 @@ CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 REQUIRED_KEYS = ("cores", "memory")
 
+#: Seconds to wait for a --scheduler to answer before giving up with a ClusterError.
+CONNECT_TIMEOUT = 10.0
+
 
 def read_cluster_config(path: str | os.PathLike) -> dict[str, Any]:
     """The settings of a cluster-config file (see the module docstring), checked.
@@ -109,13 +112,13 @@ def batch_cluster(system: str, config: dict[str, Any]):
 
 @contextlib.contextmanager
 def dask_client(scheduler: str | None = None, cluster: str | None = None,
-                cluster_config: str | os.PathLike | None = None, workers: int | None = None,
-                connect_timeout: float = 10.0) -> Iterator[Any]:
+                cluster_config: str | os.PathLike | None = None,
+                workers: int | None = None) -> Iterator[Any]:
     """A `distributed.Client` for the chosen workers (see the module docstring); the local
     cluster or the batch jobs it started are shut down on exit.
 
     Raises:
-        ClusterError: the scheduler cannot be reached within `connect_timeout` seconds, both
+        ClusterError: the scheduler cannot be reached within `CONNECT_TIMEOUT` seconds, both
             or neither of --cluster and --cluster-config, or an unknown batch system.
         DataError: a malformed cluster-config file.
     """
@@ -126,7 +129,7 @@ def dask_client(scheduler: str | None = None, cluster: str | None = None,
                            "one through the batch system), not both")
     if scheduler:
         try:
-            client = Client(scheduler, timeout=connect_timeout)
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ValueError) as exc:
             raise ClusterError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); start "
                                "it with `dask scheduler` and give the address it prints") from None

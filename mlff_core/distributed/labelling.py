@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,3 +265,23 @@ def labelling_settings(frames: Frames, level: LevelOfTheory, chunk_size: int) ->
     """What decides a chunk store's contents: the frames, the level and the chunk size."""
     return {"frames": frames.content_hash(), "n_frames": frames.n_frames, "level": level.key,
             "chunk_size": chunk_size}
+
+
+#: Labels a set of frames: (frames, level, advance, chunk directory or None) -> labelled frames.
+Labeller = Callable[[Frames, LevelOfTheory, Advance, Path | None], Frames]
+
+
+def cluster_labeller(client, chunk_size: int | None = None) -> Labeller:
+    """A `Labeller` that labels on `client`'s workers; with a chunk directory, finished chunks
+    are kept there until the whole set is labelled (then removed)."""
+    def label(frames: Frames, level: LevelOfTheory, advance: Advance = no_progress,
+              chunks: Path | None = None) -> Frames:
+        size = chunk_size or default_chunk_size(level)
+        store = (None if chunks is None
+                 else ChunkStore(chunks, labelling_settings(frames, level, size)))
+        labelled = label_frames_on_cluster(frames, level, client, store, size, advance)
+        if store is not None:
+            store.remove()
+        return labelled
+
+    return label

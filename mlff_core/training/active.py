@@ -34,7 +34,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,6 +55,9 @@ from mlff_core.monitors.detectors import NON_FINITE, ExplorationDetector
 from mlff_core.progress import ProgressFactory, silent_progress
 from mlff_core.training.run import prepare_data, training_frames
 from mlff_core.training.trainer import Trainer, TrainingConfig
+
+if TYPE_CHECKING:
+    from mlff_core.distributed.labelling import Labeller
 
 
 @dataclass
@@ -311,9 +314,11 @@ def _pass_statistics(runs: Sequence[RunAnalysis]) -> dict[str, Any]:
 def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
                  output_dir: str | os.PathLike, settings: ActiveLearningSettings, *,
                  data: Sequence[str | os.PathLike] = (),
-                 progress: ProgressFactory = silent_progress) -> dict[str, Any]:
+                 progress: ProgressFactory = silent_progress,
+                 labeller: Labeller | None = None) -> dict[str, Any]:
     """Run the rounds described in the module docstring; returns the summary (also written to
-    summary.json, with report.html beside it)."""
+    summary.json, with report.html beside it). `labeller` labels each round's new frames (e.g.
+    `mlff_core.distributed.cluster_labeller` on a Dask cluster); default: in this process."""
     from mlff_core.report.active import write_active_learning_report
 
     out = Path(output_dir)
@@ -353,7 +358,8 @@ def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
                 "selected_by": "continued learning (unexplored and pre-collapse frames)",
                 "round": r, "model": str(current), "engine": settings.engine}
             with progress(f"labelling ({level.tag}, round {r})", selected.n_frames) as advance:
-                labelled = relabel_frames(selected, level, advance)
+                labelled = (labeller(selected, level, advance, round_dir / "new_frames.chunks")
+                            if labeller is not None else relabel_frames(selected, level, advance))
             write_frames(labelled, round_dir / "new_frames.npz")
             record["new_frames_F_mae_before"] = _force_mae(loaded, [labelled])
             train = _add_frames(train, labelled)
