@@ -47,9 +47,16 @@ def test_generate_info_convert_split_relabel(tmp_path):
              for n in ("train", "val", "test")}
     assert sizes == {"train": 8, "val": 2, "test": 2}
 
-    cheap = tmp_path / "cheap.npz"
-    assert run_mlff("data", "relabel", out, "--level", "mmff94", "-o", cheap).returncode == 0
-    assert set(read_frames(cheap).levels) == {"MMFF94"}
+    cheap = tmp_path / "cheap.npz"  # on a local Dask cluster of 2 workers, tasks of 5 frames
+    relabel = run_mlff("data", "relabel", out, "--level", "mmff94", "-o", cheap, "--workers", "2",
+                       "--chunk-size", "5")
+    assert relabel.returncode == 0, relabel.stderr
+    assert "relabel · MMFF94 · 2 Dask workers now" in relabel.stderr  # the progress bar
+    labelled = read_frames(cheap)
+    assert set(labelled.levels) == {"MMFF94"}
+    np.testing.assert_array_equal(labelled.energies,
+                                  relabel_frames(generated, get_level("mmff94")).energies)
+    assert not (tmp_path / "cheap.npz.chunks").exists()  # removed once the output is written
 
 
 def _bad_file(tmp_path, kind):

@@ -7,9 +7,9 @@ import signal
 
 import numpy as np
 import pytest
-from conftest import assert_clean_error, run_mlff, run_mlff_here
+from conftest import assert_clean_error, run_mlff_here
 
-from mlff_core.data.formats import read_frames, write_frames
+from mlff_core.data.formats import write_frames
 from mlff_core.data.frames import Frames
 from mlff_core.data.generate import LangevinSampling, generate_frames, relabel_frames
 from mlff_core.data.molecules import named_molecule
@@ -115,18 +115,6 @@ def test_a_failed_frame_is_reported_by_index_and_a_rerun_labels_only_what_is_mis
     # chunks of other frames or another level are never mixed in
     with pytest.raises(DataError, match="other settings"):
         ChunkStore(store.directory, labelling_settings(good, get_level("gfn1"), 4)).open()
-
-
-def test_mlff_data_relabel_on_a_local_cluster(tmp_path, ethanol):
-    source = write_frames(ethanol[:10], tmp_path / "in.npz")
-    result = run_mlff("data", "relabel", source, "--level", "gfn2", "-o", tmp_path / "out.npz",
-                      "--workers", "2", "--chunk-size", "3")
-    assert result.returncode == 0, result.stderr
-    labelled = read_frames(tmp_path / "out.npz")
-    np.testing.assert_array_equal(labelled.energies,
-                                  relabel_frames(ethanol[:10], get_level("gfn2")).energies)
-    assert "relabel · GFN2-xTB · 2 Dask workers now" in result.stderr  # the progress bar
-    assert not (tmp_path / "out.npz.chunks").exists()  # removed once the output is written
 
 
 def test_an_unreachable_scheduler_is_one_clear_error(tmp_path, ethanol, monkeypatch):
