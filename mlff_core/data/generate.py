@@ -190,10 +190,7 @@ def relabel_frames(frames: Frames, level: LevelOfTheory, advance: Advance = no_p
     are saved as they come (with the frames, so a resume needs nothing else); `state` is what
     `partial.load()` returned for the labelling phase.
     """
-    if frames.is_periodic and not level.periodic:
-        raise LevelOfTheoryError(f"{level.tag} cannot label periodic frames; use gfn1 or gfn2")
-    system = frames.provenance.get("system", {})
-    calculator = level.calculator(smiles=system.get("smiles"), charge=int(system.get("charge", 0)))
+    calculator = level.calculator(**labelling_system(frames, level))
     energies = np.empty(frames.n_frames)
     forces = np.empty_like(frames.positions)
     done = 0
@@ -214,6 +211,19 @@ def relabel_frames(frames: Frames, level: LevelOfTheory, advance: Advance = no_p
             partial.save({**native_arrays(frames), "label_energies": energies[:i + 1],
                           "label_forces": forces[:i + 1]}, i + 1, "label")
     return relabelled_frames(frames, energies, forces, level)
+
+
+def labelling_system(frames: Frames, level: LevelOfTheory) -> dict:
+    """The SMILES and charge `level`'s calculator needs for `frames` (from the provenance
+    `generate_frames` records; None and 0 when absent).
+
+    Raises:
+        LevelOfTheoryError: `level` cannot label `frames` (periodic frames, molecular level).
+    """
+    if frames.is_periodic and not level.periodic:
+        raise LevelOfTheoryError(f"{level.tag} cannot label periodic frames; use gfn1 or gfn2")
+    system = frames.provenance.get("system", {})
+    return {"smiles": system.get("smiles"), "charge": int(system.get("charge", 0))}
 
 
 def relabelled_frames(frames: Frames, energies: np.ndarray, forces: np.ndarray,

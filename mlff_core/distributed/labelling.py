@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from mlff_core.data.frames import Frames
-from mlff_core.data.generate import relabelled_frames
+from mlff_core.data.generate import labelling_system, relabelled_frames
 from mlff_core.errors import DataError, LevelOfTheoryError
 from mlff_core.fileio import atomic_output
 from mlff_core.labels.levels import LevelOfTheory, get_level
@@ -219,13 +219,10 @@ def label_frames_on_cluster(frames: Frames, level: LevelOfTheory, client,
     """
     from distributed import as_completed
 
-    if frames.is_periodic and not level.periodic:
-        raise LevelOfTheoryError(f"{level.tag} cannot label periodic frames; use gfn1 or gfn2")
+    system = labelling_system(frames, level)
     chunk_size = chunk_size or default_chunk_size(level)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
-    system = frames.provenance.get("system", {})
-    smiles, charge = system.get("smiles"), int(system.get("charge", 0))
     chunks = store.open() if store is not None else {}
     starts = range(0, frames.n_frames, chunk_size)
     for start in list(chunks):
@@ -236,8 +233,8 @@ def label_frames_on_cluster(frames: Frames, level: LevelOfTheory, client,
     for start in starts:
         if start not in chunks:
             part = frames[start:start + chunk_size]
-            future = client.submit(label_chunk, part, start, level.key, smiles, charge,
-                                   retries=retries, pure=False)
+            future = client.submit(label_chunk, part, start, level.key, system["smiles"],
+                                   system["charge"], retries=retries, pure=False)
             futures[future] = (start, part.n_frames)
     for future in as_completed(futures):
         start, count = futures[future]
