@@ -6,6 +6,7 @@ non-zero; only bugs show a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -54,7 +55,8 @@ class _PluginGroup(click.Group):
 @click.group(cls=_PluginGroup,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="mlff")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Machine-learning force fields in OpenMM, LAMMPS and ASE, with guardrails.
 
     \b
@@ -62,6 +64,11 @@ def cli() -> None:
       mlff demo -o demo-output          the whole pipeline on a small default
       mlff data generate --help         make labelled data with a level of theory
     """
+    from mlff_core.training.parallel import launched_processes
+
+    if launched_processes() > 1 and ctx.invoked_subcommand != "train":
+        raise click.UsageError(f"mlff {ctx.invoked_subcommand} runs in one process; of the "
+                               "commands, only mlff train runs data-parallel under torchrun")
 
 
 cli.add_command(data)
@@ -78,7 +85,9 @@ cli.add_command(demo)
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"mlff: error: {message}", err=True)
+    rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"
+    who = "mlff" if rank == "0" else f"mlff (rank {rank})"  # under torchrun, rank 0 says it plainly
+    click.echo(f"{who}: error: {message}", err=True)
     sys.exit(code)
 
 

@@ -1,29 +1,36 @@
-"""Labelling on a Dask cluster (issue 14): a real `LocalCluster` of worker processes against
-the serial path, a worker killed mid-run, a failed frame reported by index, resumes from saved
-chunks, and one clear error for an unreachable scheduler or a malformed cluster config."""
+"""Labelling and exploration MD on a Dask cluster (issue 14): a real `LocalCluster` of worker
+processes against the serial path, a worker killed mid-run, a failed frame reported by index,
+resumes from saved chunks, MD runs as tasks, and one clear error for an unreachable scheduler or
+a malformed cluster config."""
 
 import os
 import signal
 
 import numpy as np
 import pytest
+import torch
 from conftest import assert_clean_error, run_mlff_here
 
 from mlff_core.data.formats import write_frames
 from mlff_core.data.frames import Frames
 from mlff_core.data.generate import LangevinSampling, generate_frames, relabel_frames
 from mlff_core.data.molecules import named_molecule
+from mlff_core.data.trajectories import read_trajectory
 from mlff_core.distributed import (
     ChunkStore,
     LabellingFailed,
+    MDRun,
+    cluster_md_runner,
     dask_client,
     label_frames_on_cluster,
     read_cluster_config,
+    serial_md_runner,
 )
 from mlff_core.distributed.cluster import batch_cluster
 from mlff_core.distributed.labelling import labelling_settings
-from mlff_core.errors import ClusterError, DataError
+from mlff_core.errors import ClusterError, DataError, MLFFError
 from mlff_core.labels import get_level
+from mlff_core.progress import no_progress
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +201,52 @@ def test_generate_killed_while_labelling_on_the_cluster_resumes_to_the_same_fram
     np.testing.assert_array_equal(resumed.energies, whole.energies)
     np.testing.assert_array_equal(resumed.forces, whole.forces)
     assert not chunks.exists()
+
+
+# ------------------------------------------------------------------------ exploration MD on Dask
+def _md_runs(model, start, directory, seeds) -> list[MDRun]:
+    return [MDRun(f"run{seed}", str(model), str(start), str(directory / f"run{seed}"),
+                  {"temperature": 500.0, "timestep": 0.5, "steps": 40, "report_interval": 10,
+                   "friction": 1.0, "bond_threshold": 0.5, "action": "stop", "seed": seed})
+            for seed in seeds]
+
+
+def test_exploration_md_on_the_cluster_gives_the_serial_trajectories(client, exported_water_model,
+                                                                     water_frames, tmp_path):
+    """Three seeded ASE Langevin runs as Dask tasks (one thread per worker) against the same runs
+    one after the other in this process, pinned to one thread: the same trajectories, stopped
+    by the collapse monitor at the same step (the 2-epoch model collapses within 20–40 steps at
+    500 K), each reported in full when it ends. A stale file in a run directory (a retried
+    task's first attempt) is gone."""
+    start = write_frames(water_frames[[0]], tmp_path / "start.xyz")
+    stale = tmp_path / "cluster" / "run1" / "stale.txt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("left by a task whose worker died")
+    reports = []
+    on_cluster = cluster_md_runner(client)("ase", _md_runs(exported_water_model, start,
+                                                          tmp_path / "cluster", [0, 1, 2]),
+                                           reports.append)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = serial_md_runner("ase", _md_runs(exported_water_model, start,
+                                                tmp_path / "serial", [0, 1, 2]))
+    finally:
+        torch.set_num_threads(threads)
+    assert reports == [40, 40, 40]
+    assert not stale.exists()
+    for mine, theirs in zip(on_cluster, here, strict=True):  # the weak model collapses
+        assert (mine["steps_run"], mine["reason"]) == (theirs["steps_run"], theirs["reason"])
+        assert "/cluster/" in mine["trajectory"]
+        ours, serial = read_trajectory(mine["trajectory"]), read_trajectory(theirs["trajectory"])
+        assert ours.n_frames == serial.n_frames >= 3
+        np.testing.assert_allclose(ours.positions, serial.positions, rtol=0, atol=1e-9)
+    first, second = (read_trajectory(s["trajectory"]).positions[-1] for s in on_cluster[:2])
+    assert np.abs(first - second).max() > 1e-3  # the seeds differ, and so do the runs
+
+
+def test_an_engine_error_on_a_worker_is_raised_in_the_client(client, water_frames, tmp_path):
+    start = write_frames(water_frames[[0]], tmp_path / "start.xyz")
+    with pytest.raises(MLFFError, match="missing.pt"):
+        cluster_md_runner(client, retries=0)("ase", _md_runs(tmp_path / "missing.pt", start,
+                                                             tmp_path, [0]), no_progress)

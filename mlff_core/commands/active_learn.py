@@ -6,7 +6,7 @@ import click
 
 from mlff_core.commands.cluster_options import cluster_options
 from mlff_core.commands.train import LEARNING_RATE, loss_option, merge_losses
-from mlff_core.distributed import cluster_labeller, dask_client
+from mlff_core.distributed import cluster_labeller, cluster_md_runner, dask_client
 from mlff_core.engines import engine_names
 from mlff_core.labels import list_levels
 from mlff_core.progress import progress_bar
@@ -77,8 +77,9 @@ def active_learn(model_path, structures, engine, level, rounds, data, runs_per_s
     """Continued learning: MD with the model, label the unexplored and pre-collapse frames,
     add them to the training set, continue training; repeat.
 
-    The new frames are labelled on a Dask cluster: a local one of this machine's cores by
-    default, a running scheduler (--scheduler), or batch jobs (--cluster slurm|pbs|lsf).
+    The MD runs of each pass and the new frames' labels run on a Dask cluster: a local one of
+    this machine's cores by default, a running scheduler (--scheduler), or batch jobs
+    (--cluster slurm|pbs|lsf); the workers must share this machine's filesystem.
 
     \b
     Examples:
@@ -99,7 +100,8 @@ def active_learn(model_path, structures, engine, level, rounds, data, runs_per_s
     with dask_client(scheduler, cluster, cluster_config, workers) as client:
         summary = run_active_learning(model_path, structures, output_dir, settings, data=data,
                                       progress=progress_bar,
-                                      labeller=cluster_labeller(client, chunk_size))
+                                      labeller=cluster_labeller(client, chunk_size),
+                                      md_runner=cluster_md_runner(client))
     click.echo(format_rounds(summary))
     click.echo(f"final model: {summary['final_model']}")
     click.echo(f"report: {output_dir}/report.html")

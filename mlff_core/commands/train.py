@@ -17,9 +17,10 @@ from mlff_core.errors import MLFFError
 from mlff_core.export import export_run, load_model
 from mlff_core.models import ARCHITECTURES
 from mlff_core.outputs import claim_output_file
-from mlff_core.progress import progress_bar
+from mlff_core.progress import progress_bar, silent_progress
 from mlff_core.training import TrainingConfig, make_trainer
 from mlff_core.training.losses import FORCE_TERMS, parse_loss
+from mlff_core.training.parallel import data_parallel
 from mlff_core.training.trainer import CLUSTER_SAMPLING
 
 _DEFAULTS = TrainingConfig()
@@ -187,6 +188,11 @@ def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_int
       mlff train --data aspirin.npz --loss cluster=1,maxerr=0.1 -o runs/cluster
       mlff train --data aspirin.npz --loss cluster --cluster-sampling balanced -o runs/bal
       mlff train --data aspirin.npz --committee 4 -o runs/committee
+      torchrun --nproc-per-node 2 $(which mlff) train --data aspirin.npz -o runs/ddp
+
+    Under torchrun the processes share each batch (data-parallel, DDP; gloo on CPU, nccl on
+    CUDA): the same steps as one process with the same --batch-size, which stays the global
+    batch. Rank 0 alone writes the run directory and prints.
     """
     overrides = {"hidden": hidden, "num_interactions": num_interactions, "cutoff": cutoff,
                  "num_rbf": num_rbf, "radial": radial, "cutoff_fn": cutoff_fn, "max_L": max_L,
@@ -202,11 +208,26 @@ def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_int
         cluster_sampling=cluster_sampling,
     )
     requested = requested_settings(click.get_current_context(), config)
+    with data_parallel(device) as group:
+        main = group is None or group.is_main
+        _train(config, run_dir, committee, data, val_data, n_train, n_val, init_model, resume,
+               epochs, allow_mixed_levels, requested, echo=click.echo if main else _quiet,
+               progress=progress_bar if main else silent_progress,
+               processes=1 if group is None else group.world_size)
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    """`click.echo` for the processes that are not rank 0."""
+
+
+def _train(config, run_dir, committee, data, val_data, n_train, n_val, init_model, resume,
+           epochs, allow_mixed_levels, requested, echo, progress, processes) -> None:
     if committee is not None:
         _train_committee(config, run_dir, committee, data, val_data=val_data, n_train=n_train,
                          n_val=n_val, init_model=init_model, resume=resume,
                          epochs=epochs if "--epochs" in requested else None,
-                         allow_mixed_levels=allow_mixed_levels, requested=requested)
+                         allow_mixed_levels=allow_mixed_levels, requested=requested, echo=echo,
+                         progress=progress)
         return
     trainer = make_trainer(
         config, run_dir, data, val_data, n_train, n_val, init_model=init_model, resume=resume,
@@ -214,27 +235,29 @@ def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_int
         allow_mixed_levels=allow_mixed_levels, requested=requested,
     )
     if trainer.epoch >= trainer.config.epochs:
-        click.echo(f"{run_dir}: already trained for {trainer.epoch} epochs; pass a larger "
+        echo(f"{run_dir}: already trained for {trainer.epoch} epochs; pass a larger "
                    "--epochs to continue")
         return
     started = time.perf_counter()
-    with progress_bar("training", trainer.config.epochs) as advance:
+    label = "training" if processes == 1 else f"training · {processes} processes"
+    with progress(label, trainer.config.epochs) as advance:
         advance(trainer.epoch)
 
         def on_epoch(record) -> None:
             advance(1)
 
         record = trainer.fit(on_epoch)
-    click.echo(f"{trainer.stop_reason} after epoch {trainer.epoch} "
-               f"({time.perf_counter() - started:.0f} s)")
+    echo(f"{trainer.stop_reason} after epoch {trainer.epoch} "
+         f"({time.perf_counter() - started:.0f} s)")
     if record is not None:
-        click.echo(f"best epoch {trainer.best_epoch}: validation loss {trainer.best_val_loss:.5f}; "
-                   f"last epoch: energy MAE {record.val_energy_mae:.4f} eV, force MAE "
-                   f"{record.val_force_mae:.4f} eV/Å")
-    click.echo(f"run directory: {run_dir}  (export: mlff export {run_dir} -o model.pt)")
+        echo(f"best epoch {trainer.best_epoch}: validation loss {trainer.best_val_loss:.5f}; "
+             f"last epoch: energy MAE {record.val_energy_mae:.4f} eV, force MAE "
+             f"{record.val_force_mae:.4f} eV/Å")
+    echo(f"run directory: {run_dir}  (export: mlff export {run_dir} -o model.pt)")
 
 
-def _train_committee(config, run_dir, size, data, **options) -> None:
+def _train_committee(config, run_dir, size, data, echo=click.echo, progress=progress_bar,
+                     **options) -> None:
     from mlff_core.training.committee import train_committee
     from mlff_core.training.run import fit_with_progress
 
@@ -242,13 +265,13 @@ def _train_committee(config, run_dir, size, data, **options) -> None:
         if trainer.epoch >= trainer.config.epochs:
             return
         started = time.perf_counter()
-        fit_with_progress(trainer, f"training {description}")
-        click.echo(f"{description}: {trainer.stop_reason} after epoch {trainer.epoch} "
+        fit_with_progress(trainer, f"training {description}", progress)
+        echo(f"{description}: {trainer.stop_reason} after epoch {trainer.epoch} "
                    f"({time.perf_counter() - started:.0f} s); best epoch {trainer.best_epoch}, "
                    f"validation loss {trainer.best_val_loss:.5f}")
 
     train_committee(config, run_dir, size, data, fit=fit, **options)
-    click.echo(f"run directory: {run_dir}, a committee of {size}  (export: mlff export "
+    echo(f"run directory: {run_dir}, a committee of {size}  (export: mlff export "
                f"{run_dir} -o model.pt)")
 
 

@@ -1,13 +1,15 @@
-"""Work that leaves one machine: labelling on a Dask cluster (local, a running scheduler, or a
-batch system through dask-jobqueue).
+"""Work that leaves one machine: labelling and exploration MD on a Dask cluster (local, a
+running scheduler, or a batch system through dask-jobqueue).
 
     cluster.py     dask_client(): the Client for --scheduler / --cluster / --workers
     labelling.py   label_frames_on_cluster(): frames labelled in chunks, each finished chunk
                    written atomically (a killed run resumes), failed frames retried and then
                    reported by index
+    exploration.py cluster_md_runner(): the MD runs of a continued-learning pass as tasks
 """
 
 from mlff_core.distributed.cluster import dask_client, read_cluster_config
+from mlff_core.distributed.exploration import MDRun, cluster_md_runner, serial_md_runner
 from mlff_core.distributed.labelling import (
     ChunkStore,
     LabellingFailed,
@@ -15,5 +17,5 @@ from mlff_core.distributed.labelling import (
     label_frames_on_cluster,
 )
 
-__all__ = ["ChunkStore", "LabellingFailed", "cluster_labeller", "dask_client",
-           "label_frames_on_cluster", "read_cluster_config"]
+__all__ = ["ChunkStore", "LabellingFailed", "MDRun", "cluster_labeller", "cluster_md_runner",
+           "dask_client", "label_frames_on_cluster", "read_cluster_config", "serial_md_runner"]

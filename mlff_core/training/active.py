@@ -57,6 +57,7 @@ from mlff_core.training.run import prepare_data, training_frames
 from mlff_core.training.trainer import Trainer, TrainingConfig
 
 if TYPE_CHECKING:
+    from mlff_core.distributed.exploration import MDRunner
     from mlff_core.distributed.labelling import Labeller
 
 
@@ -274,30 +275,30 @@ def _force_mae(model: LoadedModel, frames: Sequence[Frames]) -> float:
 
 
 def _run_md_pass(model_path: Path, model: LoadedModel, starts: list[Frames], out: Path,
-                 settings: ActiveLearningSettings, seed_base: int,
-                 progress: ProgressFactory) -> list[RunAnalysis]:
-    """Every MD run of one pass with the model file (`model`: it loaded), analysed with its
-    exploration model."""
-    engine = get_engine(settings.engine)
+                 settings: ActiveLearningSettings, seed_base: int, progress: ProgressFactory,
+                 md_runner: MDRunner | None = None) -> list[RunAnalysis]:
+    """Every MD run of one pass with the model file (`model`: it loaded), run by `md_runner`
+    (default: one after the other in this process), analysed with its exploration model."""
+    from mlff_core.distributed.exploration import MDRun, serial_md_runner
+
     detector = ExplorationDetector(model)
     out.mkdir(parents=True, exist_ok=True)
-    runs = []
-    total = len(starts) * settings.runs_per_structure * settings.steps
+    runs, start_of_run = [], []
+    for s, start in enumerate(starts):
+        start_file = write_frames(start, out / f"start_{s}.xyz")
+        for j in range(settings.runs_per_structure):
+            name = f"s{s}_run{j}"
+            runs.append(MDRun(name, str(model_path), str(start_file), str(out / name), {
+                "temperature": settings.temperature, "timestep": settings.timestep,
+                "steps": settings.steps, "report_interval": settings.report_interval,
+                "friction": settings.friction, "bond_threshold": settings.bond_threshold,
+                "action": "stop", "seed": seed_base + 1000 * s + j, **settings.engine_options}))
+            start_of_run.append(start)
+    total = len(runs) * settings.steps
     with progress(f"MD ({settings.engine}, {out.parent.name})", total) as advance:
-        for s, start in enumerate(starts):
-            start_file = write_frames(start, out / f"start_{s}.xyz")
-            for j in range(settings.runs_per_structure):
-                name = f"s{s}_run{j}"
-                summary = engine(str(model_path), str(start_file), str(out / name),
-                                 temperature=settings.temperature, timestep=settings.timestep,
-                                 steps=settings.steps, report_interval=settings.report_interval,
-                                 friction=settings.friction,
-                                 bond_threshold=settings.bond_threshold, action="stop",
-                                 seed=seed_base + 1000 * s + j, advance=advance,
-                                 **settings.engine_options)
-                advance(settings.steps - int(summary.get("steps_run", settings.steps)))
-                runs.append(analyse_run(name, summary, start, detector, settings))
-    return runs
+        summaries = (md_runner or serial_md_runner)(settings.engine, runs, advance)
+    return [analyse_run(run.name, summary, start, detector, settings)
+            for run, summary, start in zip(runs, summaries, start_of_run, strict=True)]
 
 
 def _pass_statistics(runs: Sequence[RunAnalysis]) -> dict[str, Any]:
@@ -315,10 +316,12 @@ def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
                  output_dir: str | os.PathLike, settings: ActiveLearningSettings, *,
                  data: Sequence[str | os.PathLike] = (),
                  progress: ProgressFactory = silent_progress,
-                 labeller: Labeller | None = None) -> dict[str, Any]:
+                 labeller: Labeller | None = None,
+                 md_runner: MDRunner | None = None) -> dict[str, Any]:
     """Run the rounds described in the module docstring; returns the summary (also written to
-    summary.json, with report.html beside it). `labeller` labels each round's new frames (e.g.
-    `mlff_core.distributed.cluster_labeller` on a Dask cluster); default: in this process."""
+    summary.json, with report.html beside it). `labeller` labels each round's new frames and
+    `md_runner` runs each pass's MD (e.g. `mlff_core.distributed.cluster_labeller` and
+    `cluster_md_runner` on a Dask cluster); default: in this process."""
     from mlff_core.report.active import write_active_learning_report
 
     out = Path(output_dir)
@@ -345,7 +348,8 @@ def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
     for r in range(1, settings.rounds + 1):
         round_dir = out / f"round_{r}"
         runs = _run_md_pass(current, loaded, [starts[i] for i in passes[r - 1]],
-                            round_dir / "md", settings, settings.seed + 100_000 * r, progress)
+                            round_dir / "md", settings, settings.seed + 100_000 * r, progress,
+                            md_runner)
         record = {"round": r, "model": str(current), "starts": passes[r - 1].tolist(),
                   **_pass_statistics(runs)}
         selected = select_candidates(runs, settings.max_new_frames)
@@ -387,7 +391,8 @@ def active_learn(model_path: str | os.PathLike, structures: str | os.PathLike,
     if settings.final_md:
         runs = _run_md_pass(current, loaded, [starts[i] for i in passes[-1]],
                             out / "final" / "md", settings,
-                            settings.seed + 100_000 * (settings.rounds + 1), progress)
+                            settings.seed + 100_000 * (settings.rounds + 1), progress,
+                            md_runner)
         final = {"model": str(current), "starts": passes[-1].tolist(),
                  **_pass_statistics(runs)}
     summary = _write_summary(out, model_path, structures, settings, rounds, final)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mlff_core.fileio import atomic_output, read_json_file
+from mlff_core.training.parallel import is_main_process
 from mlff_core.training.run import make_trainer
 from mlff_core.training.trainer import Trainer, TrainingConfig, TrainingError
 
@@ -68,6 +69,8 @@ def _stored_config(first_member: Path, config: TrainingConfig,
 
 
 def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    if not is_main_process():  # data-parallel training: rank 0 writes the run directory
+        return
     with atomic_output(run_dir / COMMITTEE_RECORD, "w") as fh:
         json.dump(record, fh, indent=2)
 

@@ -70,17 +70,23 @@ def frame_graphs(frames: Frames, cutoff: float, dtype: torch.dtype = torch.float
     return graphs
 
 
-def batches(graphs: Sequence[Data], batch_size: int, shuffle: bool, seed: int,
-            probabilities: np.ndarray | None = None) -> list[Batch]:
-    """Graphs grouped into `Batch`es; shuffled with a seeded permutation when asked, or, given
-    `probabilities` [G] (summing to 1), as many graphs drawn with replacement with those
-    probabilities (an epoch of weighted sampling)."""
+def batch_indices(n_graphs: int, batch_size: int, shuffle: bool, seed: int,
+                  probabilities: np.ndarray | None = None) -> list[np.ndarray]:
+    """Graph indices of each batch of an epoch: in order, shuffled with a seeded permutation
+    when asked, or, given `probabilities` [G] (summing to 1), as many graphs drawn with
+    replacement with those probabilities (an epoch of weighted sampling)."""
     rng = np.random.default_rng(seed)
     if probabilities is not None:
-        order = rng.choice(len(graphs), len(graphs), replace=True, p=probabilities)
+        order = rng.choice(n_graphs, n_graphs, replace=True, p=probabilities)
     elif shuffle:
-        order = rng.permutation(len(graphs))
+        order = rng.permutation(n_graphs)
     else:
-        order = np.arange(len(graphs))
-    return [Batch.from_data_list([graphs[k] for k in order[s : s + batch_size]])
-            for s in range(0, len(order), batch_size)]
+        order = np.arange(n_graphs)
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def batches(graphs: Sequence[Data], batch_size: int, shuffle: bool, seed: int,
+            probabilities: np.ndarray | None = None) -> list[Batch]:
+    """Graphs grouped into `Batch`es (the batches of `batch_indices`)."""
+    return [Batch.from_data_list([graphs[k] for k in indices])
+            for indices in batch_indices(len(graphs), batch_size, shuffle, seed, probabilities)]

@@ -33,11 +33,16 @@ Terms combine with weights (`{"cluster": 1.0, "maxerr": 0.1}`). The energy term 
 terms' kind: ρ·(ΔE)² when the mix contains "mse", ρ·|ΔE| when every force term is an absolute
 error (so ρ keeps roughly the same balance between energies and forces).
 Extra terms (ASTEROID's score matching, ...) are callables added with a weight.
+
+In data-parallel training each process holds one shard of a batch. Every term above is a sum
+over frames divided by batch-wide totals (Σ c, G, per-cluster Σ c, the clusters and elements
+present), so a shard's loss with the whole batch's totals (`BatchTotals`) is its exact share:
+the shares add up to the loss of the whole batch, and so do their gradients.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,6 +68,52 @@ class Predictions:
 
     energy: Tensor
     forces: Tensor
+
+
+#: Atomic numbers index `BatchTotals.element_importance` (0 unused).
+_ELEMENTS = 119
+
+
+@dataclass(frozen=True)
+class BatchTotals:
+    """The batch-wide normalisers of a whole batch, for the loss of one shard of it.
+
+    Attributes:
+        frames: G, frames in the batch.
+        importance: Σ_f c_f, the importance corrections (G when frames are drawn uniformly).
+        cluster_importance: [C] Σ_f c_f per conformation cluster id (0 where absent), or None
+            when the frames carry no clusters.
+        clusters: K, distinct conformation clusters in the batch (0 without clusters).
+        element_importance: [119] Σ_f c_f over the frames holding each atomic number.
+        elements: distinct elements in the batch.
+    """
+
+    frames: int
+    importance: float
+    cluster_importance: Tensor | None
+    clusters: int
+    element_importance: Tensor
+    elements: int
+
+    @classmethod
+    def of(cls, graphs: Sequence) -> BatchTotals:
+        """The totals of a batch of training graphs (`mlff_core.training.graphs`)."""
+        importance = [float(g.importance) if getattr(g, "importance", None) is not None
+                      else 1.0 for g in graphs]
+        element_importance = torch.zeros(_ELEMENTS, dtype=torch.float64)
+        for graph, c in zip(graphs, importance, strict=True):
+            element_importance[torch.unique(graph.z)] += c
+        cluster_importance, n_clusters = None, 0
+        if graphs and getattr(graphs[0], "cluster", None) is not None:
+            ids = torch.cat([g.cluster for g in graphs])
+            cluster_importance = torch.zeros(int(ids.max()) + 1, dtype=torch.float64)
+            cluster_importance.index_add_(0, ids, torch.tensor(importance,
+                                                               dtype=torch.float64))
+            n_clusters = int(torch.unique(ids).numel())
+        return cls(frames=len(graphs), importance=float(sum(importance)),
+                   cluster_importance=cluster_importance, clusters=n_clusters,
+                   element_importance=element_importance,
+                   elements=int((element_importance > 0).sum()))
 
 
 class LossTerm(Protocol):
@@ -131,15 +182,17 @@ def _importance(batch: Batch) -> Tensor:
     return torch.ones_like(batch.weight) if importance is None else importance
 
 
-def _weighted_mean(values: Tensor, batch: Batch) -> Tensor:
+def _weighted_mean(values: Tensor, batch: Batch, totals: BatchTotals | None = None) -> Tensor:
     """Σ_f w_f c_f v_f / Σ_f c_f of per-frame values [G]: the sample weights w multiply each
     frame's value (the Trainer scales them to mean 1 over the training frames, one dataset
     constant), and the sum is divided by the batch's frame count, or by the sum of the
     importance corrections c when frames are drawn non-uniformly. Never by the batch's Σ w:
     that would give a batch of down-weighted frames its full weight back (ASTEROID's eq. 2 is
-    Σ_i w_i ℓ_i)."""
+    Σ_i w_i ℓ_i). With `totals`, `batch` is a shard and Σ c is the whole batch's."""
     importance = _importance(batch)
-    return (batch.weight * importance * values).sum() / importance.sum().clamp_min(1e-12)
+    denominator = importance.sum().clamp_min(1e-12) if totals is None else \
+        max(totals.importance, 1e-12)
+    return (batch.weight * importance * values).sum() / denominator
 
 
 def _frame_mean(per_atom: Tensor, batch: Batch) -> Tensor:
@@ -161,12 +214,17 @@ def cluster_balance(clusters: np.ndarray) -> np.ndarray:
     return len(clusters) / (len(counts) * counts[inverse])
 
 
-def _group_mean(values: Tensor, groups: Tensor, batch: Batch) -> Tensor:
+def _group_mean(values: Tensor, groups: Tensor, batch: Batch,
+                totals: BatchTotals | None = None) -> Tensor:
     """Mean over the distinct `groups` [G] of each group's weighted mean of `values` [G] (as
-    `_weighted_mean` within the group)."""
+    `_weighted_mean` within the group); with `totals`, the share of a shard of the batch."""
+    importance = _importance(batch)
+    if totals is not None:
+        assert totals.cluster_importance is not None
+        group_totals = totals.cluster_importance.to(values)[groups].clamp_min(1e-12)
+        return (batch.weight * importance * values / group_totals).sum() / totals.clusters
     _, inverse = torch.unique(groups, return_inverse=True)
     count = int(inverse.max()) + 1
-    importance = _importance(batch)
     sums = scatter_sum(batch.weight * importance * values, inverse, count)
     totals = scatter_sum(importance, inverse, count).clamp_min(1e-12)
     return (sums / totals).mean()
@@ -199,12 +257,14 @@ class ForceMetricLoss:
                                            device=errors.device)
         return errors / self._masses[batch.z].unsqueeze(-1)
 
-    def __call__(self, batch: Batch, predictions: Predictions) -> Tensor:
+    def __call__(self, batch: Batch, predictions: Predictions,
+                 totals: BatchTotals | None = None) -> Tensor:
+        """The term on `batch`; with `totals`, the share of a shard of the whole batch."""
         errors = self._component_errors(batch, predictions)
         if self.base == "maxerr":
-            return _weighted_mean(_frame_max(errors.amax(dim=-1), batch), batch)
+            return _weighted_mean(_frame_max(errors.amax(dim=-1), batch), batch, totals)
         if self.base == "element":
-            return self._element_mean(errors.mean(dim=-1), batch)
+            return self._element_mean(errors.mean(dim=-1), batch, totals)
         frame_mae = _frame_mean(errors.mean(dim=-1), batch)
         if self.base == "cluster":
             clusters = getattr(batch, "cluster", None)
@@ -213,12 +273,14 @@ class ForceMetricLoss:
                                 "training frame")
             balance = getattr(batch, "cluster_balance", None)
             if balance is not None:  # the sample weights alone: no importance correction
-                return (batch.weight * balance * frame_mae).sum() / batch.num_graphs
-            return _group_mean(frame_mae, clusters, batch)
-        return _weighted_mean(frame_mae, batch)
+                frames = batch.num_graphs if totals is None else totals.frames
+                return (batch.weight * balance * frame_mae).sum() / frames
+            return _group_mean(frame_mae, clusters, batch, totals)
+        return _weighted_mean(frame_mae, batch, totals)
 
     @staticmethod
-    def _element_mean(atom_errors: Tensor, batch: Batch) -> Tensor:
+    def _element_mean(atom_errors: Tensor, batch: Batch,
+                      totals: BatchTotals | None = None) -> Tensor:
         """Mean over elements S of (weighted mean over frames holding S of mean_{i∈S} e_i)."""
         elements, element_of_atom = torch.unique(batch.z, return_inverse=True)
         n_elements, n_frames = elements.numel(), batch.num_graphs
@@ -230,9 +292,12 @@ class ForceMetricLoss:
         means = sums / counts.clamp_min(1.0)
         holds = present.to(atom_errors.dtype)
         weights = frame_weights(batch).repeat_interleave(n_elements) * holds
+        weighted = (weights * means).view(n_frames, n_elements).sum(0)
+        if totals is not None:
+            holding = totals.element_importance.to(weighted)[elements].clamp_min(1e-12)
+            return (weighted / holding).sum() / totals.elements
         frames_holding = _importance(batch).repeat_interleave(n_elements) * holds
-        per_element = (weights * means).view(n_frames, n_elements).sum(0) / \
-            frames_holding.view(n_frames, n_elements).sum(0).clamp_min(1e-12)
+        per_element = weighted / frames_holding.view(n_frames, n_elements).sum(0).clamp_min(1e-12)
         return per_element.mean()
 
 
@@ -255,14 +320,16 @@ class CompositeLoss:
     def needs_clusters(self) -> bool:
         return any(k in CLUSTER_TERMS and w > 0.0 for k, w in self.terms.items())
 
-    def __call__(self, batch: Batch, predictions: Predictions) -> Tensor:
+    def __call__(self, batch: Batch, predictions: Predictions,
+                 totals: BatchTotals | None = None) -> Tensor:
+        """The loss of `batch`; with `totals`, the share of a shard of the whole batch."""
         energy_error = predictions.energy - batch.energy
         energy = energy_error.pow(2) if self.squared_energy else energy_error.abs()
         per_frame = self.energy_weight * energy
         mse_weight = self.terms.get("mse", 0.0)
         if mse_weight > 0.0:
             per_frame = per_frame + mse_weight * per_frame_errors(batch, predictions)[1]
-        loss = _weighted_mean(per_frame, batch)
+        loss = _weighted_mean(per_frame, batch, totals)
         for weight, term in self.metric_terms:
-            loss = loss + weight * term(batch, predictions)
+            loss = loss + weight * term(batch, predictions, totals)
         return loss

@@ -38,6 +38,7 @@ from torch_geometric.data import Batch
 from mlff_core.errors import MLFFError
 from mlff_core.models.layers import scatter_sum
 from mlff_core.models.potential import Potential
+from mlff_core.training.losses import BatchTotals
 from mlff_core.units import BOLTZMANN_EV_PER_K
 
 SCORE_METHODS = ("sliced", "denoising")
@@ -131,7 +132,11 @@ class ScoreMatching:
         atoms = torch.bincount(frame_of_atom, minlength=graphs).to(total.dtype)
         return total / (self.n_projections * 3.0 * atoms)
 
-    def __call__(self, potential: Potential, batch: Batch) -> Tensor:
+    def __call__(self, potential: Potential, batch: Batch,
+                 totals: BatchTotals | None = None) -> Tensor:
+        """Σ w ℓ / G (weights scaled to mean 1 over the dataset by the Trainer); with `totals`,
+        the share of a shard of the whole batch (exact in expectation over the projections and
+        the noise, which each process draws for its own frames)."""
         values = self.per_frame(potential, batch)
-        # weights scaled to mean 1 over the dataset by the Trainer: Σ w ℓ / batch size
-        return (batch.weight * values).sum() / batch.num_graphs
+        frames = batch.num_graphs if totals is None else totals.frames
+        return (batch.weight * values).sum() / frames

@@ -10,6 +10,9 @@ A run directory holds:
     clusters.json   the training frames' conformation clusters (for cluster losses, or as
                     given, e.g. by fine-tuning; `export_run` reuses them)
 Checkpoints hold only tensors and plain values, and are read with `weights_only=True`.
+
+Under torchrun the trainer is data-parallel (`mlff_core.training.parallel`): each process takes
+a shard of every batch, and rank 0 alone writes the run directory.
 """
 
 from __future__ import annotations
@@ -35,14 +38,16 @@ from mlff_core.models import build_potential, hyperparameters
 from mlff_core.models.potential import Potential
 from mlff_core.runtime import torch_device
 from mlff_core.training.ema import ExponentialMovingAverage
-from mlff_core.training.graphs import batches, frame_graphs, scripted_neighbor_list
+from mlff_core.training.graphs import batch_indices, frame_graphs, scripted_neighbor_list
 from mlff_core.training.losses import (
+    BatchTotals,
     CompositeLoss,
     LossTerm,
     Predictions,
     cluster_balance,
     parse_loss,
 )
+from mlff_core.training.parallel import ProcessGroup, distributed_loss, process_device
 
 LOG_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_energy_mae", "val_force_mae",
               "val_force_rmse", "seconds")
@@ -195,11 +200,13 @@ def average_neighbors(frames: Sequence[Frames], cutoff: float, max_frames: int =
 
 class Objective(Protocol):
     """A training objective that needs the potential itself (e.g. score matching): a scalar
-    from a batch; `needs_labels` False lets it train on unlabeled frames."""
+    from a batch (with `totals`, the share of a shard of the whole batch; see
+    `losses.BatchTotals`); `needs_labels` False lets it train on unlabeled frames."""
 
     needs_labels: bool
 
-    def __call__(self, potential: Potential, batch: Batch) -> torch.Tensor: ...
+    def __call__(self, potential: Potential, batch: Batch,
+                 totals: BatchTotals | None = None) -> torch.Tensor: ...
 
 
 def predict(potential: Potential, batch: Batch, create_graph: bool = False) -> Predictions:
@@ -232,6 +239,9 @@ class Trainer:
             unlabeled when it needs no labels (then `init_potential` is required), and the
             validation loss is the objective on the validation frames.
         provenance: data provenance written to run.json (and later to the model file).
+
+    Under torchrun (a `torch.distributed` process group of 2 or more) every process builds the
+    same trainer and trains its shard of each batch; see `mlff_core.training.parallel`.
     """
 
     def __init__(self, config: TrainingConfig, train: Sequence[Frames], val: Sequence[Frames],
@@ -247,6 +257,10 @@ class Trainer:
         self.extra_losses = list(extra_losses)
         self.provenance = provenance or {}
         self.objective = objective
+        self.parallel = ProcessGroup.current()
+        if self.parallel is not None and self.extra_losses:
+            raise TrainingError("extra loss terms cannot be split across processes (their "
+                                "batch normalisation is unknown); train them in one process")
         labelled = objective is None or objective.needs_labels
         for part in (*train, *val) if labelled else ():
             if not part.has_labels:
@@ -273,7 +287,7 @@ class Trainer:
         measured = getattr(self.potential.representation, "data_hyperparameters", None)
         if measured is not None:  # recorded, so export rebuilds the same model
             config.hyperparameters = {**config.hyperparameters, **measured()}
-        self.device = torch.device(config.device)
+        self.device = process_device(config.device, self.parallel)
         self.potential.to(device=self.device, dtype=config.torch_dtype)
         self.species = [int(z) for z in self.potential.species.tolist()]
 
@@ -286,6 +300,10 @@ class Trainer:
                 self.clusters = [ConformationClusters(n_clusters=config.n_clusters,
                                                       random_state=config.seed).fit(part)
                                  for part in train]
+                if self.parallel is not None:  # one set of clusters, rank 0's, on every process
+                    self.clusters = [ConformationClusters.from_dict(c) for c in
+                                     self.parallel.broadcast_json([c.to_dict()
+                                                                   for c in self.clusters])]
             train_clusters = self._cluster_ids(train)
             val_clusters = self._cluster_ids(val)
 
@@ -322,6 +340,8 @@ class Trainer:
             min_lr=config.min_learning_rate * 0.5,
         )
         self.ema = ExponentialMovingAverage(self.potential, config.ema_decay)
+        self._shared_loss = (None if self.parallel is None else
+                             distributed_loss(self.potential, self._batch_loss, self.device))
         self.epoch = 0
         self.best_val_loss = float("inf")
         self.best_epoch = 0
@@ -366,12 +386,11 @@ class Trainer:
         return ("The run stops here; no epoch finished" if done == 0 else
                 f"The run stops here; checkpoint.pt holds epoch {done}")
 
-    def _nonfinite_frames(self, batch: Batch) -> str:
+    def _nonfinite_frames(self, graphs: Sequence) -> str:
         """'FILE frame(s) i, j' for the frames of `batch` whose own loss is not finite; when
         each alone is finite (the weights diverged) or none is (a huge label poisoned the
         fitted reference energies or force scale), all of the batch's, and the frame with the
         largest label."""
-        graphs = batch.to_data_list()
         bad = []
         for graph in graphs:
             single = Batch.from_data_list([graph]).to(self.device)
@@ -428,7 +447,14 @@ class Trainer:
     def log_path(self) -> Path:
         return self.run_dir / "log.csv"
 
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run directory (rank 0, or the only process)."""
+        return self.parallel is None or self.parallel.is_main
+
     def _write_run_json(self) -> None:
+        if not self.is_main:
+            return
         document = {
             "config": asdict(self.config),
             "species": self.species,
@@ -444,6 +470,8 @@ class Trainer:
                 json.dump([c.to_dict() for c in self.clusters], fh)
 
     def _save(self, path: Path, state: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
         with atomic_output(path) as fh:
             torch.save(state, fh)
 
@@ -488,7 +516,7 @@ class Trainer:
 
     def _truncate_log(self, last_epoch: int) -> None:
         """Drop log rows of epochs after the checkpoint (written before a kill)."""
-        if not self.log_path.exists():
+        if not self.is_main or not self.log_path.exists():
             return
         with open(self.log_path, newline="") as fh:
             rows = [row for row in csv.DictReader(fh) if int(row["epoch"]) <= last_epoch]
@@ -498,6 +526,8 @@ class Trainer:
             writer.writerows(rows)
 
     def _append_log(self, record: EpochRecord) -> None:
+        if not self.is_main:
+            return
         new = not self.log_path.exists()
         with open(self.log_path, "a", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
@@ -507,65 +537,104 @@ class Trainer:
             writer.writerow({k: row[k] for k in LOG_FIELDS})
 
     # ------------------------------------------------------------------------------- training
-    def _loss(self, batch: Batch, predictions: Predictions) -> torch.Tensor:
-        loss = self.loss_function(batch, predictions)
+    def _loss(self, batch: Batch, predictions: Predictions,
+              totals: BatchTotals | None = None) -> torch.Tensor:
+        loss = self.loss_function(batch, predictions, totals)
         for weight, term in self.extra_losses:
             loss = loss + weight * term(batch, predictions)
         return loss
+
+    def _batch_loss(self, batch: Batch, totals: BatchTotals | None = None) -> torch.Tensor:
+        """The training loss of `batch` (with `totals`, its share of the whole batch), with the
+        graph kept for the gradient."""
+        if self.objective is not None:
+            return self.objective(self.potential, batch, totals)
+        return self._loss(batch, predict(self.potential, batch, create_graph=True), totals)
+
+    def _shard(self, graphs: Sequence, indices: np.ndarray
+               ) -> tuple[Batch | None, BatchTotals | None]:
+        """This process's shard of the batch of `graphs[indices]` and the whole batch's totals
+        (the whole batch and None in one process; no shard when the batch has fewer graphs
+        than there are processes and none is left for this one)."""
+        if self.parallel is None:
+            return Batch.from_data_list([graphs[k] for k in indices]), None
+        mine = self.parallel.shard(indices)
+        totals = BatchTotals.of([graphs[k] for k in indices])
+        return (Batch.from_data_list([graphs[k] for k in mine]) if len(mine) else None), totals
 
     def _train_epoch(self) -> float:
         self.potential.train()
         total, count = 0.0, 0
         seed = self.config.seed * 1_000_003 + self.epoch
-        for batch in batches(self.train_graphs, self.config.batch_size, True, seed,
-                             self.sampling_probabilities):
-            batch = batch.to(self.device)
-            if self.objective is not None:
-                loss = self.objective(self.potential, batch)
-            else:
-                loss = self._loss(batch, predict(self.potential, batch, create_graph=True))
-            value = float(loss.detach())
+        for indices in batch_indices(len(self.train_graphs), self.config.batch_size, True, seed,
+                                     self.sampling_probabilities):
+            value = self._train_step(indices)
             if not np.isfinite(value):
                 raise TrainingError(
                     f"training loss is not finite ({value}) at epoch {self.epoch} in the batch "
-                    f"of {self._nonfinite_frames(batch)}: check their labels (a huge, NaN or "
-                    "infinite energy or force), or start anew with a lower --lr if the weights "
-                    f"diverged. {self._stopped_here()}")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+                    f"of {self._nonfinite_frames([self.train_graphs[k] for k in indices])}: "
+                    "check their labels (a huge, NaN or infinite energy or force), or start "
+                    f"anew with a lower --lr if the weights diverged. {self._stopped_here()}")
             if self.config.gradient_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.potential.parameters(),
                                                self.config.gradient_clip)
             self.optimizer.step()
             self.ema.update(self.potential)
-            total += value * batch.num_graphs
-            count += batch.num_graphs
+            total += value * len(indices)
+            count += len(indices)
         return total / max(count, 1)
+
+    def _train_step(self, indices: np.ndarray) -> float:
+        """Gradients of the batch of training graphs `indices` (summed over the processes);
+        returns its loss (NaN or inf: nothing was back-propagated)."""
+        shard, totals = self._shard(self.train_graphs, indices)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.parallel is None:
+            loss = self._batch_loss(shard.to(self.device))
+            value = float(loss.detach())
+            if np.isfinite(value):
+                loss.backward()
+            return value
+        # DDP averages the processes' gradients: back-propagate W × this process's share. A
+        # process without a shard still joins the gradient exchange, with a share of zero.
+        scale = float(self.parallel.world_size)
+        if shard is None:
+            shard, scale = Batch.from_data_list([self.train_graphs[indices[0]]]), 0.0
+            totals = BatchTotals.of([self.train_graphs[indices[0]]])
+        share = self._shared_loss(shard.to(self.device), totals)
+        value = self.parallel.total(share * (scale / self.parallel.world_size))
+        if np.isfinite(value):
+            (share * scale).backward()
+        return value
 
     def evaluate(self, graphs: Sequence) -> dict[str, float]:
         """Loss and errors of the current weights on `graphs` (energy eV, forces eV/Å; errors
-        are NaN on unlabeled graphs)."""
+        are NaN on unlabeled graphs); the processes share the graphs and sum their results."""
         self.potential.eval()
-        loss_sum, e_abs, f_abs, f_sq = 0.0, 0.0, 0.0, 0.0
-        n_graphs, n_labelled, n_components = 0, 0, 0
-        for batch in batches(graphs, max(self.config.batch_size, 32), False, 0):
-            batch = batch.to(self.device)
-            n_graphs += batch.num_graphs
+        sums = np.zeros(7)  # loss × G, Σ|ΔE|, Σ|ΔF|, Σ ΔF², graphs, labelled, components
+        for indices in batch_indices(len(graphs), max(self.config.batch_size, 32), False, 0):
+            shard, totals = self._shard(graphs, indices)
+            if shard is None:
+                continue
+            batch = shard.to(self.device)
+            size = len(indices)
+            sums[4] += batch.num_graphs
             if self.objective is not None:
-                loss_sum += float(self.objective(self.potential, batch).detach()) * \
-                    batch.num_graphs
+                sums[0] += float(self.objective(self.potential, batch, totals).detach()) * size
             if getattr(batch, "forces", None) is None:
                 continue
             raw = predict(self.potential, batch)
             predictions = Predictions(raw.energy.detach(), raw.forces.detach())
             if self.objective is None:
-                loss_sum += float(self._loss(batch, predictions)) * batch.num_graphs
-            e_abs += float((predictions.energy - batch.energy).abs().sum())
+                sums[0] += float(self._loss(batch, predictions, totals)) * size
+            sums[1] += float((predictions.energy - batch.energy).abs().sum())
             difference = predictions.forces - batch.forces
-            f_abs += float(difference.abs().sum())
-            f_sq += float(difference.pow(2).sum())
-            n_labelled += batch.num_graphs
-            n_components += difference.numel()
+            sums[2] += float(difference.abs().sum())
+            sums[3] += float(difference.pow(2).sum())
+            sums[5] += batch.num_graphs
+            sums[6] += difference.numel()
+        totals = self.parallel.sum(sums) if self.parallel is not None else sums.tolist()
+        loss_sum, e_abs, f_abs, f_sq, n_graphs, n_labelled, n_components = totals  # floats
         nan = float("nan")
         return {"loss": loss_sum / n_graphs if n_graphs else nan,
                 "energy_mae": e_abs / n_labelled if n_labelled else nan,
@@ -618,7 +687,10 @@ class Trainer:
                 self.stop_reason = "learning rate reached its floor"
                 break
             limit = self.config.max_minutes
-            if limit is not None and time.monotonic() - started > 60.0 * limit:
+            over = limit is not None and time.monotonic() - started > 60.0 * limit
+            if self.parallel is not None:  # rank 0's clock ends the run on every process
+                over = self.parallel.main_decides(over)
+            if over:
                 self.stop_reason = f"time budget of {limit} min reached"
                 break
         else:
