@@ -191,6 +191,7 @@ def test_torchrun_two_processes_end_with_the_weights_of_one(loss, water_data, tm
             (tmp_path / "one" / "clusters.json").read_text()
 
 
+@pytest.mark.slow
 def test_torchrun_with_bad_data_prints_one_plain_error(tmp_path):
     """Under torchrun a bad --data gives rank 0's plain error line (rank 1's is tagged) and
     leaves no run directory."""
@@ -208,6 +209,9 @@ def test_commands_other_than_train_refuse_to_run_under_torchrun(water_data, monk
     result = run_mlff_here("data", "info", water_data)
     _assert_one_error(result, "mlff data runs in one process",
                       "only mlff train runs data-parallel")
+    monkeypatch.setenv("RANK", "1")  # the other processes tag their line with their rank
+    result = run_mlff_here("data", "info", water_data)
+    assert result.stderr.startswith("mlff (rank 1): error: mlff data runs in one process")
 
 
 def _assert_one_error(result: subprocess.CompletedProcess, *needles: str) -> None:
