@@ -40,8 +40,8 @@ BIN = Path(sys.executable).parent
 def train(data: Path, run: Path, processes: int, threads: int, args) -> list[float]:
     """Seconds of each epoch after the first."""
     command = [str(BIN / "mlff"), "train", "--data", str(data), "--model", args.arch,
-               "--epochs", str(args.epochs + 1), "--batch-size", str(args.batch_size), "--device", args.device,
-               "-o", str(run)]
+               "--epochs", str(args.epochs + 1), "--batch-size", str(args.batch_size),
+               "--device", args.device, "-o", str(run)]
     if processes > 1:
         command = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", str(processes),
                    *command]

@@ -320,3 +320,39 @@ def test_stage_settings_helper(tmp_path):
         claim_stage(legacy, settings)
     assert claim_stage(legacy, settings, redo=True, log=notes.append) is False
     assert not (legacy / "result.txt").exists()
+
+
+def test_gamma_candidates_as_dask_tasks_equal_the_serial_run(ethanol_sets, tmp_path):
+    """Stages 2–3 of two γ as tasks on a local Dask cluster of 2 workers (1 thread each)
+    against the same run one γ after the other here, float64: the same stage results, the
+    same choice of γ and the same final model, to the order of floating-point sums."""
+    from mlff_core.distributed import cluster_map, dask_client
+
+    config = TrainingConfig(architecture="schnet", hyperparameters=TINY, epochs=2, batch_size=8,
+                            dtype="float64", seed=5)
+    settings = AsteroidSettings(config=config, finetune_epochs=2, gammas=(0.5, 2.0),
+                                cost_ratio=10.0, n_val=4)
+    here = asteroid([ethanol_sets["accurate"]], tmp_path / "serial", settings,
+                    cheap=[ethanol_sets["cheap"]])
+    reports = []
+
+    def progress(_description, _total):
+        import contextlib
+
+        return contextlib.nullcontext(reports.append)
+
+    with dask_client(workers=2) as client:
+        tasks = asteroid([ethanol_sets["accurate"]], tmp_path / "tasks", settings,
+                         cheap=[ethanol_sets["cheap"]], task_map=cluster_map(client),
+                         progress=progress)
+    assert reports.count(1) >= 2  # each γ candidate reported as its task finished
+    assert list(tasks["stages"]) == list(here["stages"]) == [
+        "stage1", "stage2_gamma0.5", "stage2_gamma2", "stage3_gamma0.5", "stage3_gamma2"]
+    for name, stage in here["stages"].items():
+        assert tasks["stages"][name]["val_loss"] == pytest.approx(stage["val_loss"], rel=1e-9)
+        assert tasks["stages"][name]["best_epoch"] == stage["best_epoch"]
+    assert tasks["chosen"] == here["chosen"]
+    mine = load_model(tmp_path / "tasks" / "model.pt").to_potential().state_dict()
+    theirs = load_model(tmp_path / "serial" / "model.pt").to_potential().state_dict()
+    for key, value in theirs.items():
+        torch.testing.assert_close(mine[key], value, rtol=1e-9, atol=1e-12, msg=key)

@@ -3,12 +3,16 @@ configurations) followed by fine-tuning on accurate labels."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
 
+from mlff_core.commands.cluster_options import worker_options
 from mlff_core.commands.data import SubsetSize
 from mlff_core.commands.train import LEARNING_RATE
+from mlff_core.distributed import dask_client
+from mlff_core.distributed.tasks import cluster_map
 from mlff_core.models import ARCHITECTURES
 from mlff_core.progress import progress_bar
 from mlff_core.training import TrainingConfig
@@ -90,11 +94,12 @@ class GammaSpec(click.ParamType):
               help="Run directory: one sub-directory per stage, asteroid.json, model.pt.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in -o (finished stages are kept).")
+@worker_options
 def asteroid(accurate, cheap, unlabeled, temperature, gamma, cost_ratio, score_method,
              n_projections, noise, no_finetune, architecture, hidden, num_interactions, cutoff,
              epochs, finetune_epochs, learning_rate, finetune_learning_rate, batch_size,
              early_stopping_patience, max_minutes, finetune_minutes, n_val, dtype, device, seed,
-             run_dir, resume) -> None:
+             run_dir, resume, scheduler, cluster, cluster_config, workers) -> None:
     """ASTEROID: learn from many cheap labels and few accurate ones (1. bias identification,
     2. bias-aware training with weights exp(−B/γ), 3. fine-tuning on the accurate labels), or
     from unlabeled configurations by score matching followed by fine-tuning.
@@ -106,6 +111,10 @@ def asteroid(accurate, cheap, unlabeled, temperature, gamma, cost_ratio, score_m
           --frames 200 --seed 1 -o acc.npz
       mlff asteroid --accurate acc.npz --cheap cheap.npz --gamma auto -o runs/ast
       mlff asteroid --accurate acc.npz --unlabeled unl.npz --temperature 500 -o runs/ast-sm
+
+    With a γ grid (--gamma auto or a list), stages 2 and 3 of each γ run as tasks on a Dask
+    cluster: a local one of this machine's cores by default, a running scheduler
+    (--scheduler), or batch jobs (--cluster slurm|pbs|lsf).
     """
     if not (cheap or unlabeled):
         raise click.UsageError("give --cheap (labelled) or --unlabeled frames")
@@ -132,8 +141,14 @@ def asteroid(accurate, cheap, unlabeled, temperature, gamma, cost_ratio, score_m
         finetune=not no_finetune, n_val=n_val, temperature=temperature,
         score_method=score_method, n_projections=n_projections, noise=noise,
         cost_ratio=cost_ratio)
-    summary = run_asteroid(accurate, out, settings, cheap=cheap, unlabeled=unlabeled,
-                           progress=progress_bar)
+    with contextlib.ExitStack() as stack:
+        task_map = None
+        if cheap and len(settings.gammas if settings.bias_weights else [None]) > 1:
+            client = stack.enter_context(dask_client(scheduler, cluster, cluster_config,
+                                                     workers))
+            task_map = cluster_map(client)
+        summary = run_asteroid(accurate, out, settings, cheap=cheap, unlabeled=unlabeled,
+                               progress=progress_bar, task_map=task_map)
     scale = force_conversion("kcal/mol/A")
     budget = summary["budget"]
     if "cost_ratio" in budget:

@@ -6,6 +6,7 @@ running scheduler, or a batch system through dask-jobqueue).
                    written atomically (a killed run resumes), failed frames retried and then
                    reported by index
     exploration.py cluster_md_runner(): the MD runs of a continued-learning pass as tasks
+    tasks.py       cluster_map(): independent calls as tasks (ASTEROID's γ candidates)
 """
 
 from mlff_core.distributed.cluster import dask_client, read_cluster_config
@@ -16,6 +17,8 @@ from mlff_core.distributed.labelling import (
     cluster_labeller,
     label_frames_on_cluster,
 )
+from mlff_core.distributed.tasks import cluster_map, serial_map
 
-__all__ = ["ChunkStore", "LabellingFailed", "MDRun", "cluster_labeller", "cluster_md_runner",
-           "dask_client", "label_frames_on_cluster", "read_cluster_config", "serial_md_runner"]
+__all__ = ["ChunkStore", "LabellingFailed", "MDRun", "cluster_labeller", "cluster_map",
+           "cluster_md_runner", "dask_client", "label_frames_on_cluster", "read_cluster_config",
+           "serial_map", "serial_md_runner"]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlff_core.distributed.tasks import cluster_map
 from mlff_core.engines import get_engine
 from mlff_core.progress import Advance, no_progress
 
@@ -78,19 +79,11 @@ def run_md_task(engine: str, run: MDRun) -> dict[str, Any]:
 def cluster_md_runner(client, retries: int = 2) -> MDRunner:
     """An `MDRunner` that runs every MD run of a pass as a task on `client`'s workers (progress
     by finished run)."""
+    tasks = cluster_map(client, retries)
+
     def run_all(engine: str, runs: Sequence[MDRun],
                 advance: Advance = no_progress) -> list[dict[str, Any]]:
-        from distributed import as_completed
-
-        futures = [client.submit(run_md_task, engine, run, retries=retries, pure=False)
-                   for run in runs]
-        steps = {future.key: run.steps for future, run in zip(futures, runs, strict=True)}
-        try:
-            for future in as_completed(futures):
-                future.result()  # an engine error: raised here, as in the serial path
-                advance(steps[future.key])
-            return [future.result() for future in futures]
-        finally:
-            client.cancel(futures)
+        return tasks(run_md_task, [(engine, run) for run in runs], [run.steps for run in runs],
+                     advance)
 
     return run_all

@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -76,6 +76,9 @@ from mlff_core.training.trainer import (
     fit_reference_energies,
     initial_potential,
 )
+
+if TYPE_CHECKING:
+    from mlff_core.distributed.tasks import TaskMap
 
 #: γ grid, in units of the cheap set's median bias.
 GAMMA_GRID = (0.1, 0.5, 1.0, 2.0)
@@ -379,8 +382,9 @@ def _read_sets(accurate: Sequence[str | os.PathLike], extra_files: Sequence[str 
 def _bias_aware_stages(sets: _Sets, cheap: Sequence[str | os.PathLike], run_dir: Path,
                        settings: AsteroidSettings, progress: ProgressFactory,
                        summary: dict[str, Any], records: dict[str, dict[str, Any]],
-                       claim: Claim) -> list[dict[str, Any]]:
-    """Stages 1 and 2 (one stage 2 per γ); returns the stage-2 candidates."""
+                       claim: Claim, task_map: TaskMap | None = None) -> list[dict[str, Any]]:
+    """Stage 1, then stages 2 and 3 of each γ (`task_map`: as tasks, e.g. on a Dask cluster;
+    default: one γ after the other here); returns the candidates, stage 3 done."""
     config = settings.config
     stage1_dir = run_dir / "stage1_bias"
     torch.manual_seed(config.seed)
@@ -403,33 +407,54 @@ def _bias_aware_stages(sets: _Sets, cheap: Sequence[str | os.PathLike], run_dir:
     summary["bias"] = {"unit": "eV/A (L1 over all components)", "median": scale,
                        "mean": float(bias_train.mean()), "max": float(bias_train.max()),
                        "median_per_component": scale / (3 * sets.extra_train.atomic_numbers.size)}
-    candidates = []
-    for gamma in list(settings.gammas) if settings.bias_weights else [None]:
-        name = _gamma_name(gamma)
-        if gamma is None:
-            w_train, w_val = np.ones(sets.extra_train.n_frames), np.ones(sets.extra_val.n_frames)
-        else:
-            w_train = bias_weights(bias_train, gamma, scale)
-            w_val = bias_weights(bias_val, gamma, scale)
-        stage2_dir = run_dir / f"stage2_{name}"
-        provenance = {"files": [str(p) for p in cheap], "asteroid_stage": 2, "gamma": gamma,
-                      "level_of_theory": sorted(set(sets.extra_train.levels.tolist()))}
-        torch.manual_seed(config.seed)  # from scratch: the same initial weights for every γ
-        stage2 = _run_stage(f"stage 2 · bias-aware training on cheap labels ({name})",
-                            partial(Trainer, config, [sets.extra_train], [sets.extra_val],
-                                    stage2_dir, sample_weights=[w_train],
-                                    val_sample_weights=[w_val], provenance=provenance),
-                            stage2_dir, progress, records[f"stage2_{name}"], claim)
-        if not (stage2_dir / "weights.npz").exists():
-            with atomic_output(stage2_dir / "weights.npz") as fh:
-                np.savez(fh, train=w_train, val=w_val)
-        effective = float(w_train.sum() ** 2 / (w_train ** 2).sum())
-        summary["stages"][f"stage2_{name}"] = {
-            **asdict(stage2), "gamma": gamma,
-            "weights": {"mean": float(w_train.mean()), "min": float(w_train.min()),
-                        "effective_frames": effective}}
-        candidates.append({"name": name, "gamma": gamma, "stage2": stage2_dir})
+    gammas = list(settings.gammas) if settings.bias_weights else [None]
+    calls = [(gamma, sets, [str(p) for p in cheap], run_dir, settings, (bias_train, bias_val),
+              scale, records, claim) for gamma in gammas]
+    if task_map is None:
+        candidates = [_gamma_candidate(*call, progress=progress) for call in calls]
+    else:
+        with progress(f"stages 2–3 · {len(calls)} γ candidates as tasks", len(calls)) as advance:
+            candidates = task_map(_gamma_candidate, calls, None, advance)
+    for candidate in candidates:
+        summary["stages"][f"stage2_{candidate['name']}"] = candidate.pop("stage2_summary")
     return candidates
+
+
+def _gamma_candidate(gamma: float | None, sets: _Sets, cheap: Sequence[str], run_dir: Path,
+                     settings: AsteroidSettings, bias: tuple[np.ndarray, np.ndarray],
+                     scale: float, records: dict[str, dict[str, Any]], claim: Claim,
+                     progress: ProgressFactory = silent_progress) -> dict[str, Any]:
+    """Stage 2 (bias-aware training on the cheap labels with weights exp(−B / (γ · scale)),
+    uniform for γ None) and stage 3 of one γ: a candidate, with its stage-2 summary."""
+    name = _gamma_name(gamma)
+    bias_train, bias_val = bias
+    if gamma is None:
+        w_train, w_val = np.ones(sets.extra_train.n_frames), np.ones(sets.extra_val.n_frames)
+    else:
+        w_train = bias_weights(bias_train, gamma, scale)
+        w_val = bias_weights(bias_val, gamma, scale)
+    stage2_dir = run_dir / f"stage2_{name}"
+    provenance = {"files": list(cheap), "asteroid_stage": 2, "gamma": gamma,
+                  "level_of_theory": sorted(set(sets.extra_train.levels.tolist()))}
+    torch.manual_seed(settings.config.seed)  # from scratch: the same initial weights for every γ
+    stage2 = _run_stage(f"stage 2 · bias-aware training on cheap labels ({name})",
+                        partial(Trainer, settings.config, [sets.extra_train], [sets.extra_val],
+                                stage2_dir, sample_weights=[w_train],
+                                val_sample_weights=[w_val], provenance=provenance),
+                        stage2_dir, progress, records[f"stage2_{name}"], claim)
+    if not (stage2_dir / "weights.npz").exists():
+        with atomic_output(stage2_dir / "weights.npz") as fh:
+            np.savez(fh, train=w_train, val=w_val)
+    effective = float(w_train.sum() ** 2 / (w_train ** 2).sum())
+    candidate: dict[str, Any] = {"name": name, "gamma": gamma, "stage2": stage2_dir,
+                                 "stage2_summary": {
+                                     **asdict(stage2), "gamma": gamma,
+                                     "weights": {"mean": float(w_train.mean()),
+                                                 "min": float(w_train.min()),
+                                                 "effective_frames": effective}}}
+    candidate["stage3"] = _finetune_stage(candidate, sets, run_dir, settings, progress, records,
+                                          claim)
+    return candidate
 
 
 def _score_stage(sets: _Sets, unlabeled: Sequence[str | os.PathLike], run_dir: Path,
@@ -483,8 +508,11 @@ def asteroid(accurate: Sequence[str | os.PathLike], run_dir: str | os.PathLike,
              settings: AsteroidSettings, *, cheap: Sequence[str | os.PathLike] = (),
              unlabeled: Sequence[str | os.PathLike] = (),
              progress: ProgressFactory = silent_progress,
-             redo_changed: bool = False) -> dict[str, Any]:
+             redo_changed: bool = False, task_map: TaskMap | None = None) -> dict[str, Any]:
     """Run ASTEROID; returns the summary also written to `run_dir/asteroid.json`.
+
+    `task_map` runs stages 2 and 3 of each γ of the grid as independent tasks (e.g.
+    `mlff_core.distributed.cluster_map` on a Dask cluster); default: one γ after the other.
 
     Exactly one of `cheap` (labelled, biased) and `unlabeled` (configurations sampled at
     `settings.temperature`) is given. A run directory left by an earlier run is continued
@@ -531,13 +559,14 @@ def asteroid(accurate: Sequence[str | os.PathLike], run_dir: str | os.PathLike,
     }
     if cheap:
         candidates = _bias_aware_stages(sets, cheap, run_dir, settings, progress, summary,
-                                        records, claim)
+                                        records, claim, task_map)
     else:
         candidates = _score_stage(sets, unlabeled, run_dir, settings, progress, summary,
                                   records, claim)
+        for candidate in candidates:
+            candidate["stage3"] = _finetune_stage(candidate, sets, run_dir, settings, progress,
+                                                  records, claim)
     for candidate in candidates:
-        candidate["stage3"] = _finetune_stage(candidate, sets, run_dir, settings, progress,
-                                              records, claim)
         summary["stages"][f"stage3_{candidate['name']}"] = asdict(candidate["stage3"])
 
     chosen = min(candidates, key=lambda c: c["stage3"].val_loss)
