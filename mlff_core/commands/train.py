@@ -188,7 +188,8 @@ def train(data, val_data, architecture, run_dir, n_train, n_val, hidden, num_int
       mlff train --data aspirin.npz --loss cluster=1,maxerr=0.1 -o runs/cluster
       mlff train --data aspirin.npz --loss cluster --cluster-sampling balanced -o runs/bal
       mlff train --data aspirin.npz --committee 4 -o runs/committee
-      torchrun --nproc-per-node 2 $(which mlff) train --data aspirin.npz -o runs/ddp
+      torchrun --standalone --nproc-per-node 2 $(which mlff) train --data aspirin.npz \\
+          -o runs/ddp
 
     Under torchrun the processes share each batch (data-parallel, DDP; gloo on CPU, nccl on
     CUDA): the same steps as one process with the same --batch-size, which stays the global

@@ -59,6 +59,13 @@ class ProcessGroup:
         return cls(dist.get_rank(), dist.get_world_size(),
                    int(os.environ.get("LOCAL_RANK", dist.get_rank())))
 
+    @property
+    def device(self) -> torch.device:
+        """Where this backend's collectives take their tensors (nccl: this process's GPU)."""
+        if dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
     def shard(self, indices: np.ndarray) -> np.ndarray:
         """This process's contiguous share of a batch's graph indices (empty when the batch
         has fewer graphs than there are processes)."""
@@ -66,20 +73,20 @@ class ProcessGroup:
 
     def sum(self, values: Sequence[float]) -> list[float]:
         """The sums over the processes of `values`, rank 0's bits on every process."""
-        tensor = torch.tensor(list(values), dtype=torch.float64)
+        tensor = torch.tensor(list(values), dtype=torch.float64, device=self.device)
         dist.all_reduce(tensor)
         dist.broadcast(tensor, src=0)
-        return tensor.tolist()
+        return tensor.cpu().tolist()
 
     def total(self, value: Tensor) -> float:
         """The sum over the processes of a scalar (NaN anywhere gives NaN everywhere)."""
-        tensor = value.detach().to("cpu", torch.float64).reshape(1)
+        tensor = value.detach().to(self.device, torch.float64).reshape(1)
         dist.all_reduce(tensor)
-        return float(tensor)
+        return float(tensor.cpu())
 
     def main_decides(self, flag: bool) -> bool:
         """Rank 0's `flag` on every process (for decisions that end a run)."""
-        tensor = torch.tensor([1 if flag else 0], dtype=torch.int64)
+        tensor = torch.tensor([1 if flag else 0], dtype=torch.int64, device=self.device)
         dist.broadcast(tensor, src=0)
         return bool(tensor.item())
 
@@ -87,13 +94,13 @@ class ProcessGroup:
         """Rank 0's JSON-serialisable `document` on every process (sent as UTF-8 bytes, never
         pickled)."""
         data = json.dumps(document).encode() if self.is_main else b""
-        size = torch.tensor([len(data)], dtype=torch.int64)
+        size = torch.tensor([len(data)], dtype=torch.int64, device=self.device)
         dist.broadcast(size, src=0)
-        buffer = torch.zeros(int(size), dtype=torch.uint8)
+        buffer = torch.zeros(int(size), dtype=torch.uint8, device=self.device)
         if self.is_main:
             buffer.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
         dist.broadcast(buffer, src=0)
-        return json.loads(bytes(buffer.numpy()).decode())
+        return json.loads(bytes(buffer.cpu().numpy()).decode())
 
 
 def is_main_process() -> bool:
