@@ -98,7 +98,7 @@ def test_shares_of_a_batch_add_up_to_its_loss_and_gradient(terms, sampling):
         shares.append(float(share.detach()))
         gradients.append(gradient)
         atom, frame = atom + atoms, frame + len(mine)
-    assert sum(shares) == pytest.approx(float(whole), rel=1e-12, abs=1e-14)
+    assert sum(shares) == pytest.approx(float(whole.detach()), rel=1e-12, abs=1e-14)
     for k in range(2):
         joined = torch.cat([g[k] for g in gradients])
         torch.testing.assert_close(joined, whole_gradient[k], rtol=1e-12, atol=1e-14)
