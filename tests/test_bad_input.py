@@ -209,13 +209,13 @@ def _relevelled(frames_path, level, out):
 def test_mixed_levels_of_theory_are_refused_unless_allowed(tmp_path, finished_run):
     water = finished_run / "w.npz"
     other = _relevelled(water, "gfn2", tmp_path / "w_gfn2.npz")
-    result = run_mlff("train", "--data", water, "--data", other, "--model", "schnet",
-                      "--epochs", "1", "-o", tmp_path / "mixed")
+    result = run_mlff_here("train", "--data", water, "--data", other, "--model", "schnet",
+                           "--epochs", "1", "-o", tmp_path / "mixed")
     assert_clean_error(result, "the data mix levels of theory", "w.npz: MMFF94",
                        "w_gfn2.npz: gfn2", "--allow-mixed-levels")
     assert not (tmp_path / "mixed").exists()
-    result = run_mlff("train", "--data", water, "--val-data", other, "--model", "schnet",
-                      "--epochs", "1", "-o", tmp_path / "mixed")
+    result = run_mlff_here("train", "--data", water, "--val-data", other, "--model", "schnet",
+                           "--epochs", "1", "-o", tmp_path / "mixed")
     assert_clean_error(result, "the data mix levels of theory")
     result = run_mlff("train", "--data", water, "--data", other, "--model", "schnet",
                       "--hidden", "8", "--layers", "1", "--epochs", "1", "--allow-mixed-levels",
@@ -225,8 +225,8 @@ def test_mixed_levels_of_theory_are_refused_unless_allowed(tmp_path, finished_ru
     from mlff_core.export.from_run import export_run
 
     model = export_run(finished_run / "run", tmp_path / "water.pt", clusters=False)
-    result = run_mlff("finetune", "--model", model, "--data", other, "--epochs", "1",
-                      "-o", tmp_path / "ft")
+    result = run_mlff_here("finetune", "--model", model, "--data", other, "--epochs", "1",
+                           "-o", tmp_path / "ft")
     assert_clean_error(result, "water.pt was trained on MMFF94 labels",
                        "w_gfn2.npz: gfn2", "--allow-mixed-levels")
     assert not (tmp_path / "ft").exists()
@@ -322,8 +322,8 @@ def test_a_used_split_directory_is_refused_unless_overwrite(tmp_path, finished_r
     (out / "notes.txt").write_text("mine")
     assert run_mlff("data", "split", data, "--train", "6", "--val", "3", "-o", out).returncode == 0
     assert (out / "test.npz").exists()
-    assert_clean_error(run_mlff("data", "split", data, "--train", "9", "--val", "3", "--test",
-                                "0", "-o", out),
+    assert_clean_error(run_mlff_here("data", "split", data, "--train", "9", "--val", "3",
+                                     "--test", "0", "-o", out),
                        f"{out}: already holds an earlier split (test.npz, train.npz, val.npz)",
                        "--overwrite")
     result = run_mlff("data", "split", data, "--train", "9", "--val", "3", "--test", "0",
@@ -404,13 +404,14 @@ def test_generate_resumes_only_what_it_was_asked_to(tmp_path):
     out = tmp_path / "w.npz"
     args = ("data", "generate", "--molecule", "water", "--level", "mmff94", "--frames", "3",
             "--stride", "2", "--equilibration", "2", "-o", out)
-    assert_clean_error(run_mlff(*args, "--resume"), "nothing to resume")
-    assert_clean_error(run_mlff(*args, "--resume", "--overwrite"), "give one of them")
+    # the refusals in this process (no interpreter start-up); the run itself as users run it
+    assert_clean_error(run_mlff_here(*args, "--resume"), "nothing to resume")
+    assert_clean_error(run_mlff_here(*args, "--resume", "--overwrite"), "give one of them")
     PartialRun(partial_path(out), {"made": "by hand"}).save({}, 1, "sample")
-    assert_clean_error(run_mlff(*args), "w.npz.partial.npz: a stopped run of this command "
-                                        "left its frames here; pass --resume")
-    assert_clean_error(run_mlff(*args, "--resume"), "the partial run was made with other "
-                                                    "settings")
+    assert_clean_error(run_mlff_here(*args), "w.npz.partial.npz: a stopped run of this command "
+                                             "left its frames here; pass --resume")
+    assert_clean_error(run_mlff_here(*args, "--resume"), "the partial run was made with other "
+                                                         "settings")
     result = run_mlff(*args, "--overwrite")
     assert result.returncode == 0, result.stderr
     assert read_frames(out).n_frames == 3 and not partial_path(out).exists()

@@ -25,23 +25,24 @@ def test_generate_info_convert_split_relabel(tmp_path):
     np.testing.assert_array_equal(generated.forces, serial.forces)
     assert not (tmp_path / "ethanol.npz.chunks").exists()
 
-    info = run_mlff("data", "info", out, "--json")
+    info = run_mlff_here("data", "info", out, "--json")  # in process: no interpreter start-up
     summary = json.loads(info.stdout)
     assert summary["frames"] == 12 and summary["atoms"] == 9
     assert summary["levels"] == {"GFN2-xTB": 12}
     assert summary["provenance"]["sampling"]["seed"] == 1
-    text = run_mlff("data", "info", out).stdout
+    text = run_mlff_here("data", "info", out).stdout
     assert "C2H6O" in text and "GFN2-xTB (12)" in text
 
-    assert run_mlff("data", "convert", out, tmp_path / "e.xyz").returncode == 0
-    assert run_mlff("data", "convert", tmp_path / "e.xyz", tmp_path / "md17.npz",
-                    "--to", "md17").returncode == 0
+    assert run_mlff_here("data", "convert", out, tmp_path / "e.xyz").returncode == 0
+    assert run_mlff_here("data", "convert", tmp_path / "e.xyz", tmp_path / "md17.npz",
+                         "--to", "md17").returncode == 0
     back = read_frames(tmp_path / "md17.npz")
     original = read_frames(out)
     np.testing.assert_allclose(back.forces, original.forces, atol=1e-8)  # extxyz: 8 decimals
     np.testing.assert_allclose(back.energies, original.energies, rtol=1e-12)
 
-    split = run_mlff("data", "split", out, "--train", "8", "--val", "2", "-o", tmp_path / "sp")
+    split = run_mlff_here("data", "split", out, "--train", "8", "--val", "2",
+                          "-o", tmp_path / "sp")
     assert split.returncode == 0, split.stderr
     sizes = {n: read_frames(tmp_path / "sp" / f"{n}.npz").n_frames
              for n in ("train", "val", "test")}

@@ -633,8 +633,8 @@ class Trainer:
             sums[3] += float(difference.pow(2).sum())
             sums[5] += batch.num_graphs
             sums[6] += difference.numel()
-        totals = self.parallel.sum(sums) if self.parallel is not None else sums.tolist()
-        loss_sum, e_abs, f_abs, f_sq, n_graphs, n_labelled, n_components = totals  # floats
+        summed = self.parallel.sum(sums) if self.parallel is not None else sums.tolist()
+        loss_sum, e_abs, f_abs, f_sq, n_graphs, n_labelled, n_components = summed  # floats
         nan = float("nan")
         return {"loss": loss_sum / n_graphs if n_graphs else nan,
                 "energy_mae": e_abs / n_labelled if n_labelled else nan,
