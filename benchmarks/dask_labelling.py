@@ -22,18 +22,13 @@ import statistics
 import time
 
 from threadpoolctl import threadpool_limits
+from timing import seconds
 
 from mlff_core.data.generate import LangevinSampling, generate_frames, relabel_frames
 from mlff_core.data.molecules import named_molecule
 from mlff_core.distributed import dask_client, label_frames_on_cluster
 from mlff_core.distributed.labelling import default_chunk_size
 from mlff_core.labels import get_level
-
-
-def seconds(function, *args, **kwargs) -> float:
-    start = time.perf_counter()
-    function(*args, **kwargs)
-    return time.perf_counter() - start
 
 
 def main() -> None:

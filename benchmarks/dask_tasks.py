@@ -17,6 +17,7 @@ interleaved; mean ± std.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 from threadpoolctl import threadpool_limits
+from timing import seconds
 
 from mlff_core.data.formats import write_frames
 from mlff_core.data.generate import LangevinSampling, generate_frames, relabel_frames
@@ -46,12 +48,6 @@ def md_runs(model: Path, start: Path, out: Path, runs: int, steps: int) -> list[
                   {"temperature": 500.0, "timestep": 0.5, "steps": steps, "report_interval": 20,
                    "friction": 1.0, "bond_threshold": 0.5, "action": "stop", "seed": k})
             for k in range(runs)]
-
-
-def timed(function, *args, **kwargs) -> float:
-    start = time.perf_counter()
-    function(*args, **kwargs)
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -86,34 +82,29 @@ def main() -> None:
                 "ASTEROID, this process": [], "ASTEROID, 1 worker": [],
                 "ASTEROID, 2 workers": []}
         clients = {}
-        for workers in (1, 2):
-            started = time.perf_counter()
-            context = dask_client(workers=workers)
-            clients[workers] = (context, context.__enter__())
-            client = clients[workers][1]
-            client.run(lambda: __import__("mlff_core.training.asteroid"))
-            print(f"{workers} worker(s): cluster up and imports done in "
-                  f"{time.perf_counter() - started:.1f} s", flush=True)
-        try:
+        with contextlib.ExitStack() as stack:
+            for workers in (1, 2):
+                started = time.perf_counter()
+                clients[workers] = stack.enter_context(dask_client(workers=workers))
+                clients[workers].run(lambda: __import__("mlff_core.training.asteroid"))
+                print(f"{workers} worker(s): cluster up and imports done in "
+                      f"{time.perf_counter() - started:.1f} s", flush=True)
             for repeat in range(args.repeats):
                 out = root / f"r{repeat}"
-                rows["MD, this process"].append(timed(
+                rows["MD, this process"].append(seconds(
                     serial_md_runner, "ase",
                     md_runs(model, start, out / "md0", args.runs, args.steps)))
-                rows["ASTEROID, this process"].append(timed(
+                rows["ASTEROID, this process"].append(seconds(
                     asteroid, [accurate], out / "ast0", settings, cheap=[cheap]))
-                for workers, (_, client) in clients.items():
-                    rows[f"MD, {workers} worker{'s' if workers > 1 else ''}"].append(timed(
+                for workers, client in clients.items():
+                    rows[f"MD, {workers} worker{'s' if workers > 1 else ''}"].append(seconds(
                         cluster_md_runner(client), "ase",
                         md_runs(model, start, out / f"md{workers}", args.runs, args.steps)))
                     rows[f"ASTEROID, {workers} worker{'s' if workers > 1 else ''}"].append(
-                        timed(asteroid, [accurate], out / f"ast{workers}", settings,
-                              cheap=[cheap], task_map=cluster_map(client)))
+                        seconds(asteroid, [accurate], out / f"ast{workers}", settings,
+                                cheap=[cheap], task_map=cluster_map(client)))
                 print(f"repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s"
                                                            for k, v in rows.items()), flush=True)
-        finally:
-            for context, _ in clients.values():
-                context.__exit__(None, None, None)
     print(f"\n{args.runs} MD runs × {args.steps} steps (aspirin, SchNet 32, ASE); ASTEROID: 4 γ, "
           f"stage 1 + 4 × (stage 2 + stage 3), ethanol 60 GFN2-xTB + 300 MMFF94 frames")
     print("| | s (mean ± std) |\n|---|---|")

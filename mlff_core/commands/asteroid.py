@@ -143,7 +143,7 @@ def asteroid(accurate, cheap, unlabeled, temperature, gamma, cost_ratio, score_m
         cost_ratio=cost_ratio)
     with contextlib.ExitStack() as stack:
         task_map = None
-        if cheap and len(settings.gammas if settings.bias_weights else [None]) > 1:
+        if cheap and len(settings.candidate_gammas) > 1:
             client = stack.enter_context(dask_client(scheduler, cluster, cluster_config,
                                                      workers))
             task_map = cluster_map(client)

@@ -17,8 +17,8 @@ from mlff_core.distributed.labelling import (
     cluster_labeller,
     label_frames_on_cluster,
 )
-from mlff_core.distributed.tasks import cluster_map, serial_map
+from mlff_core.distributed.tasks import cluster_map
 
 __all__ = ["ChunkStore", "LabellingFailed", "MDRun", "cluster_labeller", "cluster_map",
            "cluster_md_runner", "dask_client", "label_frames_on_cluster", "read_cluster_config",
-           "serial_map", "serial_md_runner"]
+           "serial_md_runner"]

@@ -1,9 +1,9 @@
-"""Independent calls of one function, in this process or as Dask tasks (`TaskMap`).
+"""Independent calls of one function as Dask tasks (`TaskMap`).
 
-`serial_map` runs the calls one after the other; `cluster_map(client)` submits each as a task to
-a Dask cluster, reports each as it finishes and returns the results in the order of the calls.
+`cluster_map(client)` submits each call as a task to a Dask cluster, reports each as it
+finishes and returns the results in the order of the calls.
 A task whose worker dies is rerun by Dask (`retries`); an exception a call raises on a worker is
-raised again here, as in the serial path. The function and its arguments travel to the workers
+raised again here, as if the call had run here. The function and its arguments travel to the workers
 pickled by Dask, between this suite's own processes; whatever files they read or write must lie
 on a filesystem the workers share with the client.
 """
@@ -18,16 +18,6 @@ from mlff_core.progress import Advance, no_progress
 #: (function, calls, weights, advance) -> [function(*call) for call in calls]; `advance` gets
 #: each call's weight (default 1) when it finishes.
 TaskMap = Callable[..., list[Any]]
-
-
-def serial_map(function: Callable[..., Any], calls: Sequence[tuple],
-               weights: Sequence[int] | None = None, advance: Advance = no_progress) -> list[Any]:
-    """A `TaskMap` in this process, one call after the other."""
-    results = []
-    for k, call in enumerate(calls):
-        results.append(function(*call))
-        advance(1 if weights is None else weights[k])
-    return results
 
 
 def cluster_map(client, retries: int = 2) -> TaskMap:

@@ -129,6 +129,11 @@ class AsteroidSettings:
         if self.bias_epochs is not None and self.bias_epochs < 1:
             raise MLFFError("stage 1 (bias identification) needs at least one epoch")
 
+    @property
+    def candidate_gammas(self) -> list[float | None]:
+        """The γ of each stage-2 candidate (None: uniform weights, without bias weights)."""
+        return list(self.gammas) if self.bias_weights else [None]
+
 
 # ------------------------------------------------------------------------------ bias weights
 def bias_weights(bias: np.ndarray, gamma: float, scale: float | None = None) -> np.ndarray:
@@ -297,7 +302,7 @@ def _stage_records(sets: _Sets, settings: AsteroidSettings, labelled: bool
         records["stage1_bias"] = stage1
         cheap = {"cheap_train": content_digest(sets.extra_train),
                  "cheap_val": content_digest(sets.extra_val)}
-        for gamma in list(settings.gammas) if settings.bias_weights else [None]:
+        for gamma in settings.candidate_gammas:
             record: dict[str, Any] = {"stage": "bias-aware training", "config": config,
                                       "data": cheap, "gamma": gamma}
             if gamma is None:
@@ -407,9 +412,8 @@ def _bias_aware_stages(sets: _Sets, cheap: Sequence[str | os.PathLike], run_dir:
     summary["bias"] = {"unit": "eV/A (L1 over all components)", "median": scale,
                        "mean": float(bias_train.mean()), "max": float(bias_train.max()),
                        "median_per_component": scale / (3 * sets.extra_train.atomic_numbers.size)}
-    gammas = list(settings.gammas) if settings.bias_weights else [None]
     calls = [(gamma, sets, [str(p) for p in cheap], run_dir, settings, (bias_train, bias_val),
-              scale, records, claim) for gamma in gammas]
+              scale, records, claim) for gamma in settings.candidate_gammas]
     if task_map is None:
         candidates = [_gamma_candidate(*call, progress=progress) for call in calls]
     else:

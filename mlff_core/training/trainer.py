@@ -600,7 +600,6 @@ class Trainer:
         scale = float(self.parallel.world_size)
         if shard is None:
             shard, scale = Batch.from_data_list([self.train_graphs[indices[0]]]), 0.0
-            totals = BatchTotals.of([self.train_graphs[indices[0]]])
         share = self._shared_loss(shard.to(self.device), totals)
         value = self.parallel.total(share * (scale / self.parallel.world_size))
         if np.isfinite(value):
